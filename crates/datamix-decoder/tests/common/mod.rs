@@ -1,0 +1,75 @@
+//! Shared fixtures for the decoder's integration tests.
+#![allow(dead_code)]
+
+use datamix_decoder::{DecoderConfig, TrainConfig};
+
+pub type B = burn::backend::Autodiff<datamix_decoder::backend::Cpu>;
+pub type Inner = datamix_decoder::backend::Cpu;
+
+/// Deterministic English-like text from a tiny grammar (xorshift PRNG), as bytes.
+pub fn grammar_text(n_sentences: usize, seed: u64) -> Vec<u32> {
+    let subjects = ["the cat", "a dog", "my friend", "the old man", "every bird"];
+    let verbs = ["sees", "likes", "finds", "follows", "paints"];
+    let objects = [
+        "the river",
+        "a red ball",
+        "the moon",
+        "green apples",
+        "the small house",
+    ];
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = |n: usize| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % n as u64) as usize
+    };
+    let mut text = String::new();
+    for _ in 0..n_sentences {
+        text.push_str(subjects[next(subjects.len())]);
+        text.push(' ');
+        text.push_str(verbs[next(verbs.len())]);
+        text.push(' ');
+        text.push_str(objects[next(objects.len())]);
+        text.push_str(". ");
+    }
+    text.bytes().map(u32::from).collect()
+}
+
+/// Entropy (nats) of the unigram distribution of `tokens`.
+pub fn unigram_entropy(tokens: &[u32]) -> f64 {
+    let mut counts = std::collections::HashMap::new();
+    for t in tokens {
+        *counts.entry(t).or_insert(0usize) += 1;
+    }
+    let n = tokens.len() as f64;
+    counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.ln()
+        })
+        .sum()
+}
+
+pub fn tiny() -> DecoderConfig {
+    DecoderConfig::preset("tiny", 256)
+        .unwrap()
+        .with_max_seq_len(64)
+}
+
+pub fn train_cfg(total_steps: u64) -> TrainConfig {
+    TrainConfig {
+        batch_size: 8,
+        seq_len: 64,
+        lr: 3e-3,
+        warmup_steps: 10,
+        total_steps,
+        ..TrainConfig::default()
+    }
+}
+
+/// Fixed-length chunks of a token stream, as a trainer's data source.
+pub fn chunks(tokens: &[u32], n: usize) -> impl Iterator<Item = Vec<u32>> + Clone + '_ {
+    tokens.chunks(n).map(<[u32]>::to_vec)
+}
