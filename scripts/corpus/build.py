@@ -221,9 +221,12 @@ def split_chapters(lines):
         cuts.append(j if VOLUME_RE.match(lines[j]) else s)
     cuts.append(len(lines))
     out = []
+    volume = None
     for k in range(len(starts)):
-        text = "\n".join(lines[cuts[k]:cuts[k + 1]]).strip() + "\n"
-        out.append((lines[starts[k]].strip(), text))
+        chunk = lines[cuts[k]:cuts[k + 1]]
+        volume = next((l.strip() for l in chunk if VOLUME_RE.match(l)), volume)
+        heading = lines[starts[k]].strip()
+        out.append((f"{volume}, {heading}" if volume else heading, "\n".join(chunk).strip() + "\n"))
     return out
 
 
