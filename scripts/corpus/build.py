@@ -89,6 +89,9 @@ def atomic_write(path, write_fn, binary=False):
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -498,9 +501,17 @@ def domain_stamp(name, src, small_bytes):
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def stats_path(out):
+    """DATA/corpus/x.jsonl -> DATA/.stamps/corpus/x.jsonl.json (kept out of the
+    corpus folders so that readers globbing them see only documents)."""
+    folder, name = os.path.split(os.path.abspath(out))
+    parent, sub = os.path.split(folder)
+    return os.path.join(parent, ".stamps", sub, name + ".json")
+
+
 def up_to_date(out, stamp):
     try:
-        with open(out + ".stats.json") as f:
+        with open(stats_path(out)) as f:
             st = json.load(f)
         return st.get("stamp") == stamp and sha256_file(out) == st.get("sha256")
     except (OSError, ValueError):
@@ -524,7 +535,7 @@ def cmd_domain(args):
     stats = {"documents": len(docs), "documents_in_source": full, "bytes": nbytes,
              "file_bytes": os.path.getsize(args.out), "sha256": sha256_file(args.out),
              "sources": used, "stamp": stamp}
-    atomic_write(args.out + ".stats.json", lambda f: json.dump(stats, f, indent=1, sort_keys=True))
+    atomic_write(stats_path(args.out), lambda f: json.dump(stats, f, indent=1, sort_keys=True))
     print(f"  {args.name}: {len(docs)} documents ({full} in source), {nbytes / 1e6:.2f} MB text")
 
 
@@ -556,10 +567,10 @@ def cmd_manifest(args):
         for name in names.split(","):
             path = os.path.join(args.data, sub, name + ".jsonl")
             try:
-                with open(path + ".stats.json") as f:
+                with open(stats_path(path)) as f:
                     st = json.load(f)
             except (OSError, ValueError) as e:
-                raise BuildError(f"{path}.stats.json: unreadable ({e}); re-run fetch-corpus.sh")
+                raise BuildError(f"{stats_path(path)}: unreadable ({e}); re-run fetch-corpus.sh")
             if sha256_file(path) != st["sha256"]:
                 raise BuildError(f"{path}: changed since it was built; re-run fetch-corpus.sh")
             man[section][name] = {
