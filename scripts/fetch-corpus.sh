@@ -129,6 +129,7 @@ if ! python3 -m pip --version >/dev/null 2>&1; then need_tool pip3 python3-pip; 
 PY=python3
 
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
+first() { local f; for f in "$@"; do [[ -f "$f" ]] && { echo "$f"; return 0; }; done; return 0; } # first existing file
 
 # ---- downloads ----
 SOURCES_TSV="$CACHE/sources.tsv"
@@ -139,7 +140,7 @@ add_source() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$SOURCES_TMP"; }
 fetch_npm() { # key spec sha
   local key="$1" spec="$2" want="$3" dir="$CACHE/npm/$1" f got tmp
   local pkg="${spec%@*}" ver="${spec##*@}"
-  f="$(ls "$dir"/*.tgz 2>/dev/null | head -n1 || true)"
+  f="$(first "$dir"/*.tgz)"
   if [[ -n "$f" && "$(sha256 "$f")" == "$want" ]]; then
     say "npm $spec: cached"
   else
@@ -147,21 +148,21 @@ fetch_npm() { # key spec sha
     tmp="$(mktemp -d "$CACHE/.npm.XXXXXX")"
     (cd "$tmp" && npm pack --silent "$spec" >/dev/null 2>"$tmp/.err") \
       || { cat "$tmp/.err" >&2; rm -rf "$tmp"; die "npm pack $spec failed (npm says why above): no such version, or the npm registry is unreachable"; }
-    f="$(ls "$tmp"/*.tgz 2>/dev/null | head -n1 || true)"
+    f="$(first "$tmp"/*.tgz)"
     [[ -n "$f" ]] || { rm -rf "$tmp"; die "npm pack $spec produced no tarball"; }
     got="$(sha256 "$f")"
     [[ "$got" == "$want" ]] || { rm -rf "$tmp"; die "npm $spec: sha256 $got, expected $want"; }
     rm -rf "$dir"; mkdir -p "$(dirname "$dir")"
     mkdir "$tmp/out" && mv "$f" "$tmp/out/" && mv "$tmp/out" "$dir"
     rm -rf "$tmp"
-    f="$(ls "$dir"/*.tgz)"
+    f="$(first "$dir"/*.tgz)"
   fi
   add_source "$key" npm "$pkg" "$ver" "$f"
 }
 
 fetch_pypi() {
   local dir="$CACHE/pypi/$PYPI_PACKAGE" f tmp
-  f="$(ls "$dir"/*.whl 2>/dev/null | head -n1 || true)"
+  f="$(first "$dir"/*.whl)"
   if [[ -n "$f" ]] && $PY -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).testzip()' "$f" 2>/dev/null; then
     say "pypi $PYPI_PACKAGE==$PYPI_VERSION: cached"
   else
@@ -173,10 +174,10 @@ fetch_pypi() {
       --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
       "$PYPI_PACKAGE==$PYPI_VERSION" \
       || { rm -rf "$tmp"; die "pip download $PYPI_PACKAGE==$PYPI_VERSION failed (pip says why above): no such wheel, or PyPI is unreachable"; }
-    f="$(ls "$tmp"/*.whl 2>/dev/null | head -n1 || true)"
+    f="$(first "$tmp"/*.whl)"
     [[ -n "$f" ]] || { rm -rf "$tmp"; die "pip download produced no wheel"; }
     rm -rf "$dir"; mkdir -p "$(dirname "$dir")"; mv "$tmp" "$dir"
-    f="$(ls "$dir"/*.whl)"
+    f="$(first "$dir"/*.whl)"
   fi
   add_source gensim pypi "$PYPI_PACKAGE" "$PYPI_VERSION" "$f"
 }
@@ -198,7 +199,7 @@ resolve_deb() { # candidates... -> first name apt-cache knows
 
 cached_deb() { # key -> path of a valid cached .deb, or nothing
   local f
-  f="$(ls "$CACHE/deb/$1"/*.deb 2>/dev/null | head -n1 || true)"
+  f="$(first "$CACHE/deb/$1"/*.deb)"
   if [[ -n "$f" ]] && dpkg-deb -f "$f" Package >/dev/null 2>&1; then echo "$f"; fi
 }
 
@@ -227,9 +228,10 @@ fetch_debs() { # all DEB_SOURCES: resolve the missing ones, download them in one
     (cd "$tmp" && apt-get download -qq "${names[@]}" 2>"$tmp/.err") \
       || { cat "$tmp/.err" >&2; rm -rf "$tmp"; die "apt-get download ${names[*]} failed"; }
     for i in "${!keys[@]}"; do
-      f="$(ls "$tmp/${names[$i]}"_*.deb 2>/dev/null | head -n1 || true)"
-      [[ -n "$f" ]] && dpkg-deb -f "$f" Package >/dev/null \
-        || { rm -rf "$tmp"; die "apt-get download ${names[$i]} gave no valid .deb"; }
+      f="$(first "$tmp/${names[$i]}"_*.deb)"
+      if [[ -z "$f" ]] || ! dpkg-deb -f "$f" Package >/dev/null; then
+        rm -rf "$tmp"; die "apt-get download ${names[$i]} gave no valid .deb"
+      fi
       rm -rf "$CACHE/deb/${keys[$i]}"; mkdir -p "$CACHE/deb/${keys[$i]}.tmp"
       mv "$f" "$CACHE/deb/${keys[$i]}.tmp/" && mv "$CACHE/deb/${keys[$i]}.tmp" "$CACHE/deb/${keys[$i]}"
     done
