@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
 # Smoke test of a corpus built by scripts/fetch-corpus.sh.
 #
-# usage: scripts/test-corpus.sh [--build] [--small] [--overlap] [DATA_DIR]
+# usage: scripts/test-corpus.sh [--build] [--small] [--overlap] [--unit] [DATA_DIR]
 #   DATA_DIR   default: $DATAMIX_DATA, else data/ (data/small/ with --small)
 #   --build    run fetch-corpus.sh first (same --small / DATA_DIR)
 #   --overlap  also count training documents sharing a word 13-gram with the
 #              eval set (at most 5 per domain allowed; ~45 s on the full corpus)
-# Checks valid JSON documents, every domain and eval set non-empty, counts and
-# sha256 against MANIFEST.json, the tokenizer file. Ends with 'N passed, N failed'.
+#   --unit     only run the helpers' unit tests (synthetic inputs; no data needed)
+# First runs the helpers' unit tests, then checks valid JSON documents, every
+# domain and eval set non-empty, counts and sha256 against MANIFEST.json, and
+# the tokenizer file. Ends with 'N passed, N failed'.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD=0 SMALL=0 OVERLAP=0 DATA="${DATAMIX_DATA:-}"
+BUILD=0 SMALL=0 OVERLAP=0 UNIT_ONLY=0 DATA="${DATAMIX_DATA:-}"
 [[ "${DATAMIX_CORPUS_SMALL:-0}" == 1 ]] && SMALL=1
 while (($#)); do
   case "$1" in
     --build) BUILD=1 ;;
     --small) SMALL=1 ;;
     --overlap) OVERLAP=1 ;;
-    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --unit) UNIT_ONLY=1 ;;
+    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "test-corpus: unknown option $1" >&2; exit 2 ;;
     *) DATA="$1" ;;
   esac
   shift
 done
+python3 "$ROOT/scripts/corpus/test_helpers.py"
+((UNIT_ONLY)) && exit 0
 if [[ -z "$DATA" ]]; then
   if ((SMALL)); then DATA="$ROOT/data/small"; else DATA="$ROOT/data"; fi
 fi
