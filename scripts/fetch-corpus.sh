@@ -67,7 +67,7 @@ while (($#)); do
   case "$1" in
     --small) SMALL=1 ;;
     --full) SMALL=0 ;;
-    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) DATA="$1" ;;
   esac

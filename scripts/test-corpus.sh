@@ -20,7 +20,7 @@ while (($#)); do
     --small) SMALL=1 ;;
     --overlap) OVERLAP=1 ;;
     --unit) UNIT_ONLY=1 ;;
-    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "test-corpus: unknown option $1" >&2; exit 2 ;;
     *) DATA="$1" ;;
   esac

@@ -257,8 +257,9 @@ def build_wikipedia(src):
         namespace = el.findtext(ns + "ns")
         rev = el.find(ns + "revision")
         text = rev.findtext(ns + "text") if rev is not None else None
+        redirect = el.find(ns + "redirect") is not None
         el.clear()
-        if text is None or el.find(ns + "redirect") is not None:
+        if text is None or redirect:
             continue
         if text.lstrip().upper().startswith("#REDIRECT") or namespace not in (None, "0"):
             continue
