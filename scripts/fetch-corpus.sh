@@ -125,7 +125,14 @@ for t in apt-get apt-cache dpkg-deb; do
 done
 need_tool python3 python3
 need_tool npm npm
-if ! python3 -m pip --version >/dev/null 2>&1; then need_tool pip3 python3-pip; fi
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  [[ $(id -u) == 0 ]] || die "pip for python3 is required (Debian package python3-pip)"
+  apt_update
+  say "installing python3-pip"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null \
+    || die "could not install python3-pip"
+  python3 -m pip --version >/dev/null 2>&1 || die "python3 -m pip still fails after installing python3-pip"
+fi
 PY=python3
 
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
