@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Training throughput of datamix-decoder's `small` preset (seq 256, batch 8,
+# vocab 4096) on Burn's CPU backends beside its PyTorch twin, plus the sgemm
+# peak and model FLOPs utilisation, in one run. Run on a quiet machine.
+#
+#   benches/decoder.sh [steps]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps="${1:-10}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}"
+python3 -c 'import torch' 2>/dev/null || python3 -m pip install -q torch numpy
+cargo bench -p datamix-decoder --features ndarray --bench train_throughput --no-run -q
+out=$(mktemp)
+# Two threads everywhere: the CI machine's cores.
+export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2
+python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 | tee -a "$out"
+cargo bench -p datamix-decoder --features ndarray --bench train_throughput -q -- "$steps" 4096 8 | tee -a "$out"
+python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+peak = next(r["gflops"] for r in rows if r["impl"] == "sgemm-peak-torch")
+torch = next(r for r in rows if r["impl"] == "pytorch")
+print(f"\nsgemm peak (torch, 2 threads, 2048^3): {peak:.1f} GFLOP/s")
+print("| impl | params | tokens/s | vs PyTorch | MFU |")
+print("|---|---|---|---|---|")
+for r in rows:
+    if "tokens_per_s" not in r:
+        continue
+    # PaLM's model FLOPs per token: 6N + 12 L d T (N counts the tied head once).
+    flops = 6 * r["params"] + 12 * r["layers"] * 256 * r["seq"]
+    mfu = r["tokens_per_s"] * flops / (peak * 1e9)
+    print(f"| {r['impl']} | {r['params']:,} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s']/torch['tokens_per_s']:.2f}x | {100*mfu:.0f}% |")
+PY

@@ -1,0 +1,84 @@
+//! Training throughput (forward + backward + AdamW step) of the `small`
+//! preset at sequence length 256, on each compiled CPU backend.
+//!
+//! `cargo bench -p datamix-decoder --features ndarray --bench train_throughput -- [steps] [vocab] [layers]`
+//! prints one JSON line per backend; `benches/decoder.sh` runs it beside the
+//! PyTorch twin (`benches/reference/decoder_torch.py`).
+
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use datamix_decoder::{BackendKind, BackendTask, DecoderConfig, Packer, TrainConfig, Trainer};
+
+struct Bench {
+    steps: usize,
+    vocab: usize,
+    layers: usize,
+    batch: usize,
+    seq: usize,
+}
+
+impl BackendTask for &Bench {
+    type Output = (f64, usize);
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> (f64, usize) {
+        let config = DecoderConfig {
+            n_layers: self.layers,
+            ..DecoderConfig::preset("small", self.vocab).unwrap()
+        }
+        .with_max_seq_len(self.seq);
+        let params = config.num_params();
+        let train = TrainConfig {
+            batch_size: self.batch,
+            seq_len: self.seq,
+            total_steps: 1000,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::<B>::new(config, train, &device).unwrap();
+        // Deterministic pseudo-random tokens: throughput does not depend on content.
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let vocab = self.vocab as u64;
+        let tokens = std::iter::repeat_with(move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            vec![(s % vocab) as u32; 1]
+        });
+        let mut packer = Packer::new(tokens, self.batch, self.seq);
+        trainer.fit(&mut packer, 2, |_| {}).unwrap(); // warm-up
+        let t = Instant::now();
+        trainer.fit(&mut packer, self.steps as u64, |_| {}).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        ((self.steps * self.batch * self.seq) as f64 / secs, params)
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let bench = Bench {
+        steps: arg(0, 10),
+        vocab: arg(1, 4096),
+        layers: arg(2, 8),
+        batch: 8,
+        seq: 256,
+    };
+    let only = std::env::var("DATAMIX_BENCH_BACKENDS").ok();
+    for kind in BackendKind::available() {
+        if matches!(kind, BackendKind::Wgpu | BackendKind::Cuda) && only.is_none() {
+            continue;
+        }
+        if let Some(o) = &only
+            && !o.split(',').any(|b| b == kind.to_string())
+        {
+            continue;
+        }
+        let (tok_s, params) = kind.run(&bench).unwrap();
+        println!(
+            "{{\"impl\":\"burn-{kind}\",\"params\":{params},\"batch\":{},\"seq\":{},\"layers\":{},\"vocab\":{},\"steps\":{},\"tokens_per_s\":{tok_s:.1}}}",
+            bench.batch, bench.seq, bench.layers, bench.vocab, bench.steps
+        );
+    }
+}
