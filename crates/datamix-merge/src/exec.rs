@@ -21,13 +21,13 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::MergeError;
 use crate::method::{FloatDtype, FloatSlice, Linear, MergeMethod};
 use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
-use crate::MergeError;
 
 /// Elements per chunk: one chunk's `f64` accumulator (256 KiB) stays in cache.
 pub const CHUNK_ELEMS: usize = 32 * 1024;
-/// Input bytes (over all inputs) touched per batch before they are released.
+/// Default input bytes (over all inputs) touched per batch before they are released.
 pub const BATCH_INPUT_BYTES: usize = 64 << 20;
 /// Metadata key under which outputs record their [`MergeRecord`] (JSON).
 pub const METADATA_KEY: &str = "datamix.merge";
@@ -88,6 +88,7 @@ pub struct Merger<M = Linear> {
     weighting: Weighting,
     out_dtype: OutDtype,
     hash_inputs: bool,
+    batch_bytes: usize,
 }
 
 impl Default for Merger<Linear> {
@@ -113,6 +114,7 @@ impl<M: MergeMethod> Merger<M> {
             weighting: Weighting::Normalized,
             out_dtype: OutDtype::F32,
             hash_inputs: true,
+            batch_bytes: BATCH_INPUT_BYTES,
         }
     }
 
@@ -132,6 +134,14 @@ impl<M: MergeMethod> Merger<M> {
     /// extra read of every input, worth turning off for throw-away proxies).
     pub fn hash_inputs(mut self, hash: bool) -> Self {
         self.hash_inputs = hash;
+        self
+    }
+
+    /// Input bytes (summed over inputs) processed per parallel batch before
+    /// their pages are released (default [`BATCH_INPUT_BYTES`]): larger
+    /// batches give threads more work at once, smaller ones less resident memory.
+    pub fn batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
         self
     }
 
@@ -197,7 +207,14 @@ impl<M: MergeMethod> Merger<M> {
         let entries: Vec<_> = job
             .specs
             .iter()
-            .map(|s| (s.name.as_str(), s.out_dtype, s.shape.as_slice(), s.out_bytes()))
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.out_dtype,
+                    s.shape.as_slice(),
+                    s.out_bytes(),
+                )
+            })
             .collect();
         let header = header_bytes(&entries, &job.record)?;
         atomic_write(out, |file| {
@@ -205,7 +222,9 @@ impl<M: MergeMethod> Merger<M> {
             let mut buf = Vec::new();
             for batch in &job.batches {
                 let segs = &job.segments[batch.clone()];
-                let lens = segs.iter().map(|s| s.len() * job.specs[s.tensor].out_size());
+                let lens = segs
+                    .iter()
+                    .map(|s| s.len() * job.specs[s.tensor].out_size());
                 buf.resize(lens.clone().sum(), 0);
                 let mut dsts = split(&mut buf, lens);
                 job.run_batch(&self.method, batch.clone(), &mut dsts)
@@ -253,7 +272,7 @@ impl<M: MergeMethod> Merger<M> {
                 })
                 .collect(),
         };
-        Job::new(inputs, &flat, out_dtype, record)
+        Job::new(inputs, &flat, out_dtype, self.batch_bytes, record)
     }
 }
 
@@ -302,11 +321,10 @@ impl Input {
         // SAFETY: the mapping is read-only; like every mmap-based reader we
         // require that checkpoints are not modified while being merged.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| MergeError::io(path, e))?;
-        let (n, meta) =
-            SafeTensors::read_metadata(&map).map_err(|e| MergeError::InvalidFile {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| MergeError::InvalidFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let infos = meta
             .tensors()
             .into_iter()
@@ -399,6 +417,7 @@ impl Job {
         inputs: Vec<Input>,
         flat: &FlatPlan,
         out_dtype: OutDtype,
+        batch_bytes: usize,
         record: MergeRecord,
     ) -> Result<Self, MergeError> {
         let first = &inputs[0];
@@ -519,7 +538,7 @@ impl Job {
                 Kind::Raw => 1,
             } * seg.len()
                 * spec.in_size();
-            if bytes > 0 && bytes + n > BATCH_INPUT_BYTES {
+            if bytes > 0 && bytes + n > batch_bytes {
                 batches.push(start..i);
                 (start, bytes) = (i, 0);
             }
@@ -604,8 +623,7 @@ impl Job {
     /// stay in the page cache), so resident memory does not grow with inputs.
     fn release(&self, segs: &[Segment]) {
         for (i, input) in self.inputs.iter().enumerate() {
-            let mut ranges: Vec<Range<usize>> =
-                segs.iter().map(|s| self.in_range(s, i)).collect();
+            let mut ranges: Vec<Range<usize>> = segs.iter().map(|s| self.in_range(s, i)).collect();
             ranges.sort_by_key(|r| r.start);
             let mut merged: Vec<Range<usize>> = Vec::new();
             for r in ranges {
@@ -796,7 +814,12 @@ impl MergedTensors {
             .map(|t| {
                 let d = out_dtype(t);
                 let numel: usize = t.shape.iter().product();
-                (t.name.as_str(), d, t.shape.as_slice(), numel * d.bitsize() / 8)
+                (
+                    t.name.as_str(),
+                    d,
+                    t.shape.as_slice(),
+                    numel * d.bitsize() / 8,
+                )
             })
             .collect();
         let header = header_bytes(&entries, &self.record)?;

@@ -199,7 +199,10 @@ mod tests {
     #[test]
     fn linear_is_the_weighted_sum() {
         let a: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let b: Vec<u8> = [3.0f32, -4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = [3.0f32, -4.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let xs = [
             FloatSlice::new(FloatDtype::F32, &a).unwrap(),
             FloatSlice::new(FloatDtype::F32, &b).unwrap(),
