@@ -297,7 +297,7 @@ fn sha256_file(path: &Path) -> Result<String, MergeError> {
 }
 
 /// Splits `buf` into consecutive pieces of the given lengths.
-fn split<'b>(mut buf: &'b mut [u8], lens: impl Iterator<Item = usize>) -> Vec<&'b mut [u8]> {
+fn split(mut buf: &mut [u8], lens: impl Iterator<Item = usize>) -> Vec<&mut [u8]> {
     lens.map(|n| {
         let (head, tail) = std::mem::take(&mut buf).split_at_mut(n);
         buf = tail;

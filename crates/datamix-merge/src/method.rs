@@ -62,7 +62,10 @@ pub struct FloatSlice<'a> {
 impl<'a> FloatSlice<'a> {
     /// Wraps raw bytes; `None` if their length is not a whole number of elements.
     pub fn new(dtype: FloatDtype, bytes: &'a [u8]) -> Option<Self> {
-        (bytes.len() % dtype.size() == 0).then_some(Self { dtype, bytes })
+        bytes
+            .len()
+            .is_multiple_of(dtype.size())
+            .then_some(Self { dtype, bytes })
     }
 
     /// The element dtype.

@@ -224,7 +224,10 @@ fn bf16_and_f16_inputs_accumulate_in_high_precision() {
         );
         let plan = MergePlan::uniform([one, up]);
         let merged = Merger::linear().merge(&plan, &PathsOnly).unwrap();
-        assert_eq!(merged.get("w").unwrap().as_f32().unwrap(), &[1.00390625]);
+        assert_eq!(
+            merged.get("w").unwrap().as_f32().unwrap(),
+            &[1.0 + 2f32.powi(-8)]
+        );
         let out = dir.path("out");
         Merger::linear()
             .out_dtype(OutDtype::BF16)
