@@ -28,7 +28,7 @@ use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
 /// Elements per chunk: one chunk's `f64` accumulator (256 KiB) stays in cache.
 pub const CHUNK_ELEMS: usize = 32 * 1024;
 /// Default input bytes (over all inputs) touched per batch before they are released.
-pub const BATCH_INPUT_BYTES: usize = 64 << 20;
+pub const BATCH_INPUT_BYTES: usize = 32 << 20;
 /// Metadata key under which outputs record their [`MergeRecord`] (JSON).
 pub const METADATA_KEY: &str = "datamix.merge";
 
@@ -176,9 +176,9 @@ impl<M: MergeMethod> Merger<M> {
             dsts.extend(split(bytes, lens));
         }
         let mut rest = dsts.as_mut_slice();
-        for batch in &job.batches {
+        for (b, batch) in job.batches.iter().enumerate() {
             let (cur, tail) = rest.split_at_mut(batch.len());
-            job.run_batch(&self.method, batch.clone(), cur)?;
+            job.run_batch(&self.method, b, cur)?;
             rest = tail;
         }
         let tensors = job
@@ -220,14 +220,14 @@ impl<M: MergeMethod> Merger<M> {
         atomic_write(out, |file| {
             file.write_all(&header)?;
             let mut buf = Vec::new();
-            for batch in &job.batches {
+            for (b, batch) in job.batches.iter().enumerate() {
                 let segs = &job.segments[batch.clone()];
                 let lens = segs
                     .iter()
                     .map(|s| s.len() * job.specs[s.tensor].out_size());
                 buf.resize(lens.clone().sum(), 0);
                 let mut dsts = split(&mut buf, lens);
-                job.run_batch(&self.method, batch.clone(), &mut dsts)
+                job.run_batch(&self.method, b, &mut dsts)
                     .map_err(WriteError::Merge)?;
                 file.write_all(&buf)?;
             }
@@ -574,16 +574,20 @@ impl Job {
     fn run_batch(
         &self,
         method: &dyn MergeMethod,
-        batch: Range<usize>,
+        b: usize,
         dsts: &mut [&mut [u8]],
     ) -> Result<(), MergeError> {
-        let segs = &self.segments[batch];
+        let segs = &self.segments[self.batches[b].clone()];
         segs.par_iter()
             .zip(dsts.par_iter_mut())
             .try_for_each_init(Vec::new, |acc: &mut Vec<f64>, (seg, dst)| {
                 self.run_segment(method, seg, dst, acc)
             })?;
-        self.release(segs);
+        // The kernel's fault-around maps a few pages on either side of a
+        // faulting address, so this batch may have re-mapped the end of the
+        // previous one: release both.
+        let first = self.batches[b.saturating_sub(1)].start;
+        self.release(&self.segments[first..self.batches[b].end]);
         Ok(())
     }
 
