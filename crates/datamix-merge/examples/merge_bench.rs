@@ -167,29 +167,6 @@ fn main() {
             }
             let plan = MergePlan::uniform(files.clone());
             let bytes = total_bytes(&files) as f64;
-            if flag("--rss") {
-                std::thread::spawn(|| {
-                    let (mut fa, mut ff) = (0u64, 0u64);
-                    loop {
-                        let st = std::fs::read_to_string("/proc/self/status").unwrap();
-                        let get = |k: &str| {
-                            st.lines()
-                                .find(|l| l.starts_with(k))
-                                .and_then(|l| l.split_whitespace().nth(1))
-                                .unwrap()
-                                .parse::<u64>()
-                                .unwrap()
-                        };
-                        let (a, f) = (get("RssAnon"), get("RssFile"));
-                        if a > fa || f > ff {
-                            fa = fa.max(a);
-                            ff = ff.max(f);
-                            eprintln!("max anon {fa} file {ff}");
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                });
-            }
             let start = Instant::now();
             let what = if flag("--mem") {
                 let m = merger.merge(&plan, &PathsOnly).unwrap();
@@ -200,15 +177,6 @@ fn main() {
                 format!("to {}", out.display())
             };
             let t = start.elapsed().as_secs_f64();
-            if flag("--rss") {
-                let status = std::fs::read_to_string("/proc/self/status").unwrap();
-                for l in status
-                    .lines()
-                    .filter(|l| l.starts_with("Rss") || l.starts_with("VmHWM"))
-                {
-                    println!("{l}");
-                }
-            }
             println!(
                 "datamix merge of {} inputs ({:.2} GB) {what}: {:.3} s, {:.2} GB/s of input",
                 files.len(),

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::{BufReader, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
@@ -29,6 +30,9 @@ use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
 pub const CHUNK_ELEMS: usize = 32 * 1024;
 /// Default input bytes (over all inputs) touched per batch before they are released.
 pub const BATCH_INPUT_BYTES: usize = 32 << 20;
+/// Output bytes written between `fdatasync` calls, so flushing to disk
+/// overlaps merging instead of all happening at the end.
+const SYNC_EVERY_BYTES: usize = 128 << 20;
 /// Metadata key under which outputs record their [`MergeRecord`] (JSON).
 pub const METADATA_KEY: &str = "datamix.merge";
 
@@ -219,19 +223,46 @@ impl<M: MergeMethod> Merger<M> {
         let header = header_bytes(&entries, &job.record)?;
         atomic_write(out, |file| {
             file.write_all(&header)?;
-            let mut buf = Vec::new();
-            for (b, batch) in job.batches.iter().enumerate() {
-                let segs = &job.segments[batch.clone()];
-                let lens = segs
-                    .iter()
-                    .map(|s| s.len() * job.specs[s.tensor].out_size());
-                buf.resize(lens.clone().sum(), 0);
-                let mut dsts = split(&mut buf, lens);
-                job.run_batch(&self.method, b, &mut dsts)
-                    .map_err(WriteError::Merge)?;
-                file.write_all(&buf)?;
-            }
-            Ok(())
+            // A writer thread writes (and starts flushing) batch b while the
+            // pool merges batch b + 1; buffers travel back for reuse.
+            let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(1);
+            let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(move || -> std::io::Result<()> {
+                    let mut unsynced = 0;
+                    for buf in full_rx {
+                        file.write_all(&buf)?;
+                        unsynced += buf.len();
+                        if unsynced >= SYNC_EVERY_BYTES {
+                            file.sync_data()?;
+                            unsynced = 0;
+                        }
+                        let _ = free_tx.send(buf);
+                    }
+                    Ok(())
+                });
+                let mut merged = Ok(());
+                for (b, batch) in job.batches.iter().enumerate() {
+                    let segs = &job.segments[batch.clone()];
+                    let lens = segs
+                        .iter()
+                        .map(|s| s.len() * job.specs[s.tensor].out_size());
+                    let mut buf = free_rx.try_recv().unwrap_or_default();
+                    buf.resize(lens.clone().sum(), 0);
+                    let mut dsts = split(&mut buf, lens);
+                    if let Err(e) = job.run_batch(&self.method, b, &mut dsts) {
+                        merged = Err(WriteError::Merge(e));
+                        break;
+                    }
+                    if full_tx.send(buf).is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                drop(full_tx);
+                let written = writer.join().expect("writer thread does not panic");
+                merged?;
+                Ok(written?)
+            })
         })?;
         Ok(job.record)
     }
