@@ -37,6 +37,7 @@ for i in $(seq 0 $((N - 1))); do FILES+=("$DIR/m$i/model.safetensors"); done
 } > "$DIR/mergekit.yml"
 
 RESULTS="$DIR/results.tsv"
+: > "$DIR/readbw.log"
 : > "$RESULTS"
 # timed LABEL CMD...: one row "LABEL wall user sys maxrss_kb" in $RESULTS.
 timed() {

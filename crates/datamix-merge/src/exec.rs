@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -280,10 +280,7 @@ impl<M: MergeMethod> Merger<M> {
             .map(|p| Input::open(p))
             .collect::<Result<Vec<_>, _>>()?;
         let hashes: Vec<Option<String>> = if self.hash_inputs {
-            paths
-                .par_iter()
-                .map(|p| sha256_file(p).map(Some))
-                .collect::<Result<_, _>>()?
+            inputs.par_iter().map(|i| Some(i.sha256())).collect()
         } else {
             vec![None; paths.len()]
         };
@@ -317,14 +314,6 @@ fn resolve(flat: &FlatPlan, resolver: &impl Resolver) -> Result<Vec<PathBuf>, Me
                 .ok_or_else(|| MergeError::UnresolvedKey { key: k.clone() }),
         })
         .collect()
-}
-
-fn sha256_file(path: &Path) -> Result<String, MergeError> {
-    let file = File::open(path).map_err(|e| MergeError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut BufReader::with_capacity(1 << 20, file), &mut hasher)
-        .map_err(|e| MergeError::io(path, e))?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Splits `buf` into consecutive pieces of the given lengths.
@@ -368,6 +357,32 @@ impl Input {
             order: meta.offset_keys(),
             infos,
         })
+    }
+
+    /// Drops a byte range of the mapping from this process's page tables;
+    /// the page cache keeps the data.
+    fn release(&self, r: Range<usize>) {
+        // SAFETY: the mapping is a read-only file mapping, so MADV_DONTNEED
+        // only drops page-table entries: later reads fault the same file
+        // contents back in. Failure is harmless (memory is simply not
+        // released early), so it is ignored.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.len())
+        };
+    }
+
+    /// SHA-256 of the whole file, read through the mapping (no copies) a
+    /// slice at a time, releasing pages as it goes.
+    fn sha256(&self) -> String {
+        const STEP: usize = 8 << 20;
+        let mut hasher = Sha256::new();
+        for start in (0..self.map.len()).step_by(STEP) {
+            let end = (start + STEP).min(self.map.len());
+            hasher.update(&self.map[start..end]);
+            self.release(start..end);
+        }
+        hex::encode(hasher.finalize())
     }
 }
 
@@ -668,15 +683,7 @@ impl Job {
                 }
             }
             for r in merged {
-                // SAFETY: the mapping is a read-only file mapping, so
-                // MADV_DONTNEED only drops page-table entries: later reads
-                // fault the same file contents back in. Failure is harmless
-                // (memory is simply not released early), so it is ignored.
-                let _ = unsafe {
-                    input
-                        .map
-                        .unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.len())
-                };
+                input.release(r);
             }
         }
     }

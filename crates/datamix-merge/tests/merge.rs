@@ -453,3 +453,37 @@ fn in_memory_result_saves_and_serialises_like_a_file_merge() {
         bytemuck::cast_slice::<f32, u8>(merged.get("w").unwrap().as_f32().unwrap())
     );
 }
+
+/// A method that refuses every chunk: the error names the method and tensor,
+/// and no output is left behind.
+struct Refuse;
+
+impl datamix_merge::MergeMethod for Refuse {
+    fn name(&self) -> &str {
+        "refuse"
+    }
+    fn merge_chunk(
+        &self,
+        _inputs: &[datamix_merge::FloatSlice<'_>],
+        _weights: &[f64],
+        _out: &mut [f64],
+    ) -> Result<(), String> {
+        Err("no".into())
+    }
+}
+
+#[test]
+fn a_failing_method_leaves_no_output() {
+    let dir = Dir::new();
+    let plan = MergePlan::uniform([dir.put("a", &model(1)), dir.put("b", &model(2))]);
+    let before = dir.entries();
+    let err = Merger::new(Refuse)
+        .batch_bytes(100_000)
+        .merge_to_file(&plan, &PathsOnly, &dir.path("out.st"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, MergeError::Method { method, tensor, .. } if method == "refuse" && tensor == "w"),
+        "{err:?}"
+    );
+    assert_eq!(dir.entries(), before);
+}
