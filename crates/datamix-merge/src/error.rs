@@ -131,7 +131,8 @@ pub enum MergeError {
         /// The dtype.
         dtype: String,
     },
-    /// A merge method refused its inputs.
+    /// A merge method refused its inputs. Chunks run in parallel, so when
+    /// several tensors fail, the one named is any of them.
     #[error("merge method `{method}` failed on tensor `{tensor}`: {reason}")]
     Method {
         /// The method's name.
