@@ -1,0 +1,48 @@
+"""Summarise benches/merge.sh: medians per configuration, ratios to mergekit
+and to hot-cache read bandwidth (by wall time, and by CPU time since the
+bench machine may be shared), peak RSS relative to one model, and the
+largest difference between the datamix and mergekit outputs."""
+import os
+import re
+import statistics
+import sys
+
+import numpy as np
+from safetensors.numpy import load_file
+
+results, readbw_log, one_model, ours, theirs = sys.argv[1:6]
+rows = {}
+for line in open(results):
+    label, wall, user, sys_, rss = line.split()
+    rows.setdefault(label, []).append((float(wall), float(user) + float(sys_), int(rss) * 1024))
+bw = {"read": [], "mmap": []}
+bw_cpu = {"read": [], "mmap": []}
+for line in open(readbw_log):
+    m = re.search(r"\(([\d.]+) s, cpu ([\d.]+) s", line)
+    key = "read" if line.startswith("read(2)") else "mmap"
+    bw[key].append(float(m.group(1)))
+    bw_cpu[key].append(float(m.group(2)))
+model_bytes = os.path.getsize(one_model)
+input_bytes = 8 * model_bytes
+med = lambda xs: statistics.median(xs)
+print(f"\ninputs: 8 x {model_bytes / 1e6:.0f} MB = {input_bytes / 1e9:.2f} GB")
+for k, label in [("read", "read(2), 1 thread"), ("mmap", "mmap touch, all threads")]:
+    t = med(bw[k])
+    print(f"hot-cache read bandwidth, {label}: {input_bytes / t / 1e9:.2f} GB/s "
+          f"(median {t:.3f} s wall, {med(bw_cpu[k]):.2f} CPU-s, of {len(bw[k])})")
+best_bw_time = min(med(bw["read"]), med(bw["mmap"]))
+best_bw_cpu = min(med(bw_cpu["read"]), med(bw_cpu["mmap"]))
+mk = med([w for w, _, _ in rows["mergekit"]]) if "mergekit" in rows else None
+print(f"\n{'config':<22}{'wall s':>8}{'cpu s':>8}{'GB/s':>7}{'% read bw':>10}{'% by cpu':>9}{'rss/model':>10}{'x mergekit':>11}")
+for label, xs in rows.items():
+    wall = med([w for w, _, _ in xs])
+    cpu = med([c for _, c, _ in xs])
+    rss = max(r for _, _, r in xs)
+    speed = f"{mk / wall:.1f}" if mk else "-"
+    print(f"{label:<22}{wall:>8.2f}{cpu:>8.2f}{input_bytes / wall / 1e9:>7.2f}"
+          f"{100 * best_bw_time / wall:>9.0f}%{100 * best_bw_cpu / cpu:>8.0f}%{rss / model_bytes:>10.2f}{speed:>11}")
+if os.path.exists(theirs):
+    a, b = load_file(ours), load_file(theirs)
+    assert set(a) == set(b), "tensor names differ"
+    diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
+    print(f"\nmax |datamix - mergekit| over all tensors: {diff:.3g}")

@@ -1,0 +1,212 @@
+//! Benchmark driver for `benches/merge.sh` (not a library example):
+//!
+//! - `gen DIR N`: write N random Llama-shaped checkpoints of ~134M f32
+//!   parameters as `DIR/m{i}/model.safetensors` with a Hugging Face
+//!   `config.json` (so mergekit accepts them).
+//! - `readbw FILE...`: hot-cache sequential read bandwidth, two ways:
+//!   `read(2)` into a 1 MiB buffer, one file after another (one thread), and
+//!   touching every byte of the memory-mapped files on all threads.
+//! - `merge OUT FILE... [--bf16] [--no-hash] [--mem] [--batch-mb=N]`: uniform linear merge
+//!   with datamix, to OUT (or in memory with `--mem`), timed.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use datamix_merge::{MergePlan, Merger, OutDtype, PathsOnly};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use safetensors::{Dtype, tensor::TensorView};
+
+const HIDDEN: usize = 768;
+const INTER: usize = 2048;
+const LAYERS: usize = 12;
+const VOCAB: usize = 32000;
+
+fn shapes() -> Vec<(String, Vec<usize>)> {
+    let mut v = vec![("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN])];
+    for l in 0..LAYERS {
+        let p = format!("model.layers.{l}");
+        for m in ["q", "k", "v", "o"] {
+            v.push((
+                format!("{p}.self_attn.{m}_proj.weight"),
+                vec![HIDDEN, HIDDEN],
+            ));
+        }
+        v.push((format!("{p}.mlp.gate_proj.weight"), vec![INTER, HIDDEN]));
+        v.push((format!("{p}.mlp.up_proj.weight"), vec![INTER, HIDDEN]));
+        v.push((format!("{p}.mlp.down_proj.weight"), vec![HIDDEN, INTER]));
+        v.push((format!("{p}.input_layernorm.weight"), vec![HIDDEN]));
+        v.push((format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN]));
+    }
+    v.push(("model.norm.weight".into(), vec![HIDDEN]));
+    v.push(("lm_head.weight".into(), vec![VOCAB, HIDDEN]));
+    v
+}
+
+const CONFIG: &str = r#"{
+  "architectures": ["LlamaForCausalLM"],
+  "model_type": "llama",
+  "hidden_size": 768,
+  "intermediate_size": 2048,
+  "num_hidden_layers": 12,
+  "num_attention_heads": 12,
+  "num_key_value_heads": 12,
+  "vocab_size": 32000,
+  "max_position_embeddings": 2048,
+  "rms_norm_eps": 1e-05,
+  "rope_theta": 10000.0,
+  "hidden_act": "silu",
+  "tie_word_embeddings": false,
+  "torch_dtype": "float32"
+}
+"#;
+
+fn gen_model(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes()
+        .into_par_iter()
+        .enumerate()
+        .map(|(t, (name, shape))| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed * 1000 + t as u64);
+            let n: usize = shape.iter().product();
+            let bytes = (0..n)
+                .flat_map(|_| rng.random_range(-0.05f32..0.05).to_le_bytes())
+                .collect();
+            (name, shape, bytes)
+        })
+        .collect();
+    let views: Vec<_> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(meta), &dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), CONFIG).unwrap();
+}
+
+fn total_bytes(files: &[PathBuf]) -> u64 {
+    files.iter().map(|f| f.metadata().unwrap().len()).sum()
+}
+
+/// CPU seconds (user + system) used by this process so far, from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100 Hz).
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn readbw(files: &[PathBuf]) {
+    let bytes = total_bytes(files) as f64;
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut sum = 0u64;
+    for f in files {
+        let mut file = std::fs::File::open(f).unwrap();
+        loop {
+            let n = file.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            sum = sum.wrapping_add(buf[n - 1] as u64);
+        }
+    }
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "read(2) 1 thread: {:.2} GB/s ({:.3} s, cpu {:.2} s, {:.2} GB) [{sum}]",
+        bytes / t / 1e9,
+        t,
+        cpu_seconds() - cpu,
+        bytes / 1e9
+    );
+
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let maps: Vec<_> = files
+        .iter()
+        .map(|f| unsafe { memmap2::Mmap::map(&std::fs::File::open(f).unwrap()).unwrap() })
+        .collect();
+    let sum: u64 = maps
+        .par_iter()
+        .flat_map(|m| m.par_chunks(1 << 22))
+        .map(|c| {
+            let (w, _) = c.as_chunks::<8>();
+            w.iter()
+                .fold(0u64, |a, x| a.wrapping_add(u64::from_le_bytes(*x)))
+        })
+        .reduce(|| 0, u64::wrapping_add);
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "mmap touch all threads: {:.2} GB/s ({:.3} s, cpu {:.2} s) [{sum}]",
+        bytes / t / 1e9,
+        t,
+        cpu_seconds() - cpu
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let pos: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    match pos.first().map(|s| s.as_str()) {
+        Some("gen") => {
+            let dir = PathBuf::from(pos[1]);
+            let n: u64 = pos[2].parse().unwrap();
+            for i in 0..n {
+                let start = Instant::now();
+                gen_model(&dir.join(format!("m{i}")), i);
+                eprintln!("generated m{i} in {:.1} s", start.elapsed().as_secs_f64());
+            }
+        }
+        Some("readbw") => readbw(&pos[1..].iter().map(PathBuf::from).collect::<Vec<_>>()),
+        Some("merge") => {
+            let out = PathBuf::from(pos[1]);
+            let files: Vec<PathBuf> = pos[2..].iter().map(PathBuf::from).collect();
+            let mut merger = Merger::linear().hash_inputs(!flag("--no-hash"));
+            if let Some(mb) = args.iter().find_map(|a| a.strip_prefix("--batch-mb=")) {
+                merger = merger.batch_bytes(mb.parse::<usize>().unwrap() << 20);
+            }
+            if flag("--bf16") {
+                merger = merger.out_dtype(OutDtype::BF16);
+            }
+            let plan = MergePlan::uniform(files.clone());
+            let bytes = total_bytes(&files) as f64;
+            let start = Instant::now();
+            let what = if flag("--mem") {
+                let m = merger.merge(&plan, &PathsOnly).unwrap();
+                std::hint::black_box(&m);
+                format!("in memory, {} tensors", m.len())
+            } else {
+                merger.merge_to_file(&plan, &PathsOnly, &out).unwrap();
+                format!("to {}", out.display())
+            };
+            let t = start.elapsed().as_secs_f64();
+            println!(
+                "datamix merge of {} inputs ({:.2} GB) {what}: {:.3} s, {:.2} GB/s of input",
+                files.len(),
+                bytes / 1e9,
+                t,
+                bytes / t / 1e9
+            );
+        }
+        _ => {
+            eprintln!(
+                "usage: merge_bench gen DIR N | readbw FILE... | merge OUT FILE... [--bf16] [--no-hash] [--mem]"
+            );
+            std::process::exit(2);
+        }
+    }
+}

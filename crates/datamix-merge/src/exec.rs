@@ -1,0 +1,968 @@
+//! Streaming execution of a merge plan over memory-mapped safetensors files.
+//!
+//! Inputs are mapped, checked against the first input (names, shapes, dtypes,
+//! identical non-float tensors), and every output tensor is cut into chunks of
+//! [`CHUNK_ELEMS`] elements. Chunks are processed in file order, a batch of at
+//! most [`BATCH_INPUT_BYTES`] input bytes at a time, in parallel with rayon;
+//! after each batch the inputs' pages are released from this process's
+//! mapping (the page cache keeps them), so resident memory stays about one
+//! output model (in memory) or a few batches (to file).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use memmap2::{Mmap, UncheckedAdvice};
+use rayon::prelude::*;
+use safetensors::tensor::TensorInfo;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::MergeError;
+use crate::method::{FloatDtype, FloatSlice, Linear, MergeMethod};
+use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
+
+/// Elements per chunk: one chunk's `f64` accumulator (256 KiB) stays in cache.
+pub const CHUNK_ELEMS: usize = 32 * 1024;
+/// Default input bytes (over all inputs) touched per batch before they are released.
+pub const BATCH_INPUT_BYTES: usize = 32 << 20;
+/// Output bytes written between `fdatasync` calls, so flushing to disk
+/// overlaps merging instead of all happening at the end.
+const SYNC_EVERY_BYTES: usize = 128 << 20;
+/// Metadata key under which outputs record their [`MergeRecord`] (JSON).
+pub const METADATA_KEY: &str = "datamix.merge";
+
+/// Dtype of the floating tensors written by [`Merger::merge_to_file`] and
+/// [`MergedTensors::save`]. Non-float tensors keep their dtype.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutDtype {
+    /// IEEE single precision.
+    #[default]
+    F32,
+    /// bfloat16 (round to nearest even).
+    BF16,
+    /// IEEE half precision (round to nearest even).
+    F16,
+}
+
+impl OutDtype {
+    fn float(self) -> FloatDtype {
+        match self {
+            OutDtype::F32 => FloatDtype::F32,
+            OutDtype::BF16 => FloatDtype::BF16,
+            OutDtype::F16 => FloatDtype::F16,
+        }
+    }
+}
+
+/// What a merge did: recorded as JSON in the output's metadata under
+/// [`METADATA_KEY`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeRecord {
+    /// The merge method's name.
+    pub method: String,
+    /// How plan weights were treated.
+    pub weighting: Weighting,
+    /// The flattened plan with resolved files and their hashes.
+    pub inputs: Vec<InputRecord>,
+}
+
+/// One input of a merge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// The plan leaf.
+    pub source: Source,
+    /// The file it resolved to.
+    pub path: PathBuf,
+    /// Its weight in the flattened plan.
+    pub weight: f64,
+    /// SHA-256 of the file (hex), when hashing is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Runs merge plans with one [`MergeMethod`] (builder style).
+#[derive(Debug, Clone)]
+pub struct Merger<M = Linear> {
+    method: M,
+    weighting: Weighting,
+    out_dtype: OutDtype,
+    hash_inputs: bool,
+    batch_bytes: usize,
+}
+
+impl Default for Merger<Linear> {
+    fn default() -> Self {
+        Self::new(Linear)
+    }
+}
+
+impl Merger<Linear> {
+    /// Linear merging (weight averaging), normalised weights, `f32` output,
+    /// inputs hashed.
+    pub fn linear() -> Self {
+        Self::default()
+    }
+}
+
+impl<M: MergeMethod> Merger<M> {
+    /// A merger using `method`, with normalised weights, `f32` output and
+    /// hashed inputs.
+    pub fn new(method: M) -> Self {
+        Self {
+            method,
+            weighting: Weighting::Normalized,
+            out_dtype: OutDtype::F32,
+            hash_inputs: true,
+            batch_bytes: BATCH_INPUT_BYTES,
+        }
+    }
+
+    /// How plan weights are checked and scaled (default normalised).
+    pub fn weighting(mut self, weighting: Weighting) -> Self {
+        self.weighting = weighting;
+        self
+    }
+
+    /// Float dtype written by [`merge_to_file`](Self::merge_to_file) (default `f32`).
+    pub fn out_dtype(mut self, out_dtype: OutDtype) -> Self {
+        self.out_dtype = out_dtype;
+        self
+    }
+
+    /// Whether to SHA-256 every input for the record (default on; costs one
+    /// extra read of every input, worth turning off for throw-away proxies).
+    pub fn hash_inputs(mut self, hash: bool) -> Self {
+        self.hash_inputs = hash;
+        self
+    }
+
+    /// Input bytes (summed over inputs) processed per parallel batch before
+    /// their pages are released (default [`BATCH_INPUT_BYTES`]): larger
+    /// batches give threads more work at once, smaller ones less resident memory.
+    pub fn batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Merges into memory (floating tensors as `f32`), for evaluating a proxy
+    /// without writing it.
+    pub fn merge(
+        &self,
+        plan: &MergePlan,
+        resolver: &impl Resolver,
+    ) -> Result<MergedTensors, MergeError> {
+        let job = self.prepare(plan, resolver, OutDtype::F32)?;
+        let mut data: Vec<TensorData> = job
+            .specs
+            .iter()
+            .map(|s| match s.kind {
+                Kind::Float(_) => TensorData::F32(vec![0.0; s.numel]),
+                Kind::Raw => TensorData::Raw {
+                    dtype: s.dtype,
+                    bytes: vec![0; s.out_bytes()],
+                },
+            })
+            .collect();
+        let mut dsts: Vec<&mut [u8]> = Vec::with_capacity(job.segments.len());
+        for (t, d) in data.iter_mut().enumerate() {
+            let bytes: &mut [u8] = match d {
+                TensorData::F32(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+                TensorData::Raw { bytes, .. } => bytes,
+            };
+            let lens = job
+                .segments_of(t)
+                .map(|s| s.len() * job.specs[t].out_size());
+            dsts.extend(split(bytes, lens));
+        }
+        let mut rest = dsts.as_mut_slice();
+        for (b, batch) in job.batches.iter().enumerate() {
+            let (cur, tail) = rest.split_at_mut(batch.len());
+            job.run_batch(&self.method, b, cur)?;
+            rest = tail;
+        }
+        let tensors = job
+            .specs
+            .iter()
+            .zip(data)
+            .map(|(s, data)| MergedTensor {
+                name: s.name.clone(),
+                shape: s.shape.clone(),
+                data,
+            })
+            .collect();
+        Ok(MergedTensors::new(tensors, job.record))
+    }
+
+    /// Merges into a safetensors file, atomically (temporary file in the same
+    /// directory, fsync, rename): on error nothing is left at `out`. Memory
+    /// stays a few batches, not a model.
+    pub fn merge_to_file(
+        &self,
+        plan: &MergePlan,
+        resolver: &impl Resolver,
+        out: &Path,
+    ) -> Result<MergeRecord, MergeError> {
+        let job = self.prepare(plan, resolver, self.out_dtype)?;
+        let entries: Vec<_> = job
+            .specs
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.out_dtype,
+                    s.shape.as_slice(),
+                    s.out_bytes(),
+                )
+            })
+            .collect();
+        let header = header_bytes(&entries, &job.record)?;
+        atomic_write(out, |file| {
+            file.write_all(&header)?;
+            // A writer thread writes (and starts flushing) batch b while the
+            // pool merges batch b + 1; buffers travel back for reuse.
+            let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(1);
+            let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(move || -> std::io::Result<()> {
+                    let mut unsynced = 0;
+                    for buf in full_rx {
+                        file.write_all(&buf)?;
+                        unsynced += buf.len();
+                        if unsynced >= SYNC_EVERY_BYTES {
+                            file.sync_data()?;
+                            unsynced = 0;
+                        }
+                        let _ = free_tx.send(buf);
+                    }
+                    Ok(())
+                });
+                let mut merged = Ok(());
+                for (b, batch) in job.batches.iter().enumerate() {
+                    let segs = &job.segments[batch.clone()];
+                    let lens = segs
+                        .iter()
+                        .map(|s| s.len() * job.specs[s.tensor].out_size());
+                    let mut buf = free_rx.try_recv().unwrap_or_default();
+                    buf.resize(lens.clone().sum(), 0);
+                    let mut dsts = split(&mut buf, lens);
+                    if let Err(e) = job.run_batch(&self.method, b, &mut dsts) {
+                        merged = Err(WriteError::Merge(e));
+                        break;
+                    }
+                    if full_tx.send(buf).is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                drop(full_tx);
+                let written = writer.join().expect("writer thread does not panic");
+                merged?;
+                Ok(written?)
+            })
+        })?;
+        Ok(job.record)
+    }
+
+    fn prepare(
+        &self,
+        plan: &MergePlan,
+        resolver: &impl Resolver,
+        out_dtype: OutDtype,
+    ) -> Result<Job, MergeError> {
+        let flat = plan.flatten(self.weighting)?;
+        let paths = resolve(&flat, resolver)?;
+        let inputs = paths
+            .iter()
+            .map(|p| Input::open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hashes: Vec<Option<String>> = if self.hash_inputs {
+            inputs.par_iter().map(|i| Some(i.sha256())).collect()
+        } else {
+            vec![None; paths.len()]
+        };
+        let record = MergeRecord {
+            method: self.method.name().to_string(),
+            weighting: self.weighting,
+            inputs: flat
+                .terms
+                .iter()
+                .zip(paths)
+                .zip(hashes)
+                .map(|((t, path), sha256)| InputRecord {
+                    source: t.source.clone(),
+                    path,
+                    weight: t.weight,
+                    sha256,
+                })
+                .collect(),
+        };
+        Job::new(inputs, &flat, out_dtype, self.batch_bytes, record)
+    }
+}
+
+fn resolve(flat: &FlatPlan, resolver: &impl Resolver) -> Result<Vec<PathBuf>, MergeError> {
+    flat.terms
+        .iter()
+        .map(|t| match &t.source {
+            Source::Path(p) => Ok(p.clone()),
+            Source::Key(k) => resolver
+                .resolve(k)
+                .ok_or_else(|| MergeError::UnresolvedKey { key: k.clone() }),
+        })
+        .collect()
+}
+
+/// Splits `buf` into consecutive pieces of the given lengths.
+fn split(mut buf: &mut [u8], lens: impl Iterator<Item = usize>) -> Vec<&mut [u8]> {
+    lens.map(|n| {
+        let (head, tail) = std::mem::take(&mut buf).split_at_mut(n);
+        buf = tail;
+        head
+    })
+    .collect()
+}
+
+/// One memory-mapped, header-validated input.
+struct Input {
+    path: PathBuf,
+    map: Mmap,
+    data_start: usize,
+    order: Vec<String>,
+    infos: HashMap<String, TensorInfo>,
+}
+
+impl Input {
+    fn open(path: &Path) -> Result<Self, MergeError> {
+        let file = File::open(path).map_err(|e| MergeError::io(path, e))?;
+        // SAFETY: the mapping is read-only; like every mmap-based reader we
+        // require that checkpoints are not modified while being merged.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| MergeError::io(path, e))?;
+        let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| MergeError::InvalidFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let infos = meta
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            data_start: 8 + n,
+            order: meta.offset_keys(),
+            infos,
+        })
+    }
+
+    /// Drops a byte range of the mapping from this process's page tables;
+    /// the page cache keeps the data.
+    fn release(&self, r: Range<usize>) {
+        // SAFETY: the mapping is a read-only file mapping, so MADV_DONTNEED
+        // only drops page-table entries: later reads fault the same file
+        // contents back in. Failure is harmless (memory is simply not
+        // released early), so it is ignored.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.len())
+        };
+    }
+
+    /// SHA-256 of the whole file, read through the mapping (no copies) a
+    /// slice at a time, releasing pages as it goes.
+    fn sha256(&self) -> String {
+        const STEP: usize = 8 << 20;
+        let mut hasher = Sha256::new();
+        for start in (0..self.map.len()).step_by(STEP) {
+            let end = (start + STEP).min(self.map.len());
+            hasher.update(&self.map[start..end]);
+            self.release(start..end);
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Float(FloatDtype),
+    Raw,
+}
+
+/// One output tensor and where it lives in every input.
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    numel: usize,
+    dtype: Dtype,
+    kind: Kind,
+    out_dtype: Dtype,
+    /// Absolute byte offset of the tensor in each input's mapping.
+    offsets: Vec<usize>,
+}
+
+impl Spec {
+    fn in_size(&self) -> usize {
+        self.dtype.bitsize() / 8
+    }
+    fn out_size(&self) -> usize {
+        self.out_dtype.bitsize() / 8
+    }
+    fn out_bytes(&self) -> usize {
+        self.numel * self.out_size()
+    }
+}
+
+/// An element range of one tensor.
+#[derive(Debug, Clone)]
+struct Segment {
+    tensor: usize,
+    elems: Range<usize>,
+}
+
+impl Segment {
+    fn len(&self) -> usize {
+        self.elems.len()
+    }
+}
+
+/// A validated merge: inputs, output layout, chunks and batches.
+struct Job {
+    inputs: Vec<Input>,
+    /// Inputs with a non-zero weight, and those weights.
+    active: Vec<usize>,
+    weights: Vec<f64>,
+    specs: Vec<Spec>,
+    segments: Vec<Segment>,
+    /// First segment of each tensor (plus one past the end).
+    tensor_starts: Vec<usize>,
+    batches: Vec<Range<usize>>,
+    record: MergeRecord,
+}
+
+fn is_unmergeable_float(d: Dtype) -> bool {
+    matches!(
+        d,
+        Dtype::F4
+            | Dtype::F6_E2M3
+            | Dtype::F6_E3M2
+            | Dtype::F8_E5M2
+            | Dtype::F8_E4M3
+            | Dtype::F8_E8M0
+            | Dtype::F8_E4M3FNUZ
+            | Dtype::F8_E5M2FNUZ
+            | Dtype::C64
+    )
+}
+
+impl Job {
+    fn new(
+        inputs: Vec<Input>,
+        flat: &FlatPlan,
+        out_dtype: OutDtype,
+        batch_bytes: usize,
+        record: MergeRecord,
+    ) -> Result<Self, MergeError> {
+        let first = &inputs[0];
+        let mut specs = Vec::with_capacity(first.order.len());
+        for name in &first.order {
+            let info = &first.infos[name];
+            let kind = match FloatDtype::from_safetensors(info.dtype) {
+                Some(f) => Kind::Float(f),
+                None if is_unmergeable_float(info.dtype) => {
+                    return Err(MergeError::UnsupportedDtype {
+                        path: first.path.clone(),
+                        tensor: name.clone(),
+                        dtype: format!("{:?}", info.dtype),
+                    });
+                }
+                None => Kind::Raw,
+            };
+            let mut offsets = Vec::with_capacity(inputs.len());
+            for input in &inputs {
+                let other = input
+                    .infos
+                    .get(name)
+                    .ok_or_else(|| MergeError::MissingTensor {
+                        path: input.path.clone(),
+                        tensor: name.clone(),
+                        reference: first.path.clone(),
+                    })?;
+                if other.dtype != info.dtype {
+                    return Err(MergeError::DtypeMismatch {
+                        path: input.path.clone(),
+                        tensor: name.clone(),
+                        expected: format!("{:?}", info.dtype),
+                        found: format!("{:?}", other.dtype),
+                    });
+                }
+                if other.shape != info.shape {
+                    return Err(MergeError::ShapeMismatch {
+                        path: input.path.clone(),
+                        tensor: name.clone(),
+                        expected: info.shape.clone(),
+                        found: other.shape.clone(),
+                    });
+                }
+                offsets.push(input.data_start + other.data_offsets.0);
+            }
+            let numel = info.shape.iter().product();
+            let spec = Spec {
+                name: name.clone(),
+                shape: info.shape.clone(),
+                numel,
+                dtype: info.dtype,
+                kind,
+                out_dtype: match kind {
+                    Kind::Float(_) => out_dtype.float().to_safetensors(),
+                    Kind::Raw => info.dtype,
+                },
+                offsets,
+            };
+            if let Kind::Raw = kind {
+                let len = spec.numel * spec.in_size();
+                let reference = &first.map[spec.offsets[0]..][..len];
+                for (input, &off) in inputs.iter().zip(&spec.offsets).skip(1) {
+                    if &input.map[off..][..len] != reference {
+                        return Err(MergeError::NonFloatMismatch {
+                            path: input.path.clone(),
+                            tensor: name.clone(),
+                        });
+                    }
+                }
+            }
+            specs.push(spec);
+        }
+        for input in &inputs[1..] {
+            if let Some(extra) = input.order.iter().find(|n| !first.infos.contains_key(*n)) {
+                return Err(MergeError::UnexpectedTensor {
+                    path: input.path.clone(),
+                    tensor: extra.clone(),
+                    reference: first.path.clone(),
+                });
+            }
+        }
+        // Widest dtypes first keeps every output tensor aligned.
+        specs.sort_by_key(|s| std::cmp::Reverse(s.out_size()));
+
+        let mut segments = Vec::new();
+        let mut tensor_starts = Vec::with_capacity(specs.len() + 1);
+        for (t, s) in specs.iter().enumerate() {
+            tensor_starts.push(segments.len());
+            let step = match s.kind {
+                Kind::Float(_) => CHUNK_ELEMS,
+                Kind::Raw => s.numel.max(1),
+            };
+            let mut start = 0;
+            while start < s.numel {
+                let end = (start + step).min(s.numel);
+                segments.push(Segment {
+                    tensor: t,
+                    elems: start..end,
+                });
+                start = end;
+            }
+        }
+        tensor_starts.push(segments.len());
+
+        let (active, weights): (Vec<usize>, Vec<f64>) = flat
+            .terms
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.weight != 0.0)
+            .map(|(i, t)| (i, t.weight))
+            .unzip();
+        let mut batches = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, seg) in segments.iter().enumerate() {
+            let spec = &specs[seg.tensor];
+            let n = match spec.kind {
+                Kind::Float(_) => active.len(),
+                Kind::Raw => 1,
+            } * seg.len()
+                * spec.in_size();
+            if bytes > 0 && bytes + n > batch_bytes {
+                batches.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += n;
+        }
+        if start < segments.len() {
+            batches.push(start..segments.len());
+        }
+        Ok(Self {
+            inputs,
+            active,
+            weights,
+            specs,
+            segments,
+            tensor_starts,
+            batches,
+            record,
+        })
+    }
+
+    fn segments_of(&self, tensor: usize) -> impl Iterator<Item = &Segment> + '_ {
+        self.segments[self.tensor_starts[tensor]..self.tensor_starts[tensor + 1]].iter()
+    }
+
+    fn in_range(&self, seg: &Segment, input: usize) -> Range<usize> {
+        let spec = &self.specs[seg.tensor];
+        let base = spec.offsets[input];
+        base + seg.elems.start * spec.in_size()..base + seg.elems.end * spec.in_size()
+    }
+
+    /// Merges the segments `batch` into `dsts` (one slice per segment, in the
+    /// output dtype), in parallel, then releases the inputs' pages.
+    fn run_batch(
+        &self,
+        method: &dyn MergeMethod,
+        b: usize,
+        dsts: &mut [&mut [u8]],
+    ) -> Result<(), MergeError> {
+        let segs = &self.segments[self.batches[b].clone()];
+        segs.par_iter()
+            .zip(dsts.par_iter_mut())
+            .try_for_each_init(Vec::new, |acc: &mut Vec<f64>, (seg, dst)| {
+                self.run_segment(method, seg, dst, acc)
+            })?;
+        // The kernel's fault-around maps a few pages on either side of a
+        // faulting address, so this batch may have re-mapped the end of the
+        // previous one: release both.
+        let first = self.batches[b.saturating_sub(1)].start;
+        self.release(&self.segments[first..self.batches[b].end]);
+        Ok(())
+    }
+
+    fn run_segment(
+        &self,
+        method: &dyn MergeMethod,
+        seg: &Segment,
+        dst: &mut [u8],
+        acc: &mut Vec<f64>,
+    ) -> Result<(), MergeError> {
+        let spec = &self.specs[seg.tensor];
+        let Kind::Float(dtype) = spec.kind else {
+            dst.copy_from_slice(&self.inputs[0].map[self.in_range(seg, 0)]);
+            return Ok(());
+        };
+        let xs: Vec<FloatSlice<'_>> = self
+            .active
+            .iter()
+            .map(|&i| {
+                FloatSlice::new(dtype, &self.inputs[i].map[self.in_range(seg, i)])
+                    .expect("ranges are whole elements")
+            })
+            .collect();
+        acc.resize(seg.len(), 0.0);
+        method
+            .merge_chunk(&xs, &self.weights, acc)
+            .map_err(|reason| MergeError::Method {
+                method: method.name().to_string(),
+                tensor: spec.name.clone(),
+                reason,
+            })?;
+        encode(acc, spec.out_dtype, dst);
+        Ok(())
+    }
+
+    /// Drops the batch's input pages from this process's page tables (they
+    /// stay in the page cache), so resident memory does not grow with inputs.
+    fn release(&self, segs: &[Segment]) {
+        for (i, input) in self.inputs.iter().enumerate() {
+            let mut ranges: Vec<Range<usize>> = segs.iter().map(|s| self.in_range(s, i)).collect();
+            ranges.sort_by_key(|r| r.start);
+            let mut merged: Vec<Range<usize>> = Vec::new();
+            for r in ranges {
+                match merged.last_mut() {
+                    Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+                    _ => merged.push(r),
+                }
+            }
+            for r in merged {
+                input.release(r);
+            }
+        }
+    }
+}
+
+/// Writes `acc` into `dst` as little-endian `dtype` (a float dtype).
+fn encode(acc: &[f64], dtype: Dtype, dst: &mut [u8]) {
+    fn go<const N: usize>(acc: &[f64], dst: &mut [u8], f: impl Fn(f64) -> [u8; N]) {
+        let (chunks, _) = dst.as_chunks_mut::<N>();
+        chunks.iter_mut().zip(acc).for_each(|(c, &a)| *c = f(a));
+    }
+    match dtype {
+        Dtype::F64 => go(acc, dst, f64::to_le_bytes),
+        Dtype::BF16 => go(acc, dst, |a| half::bf16::from_f64(a).to_le_bytes()),
+        Dtype::F16 => go(acc, dst, |a| half::f16::from_f64(a).to_le_bytes()),
+        _ => go(acc, dst, |a| (a as f32).to_le_bytes()),
+    }
+}
+
+/// Contents of one merged tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// A floating tensor, merged, as `f32`.
+    F32(Vec<f32>),
+    /// A non-float tensor, copied from the inputs (little-endian bytes).
+    Raw {
+        /// Its dtype.
+        dtype: Dtype,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// One merged tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergedTensor {
+    name: String,
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+impl MergedTensor {
+    /// The tensor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Its shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// Its contents.
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+    /// Its values if it is a floating tensor.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            TensorData::F32(v) => Some(v),
+            TensorData::Raw { .. } => None,
+        }
+    }
+    /// Its dtype in memory.
+    pub fn dtype(&self) -> Dtype {
+        match &self.data {
+            TensorData::F32(_) => Dtype::F32,
+            TensorData::Raw { dtype, .. } => *dtype,
+        }
+    }
+    fn bytes(&self) -> &[u8] {
+        match &self.data {
+            TensorData::F32(v) => bytemuck::cast_slice(v),
+            TensorData::Raw { bytes, .. } => bytes,
+        }
+    }
+}
+
+impl safetensors::View for &MergedTensor {
+    fn dtype(&self) -> Dtype {
+        MergedTensor::dtype(self)
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(self.bytes())
+    }
+    fn data_len(&self) -> usize {
+        self.bytes().len()
+    }
+}
+
+/// A merged model held in memory: tensors in output order, ready to load into
+/// a model without touching disk (or to [`save`](Self::save)).
+#[derive(Debug, Clone)]
+pub struct MergedTensors {
+    tensors: Vec<MergedTensor>,
+    index: HashMap<String, usize>,
+    record: MergeRecord,
+}
+
+impl MergedTensors {
+    fn new(tensors: Vec<MergedTensor>, record: MergeRecord) -> Self {
+        let index = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Self {
+            tensors,
+            index,
+            record,
+        }
+    }
+
+    /// The tensors, in output order.
+    pub fn tensors(&self) -> &[MergedTensor] {
+        &self.tensors
+    }
+
+    /// Takes the tensors out.
+    pub fn into_tensors(self) -> Vec<MergedTensor> {
+        self.tensors
+    }
+
+    /// A tensor by name.
+    pub fn get(&self, name: &str) -> Option<&MergedTensor> {
+        self.index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether there are no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// What the merge did.
+    pub fn record(&self) -> &MergeRecord {
+        &self.record
+    }
+
+    /// The merged model as safetensors bytes (`f32` floats), e.g. for a
+    /// loader that reads from a buffer.
+    pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, MergeError> {
+        let meta = metadata(&self.record)?;
+        safetensors::serialize(
+            self.tensors.iter().map(|t| (t.name.as_str(), t)),
+            Some(meta),
+        )
+        .map_err(|e| MergeError::InvalidFile {
+            path: PathBuf::from("<memory>"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the model to a safetensors file atomically, floats as `dtype`.
+    pub fn save(&self, path: &Path, dtype: OutDtype) -> Result<(), MergeError> {
+        let out = dtype.float().to_safetensors();
+        let mut order: Vec<&MergedTensor> = self.tensors.iter().collect();
+        let out_dtype = |t: &MergedTensor| match t.data {
+            TensorData::F32(_) => out,
+            TensorData::Raw { dtype, .. } => dtype,
+        };
+        order.sort_by_key(|t| std::cmp::Reverse(out_dtype(t).bitsize()));
+        let entries: Vec<_> = order
+            .iter()
+            .map(|t| {
+                let d = out_dtype(t);
+                let numel: usize = t.shape.iter().product();
+                (
+                    t.name.as_str(),
+                    d,
+                    t.shape.as_slice(),
+                    numel * d.bitsize() / 8,
+                )
+            })
+            .collect();
+        let header = header_bytes(&entries, &self.record)?;
+        atomic_write(path, |file| {
+            file.write_all(&header)?;
+            let mut buf = Vec::new();
+            let mut acc = Vec::new();
+            for t in order {
+                match &t.data {
+                    TensorData::F32(v) if out != Dtype::F32 => {
+                        for c in v.chunks(CHUNK_ELEMS) {
+                            acc.clear();
+                            acc.extend(c.iter().map(|&x| f64::from(x)));
+                            buf.resize(c.len() * out.bitsize() / 8, 0);
+                            encode(&acc, out, &mut buf);
+                            file.write_all(&buf)?;
+                        }
+                    }
+                    _ => file.write_all(t.bytes())?,
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn metadata(record: &MergeRecord) -> Result<HashMap<String, String>, MergeError> {
+    let json = serde_json::to_string(record).map_err(|e| MergeError::Method {
+        method: record.method.clone(),
+        tensor: String::new(),
+        reason: format!("cannot serialise the merge record: {e}"),
+    })?;
+    Ok(HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (METADATA_KEY.to_string(), json),
+    ]))
+}
+
+/// The safetensors header (length prefix + JSON padded to 8 bytes) for tensors
+/// laid out back to back in the given order.
+fn header_bytes(
+    entries: &[(&str, Dtype, &[usize], usize)],
+    record: &MergeRecord,
+) -> Result<Vec<u8>, MergeError> {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "__metadata__".into(),
+        serde_json::to_value(metadata(record)?).expect("string map"),
+    );
+    let mut offset = 0;
+    for &(name, dtype, shape, bytes) in entries {
+        let info = TensorInfo {
+            dtype,
+            shape: shape.to_vec(),
+            data_offsets: (offset, offset + bytes),
+        };
+        offset += bytes;
+        map.insert(
+            name.to_string(),
+            serde_json::to_value(info).expect("tensor info serialises"),
+        );
+    }
+    let mut json = serde_json::to_vec(&map).expect("JSON map serialises");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend(json);
+    Ok(out)
+}
+
+enum WriteError {
+    Io(std::io::Error),
+    Merge(MergeError),
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(e: std::io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
+/// Writes `path` through a temporary file in the same directory, fsyncs and
+/// renames it into place; on any error the temporary file is removed.
+fn atomic_write(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> Result<(), WriteError>,
+) -> Result<(), MergeError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| MergeError::io(dir, e))?;
+    let io = |e| MergeError::io(path, e);
+    match write(tmp.as_file_mut()) {
+        Ok(()) => {}
+        Err(WriteError::Io(e)) => return Err(io(e)),
+        Err(WriteError::Merge(e)) => return Err(e),
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

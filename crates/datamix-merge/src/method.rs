@@ -1,0 +1,218 @@
+//! Merge methods: small interchangeable strategies that combine the same
+//! element range of every input tensor (mergekit style).
+
+use serde::{Deserialize, Serialize};
+
+/// Floating dtypes that can be merged. Whatever the input dtype, methods
+/// accumulate in `f64` (so averaging identical `f32` checkpoints is exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FloatDtype {
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// IEEE single precision.
+    F32,
+    /// IEEE double precision.
+    F64,
+}
+
+impl FloatDtype {
+    /// The mergeable float dtype for a safetensors dtype, if any.
+    pub fn from_safetensors(dtype: safetensors::Dtype) -> Option<Self> {
+        use safetensors::Dtype as D;
+        match dtype {
+            D::F16 => Some(Self::F16),
+            D::BF16 => Some(Self::BF16),
+            D::F32 => Some(Self::F32),
+            D::F64 => Some(Self::F64),
+            _ => None,
+        }
+    }
+
+    /// The matching safetensors dtype.
+    pub fn to_safetensors(self) -> safetensors::Dtype {
+        use safetensors::Dtype as D;
+        match self {
+            Self::F16 => D::F16,
+            Self::BF16 => D::BF16,
+            Self::F32 => D::F32,
+            Self::F64 => D::F64,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F16 | Self::BF16 => 2,
+            Self::F32 => 4,
+            Self::F64 => 8,
+        }
+    }
+}
+
+/// A read-only run of little-endian floats of one dtype (a range of one
+/// tensor in one memory-mapped input; not necessarily aligned).
+#[derive(Debug, Clone, Copy)]
+pub struct FloatSlice<'a> {
+    dtype: FloatDtype,
+    bytes: &'a [u8],
+}
+
+impl<'a> FloatSlice<'a> {
+    /// Wraps raw bytes; `None` if their length is not a whole number of elements.
+    pub fn new(dtype: FloatDtype, bytes: &'a [u8]) -> Option<Self> {
+        bytes
+            .len()
+            .is_multiple_of(dtype.size())
+            .then_some(Self { dtype, bytes })
+    }
+
+    /// The element dtype.
+    pub fn dtype(&self) -> FloatDtype {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / self.dtype.size()
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// `out[j] = w * x[j]` (`add = false`) or `out[j] += w * x[j]` (`add = true`)
+    /// over `min(len, out.len())` elements.
+    pub fn scale_into(&self, w: f64, out: &mut [f64], add: bool) {
+        fn go<const N: usize>(
+            bytes: &[u8],
+            out: &mut [f64],
+            w: f64,
+            add: bool,
+            f: impl Fn([u8; N]) -> f64,
+        ) {
+            let (chunks, _) = bytes.as_chunks::<N>();
+            if add {
+                out.iter_mut()
+                    .zip(chunks)
+                    .for_each(|(o, &c)| *o += w * f(c));
+            } else {
+                out.iter_mut().zip(chunks).for_each(|(o, &c)| *o = w * f(c));
+            }
+        }
+        match self.dtype {
+            FloatDtype::F32 => go(self.bytes, out, w, add, |c| f32::from_le_bytes(c) as f64),
+            FloatDtype::F64 => go(self.bytes, out, w, add, f64::from_le_bytes),
+            FloatDtype::BF16 => go(self.bytes, out, w, add, |c| {
+                f32::from_bits(u32::from(u16::from_le_bytes(c)) << 16) as f64
+            }),
+            FloatDtype::F16 => go(self.bytes, out, w, add, |c| {
+                half::f16::from_bits(u16::from_le_bytes(c)).to_f64()
+            }),
+        }
+    }
+}
+
+/// A way of combining checkpoints, applied independently to each element range
+/// ("chunk") of each floating tensor, so the executor can stream and
+/// parallelise freely. Methods must be elementwise: the result for element `j`
+/// may depend only on element `j` of the inputs.
+pub trait MergeMethod: Send + Sync {
+    /// Short name, recorded in output metadata.
+    fn name(&self) -> &str;
+
+    /// Combines one chunk: `inputs[i]` holds the chunk of input `i` (all of
+    /// length `out.len()`), `weights[i]` its flattened plan weight. Writes
+    /// every element of `out`. An `Err` names what is wrong (the executor
+    /// adds the tensor name).
+    fn merge_chunk(
+        &self,
+        inputs: &[FloatSlice<'_>],
+        weights: &[f64],
+        out: &mut [f64],
+    ) -> Result<(), String>;
+}
+
+/// Linear merge: `θ = Σ_i w_i θ_i` (weight averaging; task arithmetic with
+/// raw weights).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Linear;
+
+impl MergeMethod for Linear {
+    fn name(&self) -> &str {
+        "linear"
+    }
+
+    fn merge_chunk(
+        &self,
+        inputs: &[FloatSlice<'_>],
+        weights: &[f64],
+        out: &mut [f64],
+    ) -> Result<(), String> {
+        if inputs.len() != weights.len() || inputs.is_empty() {
+            return Err(format!(
+                "{} inputs for {} weights",
+                inputs.len(),
+                weights.len()
+            ));
+        }
+        for (i, (x, &w)) in inputs.iter().zip(weights).enumerate() {
+            x.scale_into(w, out, i > 0);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_slices_decode_every_dtype() {
+        let v = [1.5f32, -2.25, 0.0];
+        let f32b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let f64b: Vec<u8> = v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect();
+        let bf: Vec<u8> = v
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect();
+        let hf: Vec<u8> = v
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        for (d, b) in [
+            (FloatDtype::F32, &f32b),
+            (FloatDtype::F64, &f64b),
+            (FloatDtype::BF16, &bf),
+            (FloatDtype::F16, &hf),
+        ] {
+            let s = FloatSlice::new(d, b).unwrap();
+            assert_eq!(s.len(), 3);
+            let mut out = [0.0; 3];
+            s.scale_into(2.0, &mut out, false);
+            assert_eq!(out, [3.0, -4.5, 0.0], "{d:?}");
+            s.scale_into(1.0, &mut out, true);
+            assert_eq!(out, [4.5, -6.75, 0.0], "{d:?}");
+        }
+        assert!(FloatSlice::new(FloatDtype::F32, &[0u8; 3]).is_none());
+    }
+
+    #[test]
+    fn linear_is_the_weighted_sum() {
+        let a: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = [3.0f32, -4.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let xs = [
+            FloatSlice::new(FloatDtype::F32, &a).unwrap(),
+            FloatSlice::new(FloatDtype::F32, &b).unwrap(),
+        ];
+        let mut out = [f64::NAN; 2];
+        Linear.merge_chunk(&xs, &[0.25, 0.75], &mut out).unwrap();
+        assert_eq!(out, [2.5, -2.5]);
+        assert!(Linear.merge_chunk(&xs, &[1.0], &mut out).is_err());
+    }
+}
