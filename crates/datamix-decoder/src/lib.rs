@@ -13,6 +13,7 @@
 //! Backends are cargo features: `cpu` (default, Burn's `flex`), `ndarray`,
 //! `wgpu`, `cuda`; [`BackendKind`] picks one of the compiled ones at run time.
 
+pub mod average;
 pub mod backend;
 pub mod checkpoint;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod optim;
 pub mod train;
 
+pub use average::average_modules;
 pub use backend::{BackendKind, BackendTask};
 pub use config::{DecoderConfig, NormKind, PRESETS};
 pub use error::{DecoderError, Result};
