@@ -18,7 +18,12 @@ fn main() {
         match a.as_str() {
             "--input" => input = args.next().map(PathBuf::from),
             "--tokenizer" => tokenizer = args.next().map(PathBuf::from),
-            "--threads" => threads = args.next().and_then(|t| t.parse().ok()).expect("--threads N"),
+            "--threads" => {
+                threads = args
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .expect("--threads N")
+            }
             _ => {} // cargo passes --bench
         }
     }
@@ -28,22 +33,38 @@ fn main() {
     };
     let tok = TextTokenizer::from_file(&tok_path, DEFAULT_EOT).expect("tokenizer");
     let sources = Source::discover(&input).expect("input");
-    let texts: Vec<String> =
-        sources.iter().flat_map(|s| s.open(&ReaderOptions::default()).unwrap().map(|d| d.unwrap().text)).collect();
+    let texts: Vec<String> = sources
+        .iter()
+        .flat_map(|s| {
+            s.open(&ReaderOptions::default())
+                .unwrap()
+                .map(|d| d.unwrap().text)
+        })
+        .collect();
     let mb = texts.iter().map(|t| t.len()).sum::<usize>() as f64 / 1e6;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
 
     // Raw encode: the tokenizers crate's own batch API on in-memory texts.
     let t0 = Instant::now();
     let ntok: usize = pool.install(|| {
         texts
             .chunks(1024)
-            .map(|c| tok.inner().encode_batch_fast(c.iter().map(|s| s.as_str()).collect(), false).unwrap())
+            .map(|c| {
+                tok.inner()
+                    .encode_batch_fast(c.iter().map(|s| s.as_str()).collect(), false)
+                    .unwrap()
+            })
             .map(|e| e.iter().map(|x| x.len()).sum::<usize>())
             .sum()
     });
     let raw = mb / t0.elapsed().as_secs_f64();
-    println!("rust_raw_encode: {mb:.2} MB, {ntok} tokens, {:.2} s, {raw:.2} MB/s", t0.elapsed().as_secs_f64());
+    println!(
+        "rust_raw_encode: {mb:.2} MB, {ntok} tokens, {:.2} s, {raw:.2} MB/s",
+        t0.elapsed().as_secs_f64()
+    );
 
     // Full pipeline, cold cache.
     let dir = tempfile::tempdir().unwrap();
@@ -55,16 +76,27 @@ fn main() {
         progress: false,
         ..Default::default()
     };
-    let part = Partitioner::new(cfg, tok).unwrap().with_cache_dir(dir.path().join("cache"));
+    let part = Partitioner::new(cfg, tok)
+        .unwrap()
+        .with_cache_dir(dir.path().join("cache"));
     let t0 = Instant::now();
-    let m = part.run(&sources, &dir.path().join("out")).expect("pipeline");
+    let m = part
+        .run(&sources, &dir.path().join("out"))
+        .expect("pipeline");
     let cold = t0.elapsed().as_secs_f64();
     let tokens: u64 = m.domains.iter().map(|d| d.tokens).sum();
-    println!("rust_tokenize_pack: {mb:.2} MB, {tokens} tokens (incl. EOT), {cold:.2} s, {:.2} MB/s", mb / cold);
+    println!(
+        "rust_tokenize_pack: {mb:.2} MB, {tokens} tokens (incl. EOT), {cold:.2} s, {:.2} MB/s",
+        mb / cold
+    );
     let t0 = Instant::now();
-    part.run(&sources, &dir.path().join("out")).expect("pipeline");
+    part.run(&sources, &dir.path().join("out"))
+        .expect("pipeline");
     let warm = t0.elapsed().as_secs_f64();
-    println!("rust_pack_cached: {warm:.2} s ({:.1} MB/s of text)", mb / warm);
+    println!(
+        "rust_pack_cached: {warm:.2} s ({:.1} MB/s of text)",
+        mb / warm
+    );
     println!("rust_raw_encode_mb_s={raw:.4}");
     println!("rust_pipeline_mb_s={:.4}", mb / cold);
 }

@@ -18,9 +18,15 @@ impl NgramBloom {
     pub fn new(items: u64, fp_rate: f64) -> Self {
         let items = items.max(1) as f64;
         let ln2 = std::f64::consts::LN_2;
-        let nbits = ((-items * fp_rate.clamp(1e-15, 0.5).ln()) / (ln2 * ln2)).ceil().max(64.0) as u64;
+        let nbits = ((-items * fp_rate.clamp(1e-15, 0.5).ln()) / (ln2 * ln2))
+            .ceil()
+            .max(64.0) as u64;
         let hashes = ((nbits as f64 / items) * ln2).round().clamp(1.0, 32.0) as u32;
-        Self { bits: vec![0; nbits.div_ceil(64) as usize], nbits, hashes }
+        Self {
+            bits: vec![0; nbits.div_ceil(64) as usize],
+            nbits,
+            hashes,
+        }
     }
 
     fn positions(&self, window: &[u32]) -> impl Iterator<Item = u64> + '_ {
@@ -38,7 +44,8 @@ impl NgramBloom {
 
     /// Whether the window may have been added (false positives at the configured rate).
     pub fn contains(&self, window: &[u32]) -> bool {
-        self.positions(window).all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+        self.positions(window)
+            .all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
     }
 
     /// Size of the bit array in bytes.
@@ -67,7 +74,9 @@ mod tests {
         for i in 0..10_000u32 {
             b.insert(&[i; 13]);
         }
-        let fp = (10_000..110_000u32).filter(|&i| b.contains(&[i; 13])).count();
+        let fp = (10_000..110_000u32)
+            .filter(|&i| b.contains(&[i; 13]))
+            .count();
         assert!(fp <= 2, "{fp} false positives in 100k lookups");
     }
 }

@@ -23,8 +23,16 @@ impl PackedCorpus {
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest = Manifest::load(dir)?;
         let open = |file: &str| TokenShard::open(&dir.join(file), manifest.dtype, manifest.seq_len);
-        let train = manifest.domains.iter().map(|d| open(&d.train_file)).collect::<Result<Vec<_>>>()?;
-        let heldout = manifest.domains.iter().map(|d| open(&d.heldout_file)).collect::<Result<Vec<_>>>()?;
+        let train = manifest
+            .domains
+            .iter()
+            .map(|d| open(&d.train_file))
+            .collect::<Result<Vec<_>>>()?;
+        let heldout = manifest
+            .domains
+            .iter()
+            .map(|d| open(&d.heldout_file))
+            .collect::<Result<Vec<_>>>()?;
         for (d, s) in manifest.domains.iter().zip(&train) {
             if s.len() as u64 != d.train_sequences {
                 return Err(PartitionError::BadShard {
@@ -34,10 +42,12 @@ impl PackedCorpus {
             }
         }
         for u in &manifest.units {
-            let d = manifest.domain_index(&u.domain).ok_or_else(|| PartitionError::BadShard {
-                path: dir.join(MANIFEST_FILE),
-                message: format!("unit `{}` names unknown domain `{}`", u.id, u.domain),
-            })?;
+            let d = manifest
+                .domain_index(&u.domain)
+                .ok_or_else(|| PartitionError::BadShard {
+                    path: dir.join(MANIFEST_FILE),
+                    message: format!("unit `{}` names unknown domain `{}`", u.id, u.domain),
+                })?;
             if u.first_sequence + u.sequences > train[d].len() as u64 {
                 return Err(PartitionError::BadShard {
                     path: dir.join(MANIFEST_FILE),
@@ -45,7 +55,12 @@ impl PackedCorpus {
                 });
             }
         }
-        Ok(Self { dir: dir.into(), manifest, train, heldout })
+        Ok(Self {
+            dir: dir.into(),
+            manifest,
+            train,
+            heldout,
+        })
     }
 
     /// The directory.
@@ -75,11 +90,16 @@ impl PackedCorpus {
 
     /// Held-out sequences of a domain, by name.
     pub fn heldout(&self, domain: &str) -> Option<impl ExactSizeIterator<Item = Seq<'_>> + '_> {
-        self.manifest.domain_index(domain).map(|i| self.heldout[i].iter())
+        self.manifest
+            .domain_index(domain)
+            .map(|i| self.heldout[i].iter())
     }
 
     /// The sequences of one base unit.
-    pub fn unit_sequences<'a>(&'a self, unit: &UnitEntry) -> Result<impl ExactSizeIterator<Item = Seq<'a>> + 'a> {
+    pub fn unit_sequences<'a>(
+        &'a self,
+        unit: &UnitEntry,
+    ) -> Result<impl ExactSizeIterator<Item = Seq<'a>> + 'a> {
         let d = self
             .manifest
             .domain_index(&unit.domain)
@@ -94,7 +114,10 @@ impl PackedCorpus {
         let path = self.dir.join(TOKENIZER_FILE);
         let json = std::fs::read_to_string(&path).map_err(|e| PartitionError::io(&path, e))?;
         if hex::encode(Sha256::digest(json.as_bytes())) != self.manifest.tokenizer_hash {
-            return Err(PartitionError::Tokenizer { path, message: "hash differs from the manifest's".into() });
+            return Err(PartitionError::Tokenizer {
+                path,
+                message: "hash differs from the manifest's".into(),
+            });
         }
         let t = TextTokenizer::from_json(json, &self.manifest.config.eot_token, &path)?;
         Ok(t)

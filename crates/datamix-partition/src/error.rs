@@ -45,7 +45,9 @@ pub enum PartitionError {
         message: String,
     },
     /// A file's format could not be told from its name.
-    #[error("{path}: unknown input format (expected .jsonl, .json, .txt, .parquet, optionally .gz/.zst, or a directory)")]
+    #[error(
+        "{path}: unknown input format (expected .jsonl, .json, .txt, .parquet, optionally .gz/.zst, or a directory)"
+    )]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -67,7 +69,9 @@ pub enum PartitionError {
         sources: String,
     },
     /// A domain has no (or too few) tokens to fill one training sequence.
-    #[error("domain `{domain}` is empty: {tokens} training tokens, need at least one sequence of {seq_len}")]
+    #[error(
+        "domain `{domain}` is empty: {tokens} training tokens, need at least one sequence of {seq_len}"
+    )]
     EmptyDomain {
         /// The domain.
         domain: String,
@@ -111,7 +115,10 @@ pub enum PartitionError {
 impl PartitionError {
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -136,12 +136,17 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path).map_err(|e| PartitionError::io(&path, e))?;
-        let m: Self = serde_json::from_slice(&bytes)
-            .map_err(|e| PartitionError::BadShard { path: path.clone(), message: format!("invalid manifest: {e}") })?;
+        let m: Self = serde_json::from_slice(&bytes).map_err(|e| PartitionError::BadShard {
+            path: path.clone(),
+            message: format!("invalid manifest: {e}"),
+        })?;
         if m.format_version != FORMAT_VERSION {
             return Err(PartitionError::BadShard {
                 path,
-                message: format!("format version {} (this library reads {FORMAT_VERSION})", m.format_version),
+                message: format!(
+                    "format version {} (this library reads {FORMAT_VERSION})",
+                    m.format_version
+                ),
             });
         }
         Ok(m)
@@ -165,7 +170,13 @@ impl Manifest {
             let _ = writeln!(
                 s,
                 "{:<24} {:>9} {:>12} {:>6} {:>9} {:>10} {:>8}",
-                d.name, d.documents, d.tokens, units, d.heldout_documents, d.heldout_tokens, d.contaminated_documents
+                d.name,
+                d.documents,
+                d.tokens,
+                units,
+                d.heldout_documents,
+                d.heldout_tokens,
+                d.contaminated_documents
             );
         }
         let r = &self.dropped;

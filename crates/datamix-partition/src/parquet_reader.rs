@@ -25,7 +25,10 @@ pub(crate) struct ParquetDocs {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> PartitionError {
-    PartitionError::Parquet { path: path.into(), message: e.to_string() }
+    PartitionError::Parquet {
+        path: path.into(),
+        message: e.to_string(),
+    }
 }
 
 impl ParquetDocs {
@@ -34,14 +37,40 @@ impl ParquetDocs {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(path, e))?;
         let schema = builder.schema().clone();
         match schema.field_with_name(&options.text_field) {
-            Ok(f) if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {}
+            Ok(f)
+                if matches!(
+                    f.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) => {}
             Ok(f) => {
-                return Err(err(path, format!("column `{}` has type {}, expected a string", options.text_field, f.data_type())));
+                return Err(err(
+                    path,
+                    format!(
+                        "column `{}` has type {}, expected a string",
+                        options.text_field,
+                        f.data_type()
+                    ),
+                ));
             }
-            Err(_) => return Err(err(path, format!("no text column `{}`", options.text_field))),
+            Err(_) => {
+                return Err(err(
+                    path,
+                    format!("no text column `{}`", options.text_field),
+                ));
+            }
         }
-        let batches = builder.with_batch_size(1024).build().map_err(|e| err(path, e))?;
-        Ok(Self { path: path.into(), options: options.clone(), batches, batch: None, row: 0, row_base: 0 })
+        let batches = builder
+            .with_batch_size(1024)
+            .build()
+            .map_err(|e| err(path, e))?;
+        Ok(Self {
+            path: path.into(),
+            options: options.clone(),
+            batches,
+            batch: None,
+            row: 0,
+            row_base: 0,
+        })
     }
 
     pub(crate) fn next(&mut self) -> Option<Result<Document>> {

@@ -88,7 +88,10 @@ impl Default for PartitionConfig {
 impl PartitionConfig {
     /// Parses a TOML configuration; unknown keys are errors naming them.
     pub fn from_toml_str(s: &str, what: &str) -> Result<Self> {
-        let c: Self = toml::from_str(s).map_err(|e| PartitionError::Config { what: what.into(), message: e.to_string() })?;
+        let c: Self = toml::from_str(s).map_err(|e| PartitionError::Config {
+            what: what.into(),
+            message: e.to_string(),
+        })?;
         c.validate()?;
         Ok(c)
     }
@@ -100,16 +103,25 @@ impl PartitionConfig {
             return bad("seq_len", format!("{} < 2", self.seq_len));
         }
         if self.unit_tokens < self.seq_len as u64 {
-            return bad("unit_tokens", format!("{} < seq_len {}", self.unit_tokens, self.seq_len));
+            return bad(
+                "unit_tokens",
+                format!("{} < seq_len {}", self.unit_tokens, self.seq_len),
+            );
         }
         if !(0.0..1.0).contains(&self.heldout_fraction) {
-            return bad("heldout_fraction", format!("{} not in [0, 1)", self.heldout_fraction));
+            return bad(
+                "heldout_fraction",
+                format!("{} not in [0, 1)", self.heldout_fraction),
+            );
         }
         if self.ngram == 0 {
             return bad("ngram", "must be at least 1".into());
         }
         if !(self.bloom_fp_rate > 0.0 && self.bloom_fp_rate < 1.0) {
-            return bad("bloom_fp_rate", format!("{} not in (0, 1)", self.bloom_fp_rate));
+            return bad(
+                "bloom_fp_rate",
+                format!("{} not in (0, 1)", self.bloom_fp_rate),
+            );
         }
         if self.budget_tokens == Some(0) {
             return bad("budget_tokens", "must be positive".into());
@@ -186,7 +198,12 @@ impl Partitioner {
     /// A partitioner with a validated configuration and a tokenizer.
     pub fn new(config: PartitionConfig, tokenizer: TextTokenizer) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config, tokenizer, cache_dir: None, eval_sources: Vec::new() })
+        Ok(Self {
+            config,
+            tokenizer,
+            cache_dir: None,
+            eval_sources: Vec::new(),
+        })
     }
 
     /// Caches tokenized sources under `dir` (keyed by content, reader options and
@@ -216,14 +233,20 @@ impl Partitioner {
             if let Some(n) = self.config.threads {
                 b = b.num_threads(n);
             }
-            b.build().map_err(|e| PartitionError::InvalidParam { name: "threads", message: e.to_string() })?
+            b.build().map_err(|e| PartitionError::InvalidParam {
+                name: "threads",
+                message: e.to_string(),
+            })?
         };
         pool.install(|| self.run_in_pool(sources, out_dir))
     }
 
     fn run_in_pool(&self, sources: &[Source], out_dir: &Path) -> Result<Manifest> {
         let cfg = &self.config;
-        let parent = out_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = out_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| PartitionError::io(parent, e))?;
         let scratch;
         let cache_dir = match &self.cache_dir {
@@ -238,15 +261,29 @@ impl Partitioner {
         };
         std::fs::create_dir_all(&cache_dir).map_err(|e| PartitionError::io(&cache_dir, e))?;
 
-        let train: Vec<Tokenized> =
-            sources.iter().map(|s| self.tokenized(s, &cache_dir)).collect::<Result<_>>()?;
-        let eval: Vec<Tokenized> =
-            self.eval_sources.iter().map(|s| self.tokenized(s, &cache_dir)).collect::<Result<_>>()?;
-        let source_names = || sources.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>().join(", ");
+        let train: Vec<Tokenized> = sources
+            .iter()
+            .map(|s| self.tokenized(s, &cache_dir))
+            .collect::<Result<_>>()?;
+        let eval: Vec<Tokenized> = self
+            .eval_sources
+            .iter()
+            .map(|s| self.tokenized(s, &cache_dir))
+            .collect::<Result<_>>()?;
+        let source_names = || {
+            sources
+                .iter()
+                .map(|s| s.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let total_docs: usize = train.iter().map(|t| t.docs.len()).sum();
 
         // Domains.
-        let mut dropped = DropReport { skipped_records: train.iter().map(|t| t.entry.skipped_records).sum(), ..Default::default() };
+        let mut dropped = DropReport {
+            skipped_records: train.iter().map(|t| t.entry.skipped_records).sum(),
+            ..Default::default()
+        };
         let mut domains: BTreeMap<String, Vec<DocRef>> = BTreeMap::new();
         let mut has_field = 0u64;
         let mut has_order_key = 0u64;
@@ -261,7 +298,10 @@ impl Partitioner {
                     has_order_key += 1;
                 }
                 match cfg.rules.assign(&d.m) {
-                    Assignment::Domain(name) => domains.entry(name).or_default().push(DocRef { src: si as u32, doc: di as u32 }),
+                    Assignment::Domain(name) => domains.entry(name).or_default().push(DocRef {
+                        src: si as u32,
+                        doc: di as u32,
+                    }),
                     Assignment::MissingField => dropped.missing_field += 1,
                     Assignment::Unmatched => dropped.unmatched += 1,
                     Assignment::Excluded => dropped.excluded += 1,
@@ -269,25 +309,38 @@ impl Partitioner {
             }
         }
         if total_docs > 0 && has_field == 0 {
-            return Err(PartitionError::UnknownMetadataKey { key: cfg.rules.field.clone(), sources: source_names() });
+            return Err(PartitionError::UnknownMetadataKey {
+                key: cfg.rules.field.clone(),
+                sources: source_names(),
+            });
         }
         if let UnitOrder::Key(k) = &cfg.order_by
             && total_docs > 0
             && has_order_key == 0
         {
-            return Err(PartitionError::UnknownMetadataKey { key: k.clone(), sources: source_names() });
+            return Err(PartitionError::UnknownMetadataKey {
+                key: k.clone(),
+                sources: source_names(),
+            });
         }
         for name in &cfg.rules.include {
             domains.entry(name.clone()).or_default();
         }
         if domains.is_empty() {
-            return Err(PartitionError::EmptyDomain { domain: "<any>".into(), tokens: 0, seq_len: cfg.seq_len });
+            return Err(PartitionError::EmptyDomain {
+                domain: "<any>".into(),
+                tokens: 0,
+                seq_len: cfg.seq_len,
+            });
         }
 
         // Decontamination filter.
         let n = cfg.ngram;
         let windows = |t: &[u32]| t.len().saturating_sub(n - 1) as u64;
-        let eval_windows: u64 = eval.iter().flat_map(|t| t.docs.iter().map(|d| windows(t.doc_tokens(d)))).sum();
+        let eval_windows: u64 = eval
+            .iter()
+            .flat_map(|t| t.docs.iter().map(|d| windows(t.doc_tokens(d))))
+            .sum();
         let bloom = (eval_windows > 0).then(|| {
             let mut b = NgramBloom::new(eval_windows, cfg.bloom_fp_rate);
             for t in &eval {
@@ -332,8 +385,10 @@ impl Partitioner {
             match &cfg.order_by {
                 UnitOrder::Hash => training.sort_by_key(|r| (doc(r).h, r.src, r.doc)),
                 UnitOrder::Key(k) => {
-                    let mut keyed: Vec<(SortKey, DocRef)> =
-                        training.iter().map(|r| (SortKey::of(lookup_path(&doc(r).m, k)), *r)).collect();
+                    let mut keyed: Vec<(SortKey, DocRef)> = training
+                        .iter()
+                        .map(|r| (SortKey::of(lookup_path(&doc(r).m, k)), *r))
+                        .collect();
                     keyed.sort_by(|a, b| a.0.cmp(&b.0).then(doc(&a.1).h.cmp(&doc(&b.1).h)));
                     training = keyed.into_iter().map(|(_, r)| r).collect();
                 }
@@ -341,7 +396,16 @@ impl Partitioner {
             let mut held = held;
             held.sort_by_key(|r| (doc(r).h, r.src, r.doc));
 
-            let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+            let slug: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             let train_file = format!("d{di:03}-{slug}.train.bin");
             let heldout_file = format!("d{di:03}-{slug}.heldout.bin");
             let pack = |refs: &[DocRef], file: &str| -> Result<(u64, u64)> {
@@ -359,7 +423,11 @@ impl Partitioner {
             let (tokens, train_sequences) = pack(&training, &train_file)?;
             let (heldout_tokens, heldout_sequences) = pack(&held, &heldout_file)?;
             if train_sequences == 0 {
-                return Err(PartitionError::EmptyDomain { domain: name.clone(), tokens, seq_len: cfg.seq_len });
+                return Err(PartitionError::EmptyDomain {
+                    domain: name.clone(),
+                    tokens,
+                    seq_len: cfg.seq_len,
+                });
             }
             let (n_units, per_unit) = if train_sequences >= seqs_per_unit {
                 (train_sequences / seqs_per_unit, seqs_per_unit)
@@ -391,7 +459,9 @@ impl Partitioner {
                 heldout_file,
                 heldout_sequences,
                 contaminated_documents: contaminated,
-                epochs_for_budget: cfg.budget_tokens.map(|b| b as f64 / train_tokens_packed as f64),
+                epochs_for_budget: cfg
+                    .budget_tokens
+                    .map(|b| b as f64 / train_tokens_packed as f64),
             });
             bar.inc(1);
         }
@@ -417,7 +487,11 @@ impl Partitioner {
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
         crate::atomic::write_file(&staging.path().join(MANIFEST_FILE), &json)?;
         publish(staging, out_dir)?;
-        tracing::info!("partitioned into {}:\n{}", out_dir.display(), manifest.report());
+        tracing::info!(
+            "partitioned into {}:\n{}",
+            out_dir.display(),
+            manifest.report()
+        );
         Ok(manifest)
     }
 
@@ -426,7 +500,10 @@ impl Partitioner {
             return ProgressBar::hidden();
         }
         let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        b.set_style(ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} [{elapsed}]").expect("valid template"));
+        b.set_style(
+            ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} [{elapsed}]")
+                .expect("valid template"),
+        );
         b.set_message(msg);
         b
     }
@@ -438,34 +515,58 @@ impl Partitioner {
             "v": 1, "content": content_hash, "format": source.format, "domain": source.domain,
             "reader": self.config.reader, "tokenizer": self.tokenizer.hash(), "eot": self.config.eot_token,
         });
-        let key = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key_json.to_string().as_bytes()));
+        let key = format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(key_json.to_string().as_bytes())
+        );
         let dir = cache_dir.join(format!("tok-{key}"));
         if !dir.join("info.json").exists() {
             self.tokenize_into_cache(source, cache_dir, &dir)?;
         } else {
-            tracing::debug!("cache hit for {} ({})", source.path.display(), dir.display());
+            tracing::debug!(
+                "cache hit for {} ({})",
+                source.path.display(),
+                dir.display()
+            );
         }
         let info_path = dir.join("info.json");
-        let info: CacheInfo = serde_json::from_slice(&std::fs::read(&info_path).map_err(|e| PartitionError::io(&info_path, e))?)
-            .map_err(|e| PartitionError::BadShard { path: info_path.clone(), message: e.to_string() })?;
+        let info: CacheInfo = serde_json::from_slice(
+            &std::fs::read(&info_path).map_err(|e| PartitionError::io(&info_path, e))?,
+        )
+        .map_err(|e| PartitionError::BadShard {
+            path: info_path.clone(),
+            message: e.to_string(),
+        })?;
         let docs_path = dir.join("docs.jsonl");
         let f = File::open(&docs_path).map_err(|e| PartitionError::io(&docs_path, e))?;
         let mut docs = Vec::with_capacity(info.documents as usize);
         for line in BufReader::new(f).lines() {
             let line = line.map_err(|e| PartitionError::io(&docs_path, e))?;
-            docs.push(
-                serde_json::from_str::<DocRecord>(&line)
-                    .map_err(|e| PartitionError::BadShard { path: docs_path.clone(), message: e.to_string() })?,
-            );
+            docs.push(serde_json::from_str::<DocRecord>(&line).map_err(|e| {
+                PartitionError::BadShard {
+                    path: docs_path.clone(),
+                    message: e.to_string(),
+                }
+            })?);
         }
         let tok_path = dir.join("tokens.bin");
         let tf = File::open(&tok_path).map_err(|e| PartitionError::io(&tok_path, e))?;
-        let len = tf.metadata().map_err(|e| PartitionError::io(&tok_path, e))?.len();
+        let len = tf
+            .metadata()
+            .map_err(|e| PartitionError::io(&tok_path, e))?
+            .len();
         if docs.len() as u64 != info.documents || len != info.tokens * 4 {
-            return Err(PartitionError::BadShard { path: dir, message: "cache entry is inconsistent; delete it".into() });
+            return Err(PartitionError::BadShard {
+                path: dir,
+                message: "cache entry is inconsistent; delete it".into(),
+            });
         }
         // SAFETY: cache entries are written once into a fresh directory and renamed into place.
-        let tokens = if len == 0 { None } else { Some(unsafe { Mmap::map(&tf) }.map_err(|e| PartitionError::io(&tok_path, e))?) };
+        let tokens = if len == 0 {
+            None
+        } else {
+            Some(unsafe { Mmap::map(&tf) }.map_err(|e| PartitionError::io(&tok_path, e))?)
+        };
         let entry = SourceEntry {
             path: source.path.display().to_string(),
             format: source.format.clone(),
@@ -473,21 +574,35 @@ impl Partitioner {
             documents: info.documents,
             skipped_records: info.skipped,
         };
-        Ok(Tokenized { entry, docs, tokens })
+        Ok(Tokenized {
+            entry,
+            docs,
+            tokens,
+        })
     }
 
     fn tokenize_into_cache(&self, source: &Source, cache_dir: &Path, dir: &Path) -> Result<()> {
-        let tmp = tempfile::Builder::new().prefix(".tmp-tok-").tempdir_in(cache_dir).map_err(|e| PartitionError::io(cache_dir, e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-tok-")
+            .tempdir_in(cache_dir)
+            .map_err(|e| PartitionError::io(cache_dir, e))?;
         let tok_path = tmp.path().join("tokens.bin");
         let docs_path = tmp.path().join("docs.jsonl");
-        let mut tok_out = BufWriter::with_capacity(1 << 20, File::create(&tok_path).map_err(|e| PartitionError::io(&tok_path, e))?);
-        let mut doc_out = BufWriter::new(File::create(&docs_path).map_err(|e| PartitionError::io(&docs_path, e))?);
+        let mut tok_out = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&tok_path).map_err(|e| PartitionError::io(&tok_path, e))?,
+        );
+        let mut doc_out = BufWriter::new(
+            File::create(&docs_path).map_err(|e| PartitionError::io(&docs_path, e))?,
+        );
         let reader = source.open(&self.config.reader)?;
         let bar = if self.config.progress {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template("{spinner} tokenizing {msg}: {bytes} ({bytes_per_sec}) [{elapsed}]")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{spinner} tokenizing {msg}: {bytes} ({bytes_per_sec}) [{elapsed}]",
+                )
+                .expect("valid template"),
             );
             b.set_message(source.path.display().to_string());
             b
@@ -526,14 +641,26 @@ impl Partitioner {
             });
             for batch in rx {
                 let batch = batch?;
-                let encoded: Vec<Vec<u32>> = batch.par_iter().map(|d| self.tokenizer.encode(&d.text)).collect::<Result<_>>()?;
+                let encoded: Vec<Vec<u32>> = batch
+                    .par_iter()
+                    .map(|d| self.tokenizer.encode(&d.text))
+                    .collect::<Result<_>>()?;
                 for (d, ids) in batch.into_iter().zip(encoded) {
-                    tok_out.write_all(bytemuck::cast_slice(&ids)).map_err(|e| PartitionError::io(&tok_path, e))?;
+                    tok_out
+                        .write_all(bytemuck::cast_slice(&ids))
+                        .map_err(|e| PartitionError::io(&tok_path, e))?;
                     let mut m = d.metadata;
                     m.entry("id").or_insert(Value::String(d.id));
-                    let rec = DocRecord { h: text_hash(&d.text), s: ntokens, n: ids.len() as u64, m };
+                    let rec = DocRecord {
+                        h: text_hash(&d.text),
+                        s: ntokens,
+                        n: ids.len() as u64,
+                        m,
+                    };
                     serde_json::to_writer(&mut doc_out, &rec).expect("record serialises");
-                    doc_out.write_all(b"\n").map_err(|e| PartitionError::io(&docs_path, e))?;
+                    doc_out
+                        .write_all(b"\n")
+                        .map_err(|e| PartitionError::io(&docs_path, e))?;
                     ndocs += 1;
                     ntokens += ids.len() as u64;
                     bar.inc(d.text.len() as u64);
@@ -543,11 +670,20 @@ impl Partitioner {
         })?;
         bar.finish_and_clear();
         for (w, p) in [(tok_out, &tok_path), (doc_out, &docs_path)] {
-            let f = w.into_inner().map_err(|e| PartitionError::io(p, e.into_error()))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| PartitionError::io(p, e.into_error()))?;
             f.sync_all().map_err(|e| PartitionError::io(p, e))?;
         }
-        let info = CacheInfo { documents: ndocs, tokens: ntokens, skipped };
-        crate::atomic::write_file(&tmp.path().join("info.json"), &serde_json::to_vec(&info).expect("info serialises"))?;
+        let info = CacheInfo {
+            documents: ndocs,
+            tokens: ntokens,
+            skipped,
+        };
+        crate::atomic::write_file(
+            &tmp.path().join("info.json"),
+            &serde_json::to_vec(&info).expect("info serialises"),
+        )?;
         let kept = tmp.keep();
         if std::fs::rename(&kept, dir).is_err() {
             // Another run cached the same source meanwhile; keep theirs.
@@ -562,11 +698,17 @@ fn publish(staging: tempfile::TempDir, out_dir: &Path) -> Result<()> {
     let mut old = None;
     if out_dir.exists() {
         let is_ours = out_dir.join(MANIFEST_FILE).exists()
-            || std::fs::read_dir(out_dir).map_err(|e| PartitionError::io(out_dir, e))?.next().is_none();
+            || std::fs::read_dir(out_dir)
+                .map_err(|e| PartitionError::io(out_dir, e))?
+                .next()
+                .is_none();
         if !is_ours {
             return Err(PartitionError::InvalidParam {
                 name: "out_dir",
-                message: format!("{} exists and is not a datamix-partition output; refusing to replace it", out_dir.display()),
+                message: format!(
+                    "{} exists and is not a datamix-partition output; refusing to replace it",
+                    out_dir.display()
+                ),
             });
         }
         let mut name = out_dir.file_name().unwrap_or_default().to_os_string();
@@ -625,7 +767,13 @@ impl SortKey {
 }
 
 /// Trains a byte-level BPE on the text of `sources` (at most `max_bytes` of it, read in order).
-pub fn train_tokenizer(sources: &[Source], reader: &ReaderOptions, vocab_size: usize, eot: &str, max_bytes: u64) -> Result<TextTokenizer> {
+pub fn train_tokenizer(
+    sources: &[Source],
+    reader: &ReaderOptions,
+    vocab_size: usize,
+    eot: &str,
+    max_bytes: u64,
+) -> Result<TextTokenizer> {
     let mut readers = Vec::new();
     for s in sources {
         readers.push(s.open(reader)?);
@@ -649,4 +797,3 @@ pub fn train_tokenizer(sources: &[Source], reader: &ReaderOptions, vocab_size: u
     }
     tok
 }
-

@@ -60,7 +60,11 @@ pub struct ReaderOptions {
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        Self { text_field: "text".into(), id_field: "id".into(), bad_records: BadRecordPolicy::Fail }
+        Self {
+            text_field: "text".into(),
+            id_field: "id".into(),
+            bad_records: BadRecordPolicy::Fail,
+        }
     }
 }
 
@@ -100,7 +104,10 @@ enum Compression {
 fn split_compression(name: &str) -> (&str, Compression) {
     if let Some(s) = name.strip_suffix(".gz") {
         (s, Compression::Gzip)
-    } else if let Some(s) = name.strip_suffix(".zst").or_else(|| name.strip_suffix(".zstd")) {
+    } else if let Some(s) = name
+        .strip_suffix(".zst")
+        .or_else(|| name.strip_suffix(".zstd"))
+    {
         (s, Compression::Zstd)
     } else {
         (name, Compression::None)
@@ -110,7 +117,10 @@ fn split_compression(name: &str) -> (&str, Compression) {
 fn format_of(path: &Path) -> Option<SourceFormat> {
     let name = path.file_name()?.to_str()?.to_ascii_lowercase();
     let (stem, compression) = split_compression(&name);
-    let ext = Path::new(stem).extension().and_then(|e| e.to_str()).unwrap_or("");
+    let ext = Path::new(stem)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("");
     match ext {
         "jsonl" | "json" | "ndjson" => Some(SourceFormat::Jsonl),
         "txt" | "text" => Some(SourceFormat::Text),
@@ -131,31 +141,63 @@ impl Source {
     /// A file is read by its extension (`.jsonl`/`.json`/`.ndjson`, `.txt`, `.parquet`, each
     /// text format optionally `.gz`/`.zst`). A directory contributes, in name order, every
     /// such file directly inside it and every sub-directory as a folder-per-domain source
-    /// (domain = sub-directory name). Hidden entries are skipped.
+    /// (domain = sub-directory name). Hidden entries and uncompressed `.json` files (such
+    /// as a `tokenizer.json` beside the data) are skipped in directories.
     pub fn discover(path: &Path) -> Result<Vec<Source>> {
         let meta = std::fs::metadata(path).map_err(|e| PartitionError::io(path, e))?;
         if meta.is_file() {
-            let format = format_of(path).ok_or_else(|| PartitionError::UnknownFormat { path: path.into() })?;
-            let domain = (format == SourceFormat::Text).then(|| file_stem_domain(path)).flatten();
-            return Ok(vec![Source { path: path.into(), format, domain }]);
+            let format = format_of(path)
+                .ok_or_else(|| PartitionError::UnknownFormat { path: path.into() })?;
+            let domain = (format == SourceFormat::Text)
+                .then(|| file_stem_domain(path))
+                .flatten();
+            return Ok(vec![Source {
+                path: path.into(),
+                format,
+                domain,
+            }]);
         }
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| PartitionError::io(path, e))?
-            .map(|e| e.map(|e| e.path()).map_err(|err| PartitionError::io(path, err)))
+            .map(|e| {
+                e.map(|e| e.path())
+                    .map_err(|err| PartitionError::io(path, err))
+            })
             .collect::<Result<_>>()?;
         entries.sort();
         let mut out = Vec::new();
         for p in entries {
-            let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.'));
             if hidden {
                 continue;
             }
             if p.is_dir() {
                 let domain = p.file_name().and_then(|n| n.to_str()).map(str::to_string);
-                out.push(Source { path: p, format: SourceFormat::Folder, domain });
+                out.push(Source {
+                    path: p,
+                    format: SourceFormat::Folder,
+                    domain,
+                });
             } else if let Some(format) = format_of(&p) {
-                let domain = (format == SourceFormat::Text).then(|| file_stem_domain(&p)).flatten();
-                out.push(Source { path: p, format, domain });
+                let name = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                if name.ends_with(".json") {
+                    continue; // tokenizer.json, configs: only compressed `.json.gz`/`.json.zst` are data
+                }
+                let domain = (format == SourceFormat::Text)
+                    .then(|| file_stem_domain(&p))
+                    .flatten();
+                out.push(Source {
+                    path: p,
+                    format,
+                    domain,
+                });
             }
         }
         Ok(out)
@@ -164,11 +206,23 @@ impl Source {
     /// Opens a streaming reader over this source's documents.
     pub fn open(&self, options: &ReaderOptions) -> Result<SourceReader> {
         let inner = match self.format {
-            SourceFormat::Jsonl => Inner::Jsonl { lines: open_lines(&self.path)?, line: 0 },
-            SourceFormat::Text => Inner::Text { lines: open_lines(&self.path)?, line: 0, block: 0 },
-            SourceFormat::Folder => Inner::Folder { files: list_files(&self.path)?, next: 0 },
+            SourceFormat::Jsonl => Inner::Jsonl {
+                lines: open_lines(&self.path)?,
+                line: 0,
+            },
+            SourceFormat::Text => Inner::Text {
+                lines: open_lines(&self.path)?,
+                line: 0,
+                block: 0,
+            },
+            SourceFormat::Folder => Inner::Folder {
+                files: list_files(&self.path)?,
+                next: 0,
+            },
             #[cfg(feature = "parquet")]
-            SourceFormat::Parquet => Inner::Parquet(crate::parquet_reader::ParquetDocs::open(&self.path, options)?),
+            SourceFormat::Parquet => Inner::Parquet(crate::parquet_reader::ParquetDocs::open(
+                &self.path, options,
+            )?),
             #[cfg(not(feature = "parquet"))]
             SourceFormat::Parquet => {
                 return Err(PartitionError::Parquet {
@@ -177,17 +231,32 @@ impl Source {
                 });
             }
         };
-        Ok(SourceReader { source: self.clone(), options: options.clone(), inner, skipped: 0, done: false })
+        Ok(SourceReader {
+            source: self.clone(),
+            options: options.clone(),
+            inner,
+            skipped: 0,
+            done: false,
+        })
     }
 
     /// Hashes the source's bytes (every file of a folder, in name order) with xxh3-128, hex.
     pub fn content_hash(&self) -> Result<String> {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        let files = if self.path.is_dir() { list_files(&self.path)? } else { vec![self.path.clone()] };
+        let files = if self.path.is_dir() {
+            list_files(&self.path)?
+        } else {
+            vec![self.path.clone()]
+        };
         let mut buf = vec![0u8; 1 << 20];
         for f in &files {
             if self.path.is_dir() {
-                h.update(f.strip_prefix(&self.path).unwrap_or(f).to_string_lossy().as_bytes());
+                h.update(
+                    f.strip_prefix(&self.path)
+                        .unwrap_or(f)
+                        .to_string_lossy()
+                        .as_bytes(),
+                );
                 h.update(&[0]);
             }
             let mut file = File::open(f).map_err(|e| PartitionError::io(f, e))?;
@@ -205,11 +274,17 @@ impl Source {
 
 fn open_lines(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).map_err(|e| PartitionError::io(path, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let reader: Box<dyn Read + Send> = match split_compression(&name).1 {
         Compression::None => Box::new(file),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
-        Compression::Zstd => Box::new(zstd::Decoder::new(file).map_err(|e| PartitionError::io(path, e))?),
+        Compression::Zstd => {
+            Box::new(zstd::Decoder::new(file).map_err(|e| PartitionError::io(path, e))?)
+        }
     };
     Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
 }
@@ -220,7 +295,10 @@ fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).map_err(|e| PartitionError::io(&d, e))? {
             let p = e.map_err(|e| PartitionError::io(&d, e))?.path();
-            if p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
+            if p.file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.'))
+            {
                 continue;
             }
             if p.is_dir() {
@@ -235,9 +313,19 @@ fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 enum Inner {
-    Jsonl { lines: Box<dyn BufRead + Send>, line: u64 },
-    Text { lines: Box<dyn BufRead + Send>, line: u64, block: u64 },
-    Folder { files: Vec<PathBuf>, next: usize },
+    Jsonl {
+        lines: Box<dyn BufRead + Send>,
+        line: u64,
+    },
+    Text {
+        lines: Box<dyn BufRead + Send>,
+        line: u64,
+        block: u64,
+    },
+    Folder {
+        files: Vec<PathBuf>,
+        next: usize,
+    },
     #[cfg(feature = "parquet")]
     Parquet(crate::parquet_reader::ParquetDocs),
 }
@@ -313,7 +401,11 @@ impl SourceReader {
                             text.pop();
                         }
                         let id = format!("{}#{}", path.display(), block);
-                        return Some(Ok(Document { id, text, metadata: Map::new() }));
+                        return Some(Ok(Document {
+                            id,
+                            text,
+                            metadata: Map::new(),
+                        }));
                     }
                     if !blank {
                         text.push_str(&buf);
@@ -327,12 +419,20 @@ impl SourceReader {
                     Ok(b) => b,
                     Err(e) => return Some(Err(PartitionError::io(&file, e))),
                 };
-                let rel = file.strip_prefix(path).unwrap_or(&file).to_string_lossy().into_owned();
+                let rel = file
+                    .strip_prefix(path)
+                    .unwrap_or(&file)
+                    .to_string_lossy()
+                    .into_owned();
                 match String::from_utf8(bytes) {
                     Ok(text) => {
                         let mut metadata = Map::new();
                         metadata.insert("path".into(), Value::String(rel.clone()));
-                        Some(Ok(Document { id: rel, text, metadata }))
+                        Some(Ok(Document {
+                            id: rel,
+                            text,
+                            metadata,
+                        }))
                     }
                     Err(_) => Some(Err(PartitionError::MalformedRecord {
                         path: file,
@@ -348,7 +448,11 @@ impl SourceReader {
 }
 
 fn parse_record(line: &str, path: &Path, lineno: u64, options: &ReaderOptions) -> Result<Document> {
-    let malformed = |message: String| PartitionError::MalformedRecord { path: path.into(), line: lineno, message };
+    let malformed = |message: String| PartitionError::MalformedRecord {
+        path: path.into(),
+        line: lineno,
+        message,
+    };
     let value: Value = serde_json::from_str(line).map_err(|e| malformed(e.to_string()))?;
     let Value::Object(mut obj) = value else {
         return Err(malformed("expected a JSON object".into()));
@@ -393,7 +497,9 @@ impl Iterator for SourceReader {
                 }
                 Some(Ok(mut doc)) => {
                     if let Some(d) = &self.source.domain {
-                        doc.metadata.entry("domain").or_insert_with(|| Value::String(d.clone()));
+                        doc.metadata
+                            .entry("domain")
+                            .or_insert_with(|| Value::String(d.clone()));
                     }
                     return Some(Ok(doc));
                 }
@@ -421,19 +527,33 @@ mod tests {
 
     #[test]
     fn formats_from_names() {
-        assert_eq!(format_of(Path::new("a/b.jsonl.zst")), Some(SourceFormat::Jsonl));
+        assert_eq!(
+            format_of(Path::new("a/b.jsonl.zst")),
+            Some(SourceFormat::Jsonl)
+        );
         assert_eq!(format_of(Path::new("b.json.gz")), Some(SourceFormat::Jsonl));
         assert_eq!(format_of(Path::new("b.txt")), Some(SourceFormat::Text));
-        assert_eq!(format_of(Path::new("b.parquet")), Some(SourceFormat::Parquet));
+        assert_eq!(
+            format_of(Path::new("b.parquet")),
+            Some(SourceFormat::Parquet)
+        );
         assert_eq!(format_of(Path::new("b.bin")), None);
-        assert_eq!(file_stem_domain(Path::new("x/books.txt.gz")).as_deref(), Some("books"));
+        assert_eq!(
+            file_stem_domain(Path::new("x/books.txt.gz")).as_deref(),
+            Some("books")
+        );
     }
 
     #[test]
     fn record_merges_top_level_fields_into_metadata() {
         let o = ReaderOptions::default();
-        let d = parse_record(r#"{"id":7,"text":"hi","source":"s","metadata":{"domain":"a","source":"m"}}"#, Path::new("f"), 1, &o)
-            .unwrap();
+        let d = parse_record(
+            r#"{"id":7,"text":"hi","source":"s","metadata":{"domain":"a","source":"m"}}"#,
+            Path::new("f"),
+            1,
+            &o,
+        )
+        .unwrap();
         assert_eq!(d.id, "7");
         assert_eq!(d.text, "hi");
         assert_eq!(d.metadata["domain"], "a");

@@ -93,8 +93,10 @@ pub enum Assignment {
 impl DomainRules {
     /// Parses rules from TOML; an unknown key is an error naming it.
     pub fn from_toml_str(s: &str, what: &str) -> Result<Self> {
-        let rules: Self =
-            toml::from_str(s).map_err(|e| PartitionError::Config { what: what.into(), message: e.to_string() })?;
+        let rules: Self = toml::from_str(s).map_err(|e| PartitionError::Config {
+            what: what.into(),
+            message: e.to_string(),
+        })?;
         rules.validate(what)?;
         Ok(rules)
     }
@@ -107,7 +109,12 @@ impl DomainRules {
 
     /// Checks that the rules are usable.
     pub fn validate(&self, what: &str) -> Result<()> {
-        let bad = |message: String| Err(PartitionError::Config { what: what.into(), message });
+        let bad = |message: String| {
+            Err(PartitionError::Config {
+                what: what.into(),
+                message,
+            })
+        };
         if self.field.is_empty() {
             return bad("`field` must name a metadata key".into());
         }
@@ -159,7 +166,10 @@ impl DomainRules {
                 Value::Array(a) => return a.iter().find_map(|t| self.value_domain(t)),
                 _ => return None,
             };
-            let r = self.ranges.iter().find(|r| r.min.is_none_or(|m| x >= m) && r.max.is_none_or(|m| x <= m))?;
+            let r = self
+                .ranges
+                .iter()
+                .find(|r| r.min.is_none_or(|m| x >= m) && r.max.is_none_or(|m| x <= m))?;
             return Some(self.renamed(&r.name));
         }
         match v {
@@ -216,11 +226,26 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(r.assign(&meta(json!({"field": "Geography"}))), Assignment::Domain("Env".into()));
-        assert_eq!(r.assign(&meta(json!({"field": "Ecology"}))), Assignment::Domain("Env".into()));
-        assert_eq!(r.assign(&meta(json!({"field": "Physics"}))), Assignment::Domain("Physics".into()));
-        assert_eq!(r.assign(&meta(json!({}))), Assignment::Domain("none".into()));
-        assert_eq!(DomainRules::default().assign(&meta(json!({}))), Assignment::MissingField);
+        assert_eq!(
+            r.assign(&meta(json!({"field": "Geography"}))),
+            Assignment::Domain("Env".into())
+        );
+        assert_eq!(
+            r.assign(&meta(json!({"field": "Ecology"}))),
+            Assignment::Domain("Env".into())
+        );
+        assert_eq!(
+            r.assign(&meta(json!({"field": "Physics"}))),
+            Assignment::Domain("Physics".into())
+        );
+        assert_eq!(
+            r.assign(&meta(json!({}))),
+            Assignment::Domain("none".into())
+        );
+        assert_eq!(
+            DomainRules::default().assign(&meta(json!({}))),
+            Assignment::MissingField
+        );
     }
 
     #[test]
@@ -230,19 +255,44 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(r.assign(&meta(json!({"meta": {"year": 1990}}))), Assignment::Domain("old".into()));
-        assert_eq!(r.assign(&meta(json!({"meta": {"year": "2005-03-01"}}))), Assignment::Domain("new".into()));
-        assert_eq!(r.assign(&meta(json!({"meta": {"year": 2020}}))), Assignment::Unmatched);
+        assert_eq!(
+            r.assign(&meta(json!({"meta": {"year": 1990}}))),
+            Assignment::Domain("old".into())
+        );
+        assert_eq!(
+            r.assign(&meta(json!({"meta": {"year": "2005-03-01"}}))),
+            Assignment::Domain("new".into())
+        );
+        assert_eq!(
+            r.assign(&meta(json!({"meta": {"year": 2020}}))),
+            Assignment::Unmatched
+        );
     }
 
     #[test]
     fn first_of_several_tags() {
         let r = DomainRules::from_toml_str("field = \"tags\"\n", "t").unwrap();
-        assert_eq!(r.assign(&meta(json!({"tags": ["b", "a"]}))), Assignment::Domain("b".into()));
-        let r = DomainRules::from_toml_str("field = \"tags\"\npriority = [\"a\", \"b\"]\ninclude = [\"a\"]\n", "t").unwrap();
-        assert_eq!(r.assign(&meta(json!({"tags": ["b", "a"]}))), Assignment::Domain("a".into()));
-        assert_eq!(r.assign(&meta(json!({"tags": ["b"]}))), Assignment::Excluded);
-        assert_eq!(r.assign(&meta(json!({"tags": ["c"]}))), Assignment::Unmatched);
+        assert_eq!(
+            r.assign(&meta(json!({"tags": ["b", "a"]}))),
+            Assignment::Domain("b".into())
+        );
+        let r = DomainRules::from_toml_str(
+            "field = \"tags\"\npriority = [\"a\", \"b\"]\ninclude = [\"a\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            r.assign(&meta(json!({"tags": ["b", "a"]}))),
+            Assignment::Domain("a".into())
+        );
+        assert_eq!(
+            r.assign(&meta(json!({"tags": ["b"]}))),
+            Assignment::Excluded
+        );
+        assert_eq!(
+            r.assign(&meta(json!({"tags": ["c"]}))),
+            Assignment::Unmatched
+        );
     }
 
     #[test]

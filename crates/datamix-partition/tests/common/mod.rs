@@ -9,9 +9,24 @@ use datamix_partition::*;
 use serde_json::json;
 
 pub const WORDS: [&[&str]; 3] = [
-    &["cat", "dog", "mat", "sat", "purr", "fur", "tail", "paw", "meow", "bark"],
-    &["fn", "let", "mut", "impl", "struct", "trait", "match", "enum", "loop", "return"],
-    &["court", "law", "clause", "party", "hereby", "shall", "agreement", "license", "term", "notice"],
+    &[
+        "cat", "dog", "mat", "sat", "purr", "fur", "tail", "paw", "meow", "bark",
+    ],
+    &[
+        "fn", "let", "mut", "impl", "struct", "trait", "match", "enum", "loop", "return",
+    ],
+    &[
+        "court",
+        "law",
+        "clause",
+        "party",
+        "hereby",
+        "shall",
+        "agreement",
+        "license",
+        "term",
+        "notice",
+    ],
 ];
 pub const DOMAINS: [&str; 3] = ["animals", "code", "legal"];
 
@@ -20,7 +35,9 @@ pub fn doc_text(d: usize, i: usize, len: usize) -> String {
     let mut x = (d * 1_000_003 + i * 7919 + 17) as u64;
     let mut words = vec![format!("DOC{d}X{i}Z")];
     for _ in 0..len {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         words.push(WORDS[d][(x >> 33) as usize % 10].to_string());
     }
     words.join(" ") + "."
@@ -44,8 +61,10 @@ pub fn records() -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for (d, &n) in SIZES.iter().enumerate() {
         for i in 0..n {
-            out.push(json!({"id": format!("{d}-{i}"), "text": doc_text(d, i, 20 + i % 30),
-                "metadata": {"domain": DOMAINS[d], "year": 1990 + (i % 30)}}));
+            out.push(
+                json!({"id": format!("{d}-{i}"), "text": doc_text(d, i, 20 + i % 30),
+                "metadata": {"domain": DOMAINS[d], "year": 1990 + (i % 30)}}),
+            );
         }
     }
     out
@@ -62,19 +81,31 @@ pub fn write_jsonl(path: &Path, recs: &[serde_json::Value]) {
 pub fn tokenizer() -> TextTokenizer {
     static TOK: OnceLock<TextTokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
-        let texts: Vec<String> = (0..3).flat_map(|d| (0..40).map(move |i| doc_text(d, i, 40))).collect();
+        let texts: Vec<String> = (0..3)
+            .flat_map(|d| (0..40).map(move |i| doc_text(d, i, 40)))
+            .collect();
         TextTokenizer::train_bpe(texts.into_iter(), 400, DEFAULT_EOT).unwrap()
     })
     .clone()
 }
 
 pub fn config() -> PartitionConfig {
-    PartitionConfig { seq_len: 32, unit_tokens: 640, heldout_fraction: 0.2, progress: false, threads: Some(2), ..Default::default() }
+    PartitionConfig {
+        seq_len: 32,
+        unit_tokens: 640,
+        heldout_fraction: 0.2,
+        progress: false,
+        threads: Some(2),
+        ..Default::default()
+    }
 }
 
 /// Every entry of `dir` (for checking that failed runs leave nothing behind).
 pub fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
