@@ -104,7 +104,7 @@ impl TokenShard {
             .map_err(|e| PartitionError::io(path, e))?
             .len() as usize;
         let row = seq_len * dtype.size();
-        if seq_len == 0 || len % row != 0 {
+        if seq_len == 0 || !len.is_multiple_of(row) {
             return Err(PartitionError::BadShard {
                 path: path.into(),
                 message: format!(

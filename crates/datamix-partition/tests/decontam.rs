@@ -59,7 +59,7 @@ fn planted_eval_passages_are_dropped_and_nothing_else() {
     // sit in the dropped partial sequence, so look at document counts and markers).
     let corpus = PackedCorpus::open(&out).unwrap();
     let tok = corpus.tokenizer().unwrap();
-    for d in 0..3 {
+    for (d, &size) in SIZES.iter().enumerate() {
         let text = tok
             .decode(
                 &corpus
@@ -74,10 +74,10 @@ fn planted_eval_passages_are_dropped_and_nothing_else() {
             assert!(!seen.contains(&(pd, pi)));
         }
         assert!(
-            seen.len() + 2 >= SIZES[d] - 1,
+            seen.len() + 2 >= size - 1,
             "domain {d}: {} of {} documents seen",
             seen.len(),
-            SIZES[d] - 1
+            size - 1
         );
         assert!(!text.contains("EVALPASSAGE"));
     }
