@@ -401,3 +401,60 @@ fn gpt2_tokenizer_from_env() {
     assert_eq!(tok.vocab_size(), 50257);
     assert_eq!(TokenDtype::for_vocab(tok.vocab_size()), TokenDtype::U16);
 }
+
+#[test]
+fn bpe_trained_on_the_sources_packs_the_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.jsonl.gz");
+    let mut raw = Vec::new();
+    for r in records() {
+        raw.extend(r.to_string().bytes());
+        raw.push(b'\n');
+    }
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(&data).unwrap(),
+        flate2::Compression::fast(),
+    );
+    e.write_all(&raw).unwrap();
+    e.finish().unwrap();
+    let sources = Source::discover(&data).unwrap();
+    let tok = train_tokenizer(
+        &sources,
+        &ReaderOptions::default(),
+        512,
+        DEFAULT_EOT,
+        1 << 20,
+    )
+    .unwrap();
+    assert!(
+        tok.vocab_size() > 300 && tok.vocab_size() <= 512,
+        "{}",
+        tok.vocab_size()
+    );
+    let small =
+        TextTokenizer::from_json(tok.json().to_string(), DEFAULT_EOT, Path::new("t")).unwrap();
+    assert_eq!(small.hash(), tok.hash());
+    let text = doc_text(1, 5, 30);
+    assert!(
+        tok.encode(&text).unwrap().len() < text.len() / 2,
+        "merges learned from the corpus"
+    );
+    let m = Partitioner::new(config(), tok)
+        .unwrap()
+        .run(&sources, &dir.path().join("out"))
+        .unwrap();
+    assert_eq!(m.dtype, TokenDtype::U16);
+    assert!(m.vocab_size <= 512);
+    // A malformed record stops training with its location.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"a\"}\nnot json\n").unwrap();
+    let e = train_tokenizer(
+        &Source::discover(&bad).unwrap(),
+        &ReaderOptions::default(),
+        300,
+        DEFAULT_EOT,
+        1 << 20,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("bad.jsonl:2"), "{e}");
+}
