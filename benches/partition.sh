@@ -3,7 +3,8 @@
 # `tokenizers` package + numpy packing, and against raw `tokenizers` encode speed in Rust,
 # on the same input (Python standard-library sources as Dolma-style JSONL).
 #
-# Usage: benches/partition.sh [MEGABYTES]   (default 8 MB of text)
+# Usage: benches/partition.sh [MEGABYTES]   (default 8 MB of text). Each side runs twice
+# from a cold tokenizer and reports its best run (the 2-core CI machine is shared).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB="${1:-8}"

@@ -22,8 +22,14 @@ def main():
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--out", required=True)
     ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
+    best = max(run(args) for _ in range(args.repeat))
+    print(f"python_mb_s={best:.4f}")
 
+
+def run(args):
+    """One cold run (fresh tokenizer); returns MB/s of input text."""
     t0 = time.perf_counter()
     tok = Tokenizer.from_file(args.tokenizer)
     eot = tok.token_to_id("<|endoftext|>")
@@ -55,7 +61,7 @@ def main():
     dt = time.perf_counter() - t0
     print(f"python_tokenize_pack: {nbytes / 1e6:.2f} MB text, {len(stream)} tokens, {dt:.2f} s, "
           f"{nbytes / 1e6 / dt:.2f} MB/s")
-    print(f"python_mb_s={nbytes / 1e6 / dt:.4f}")
+    return nbytes / 1e6 / dt
 
 
 if __name__ == "__main__":

@@ -422,6 +422,13 @@ impl Partitioner {
             };
             let (tokens, train_sequences) = pack(&training, &train_file)?;
             let (heldout_tokens, heldout_sequences) = pack(&held, &heldout_file)?;
+            if heldout_sequences == 0 && !held.is_empty() {
+                tracing::warn!(
+                    "domain `{name}`: {} held-out documents ({heldout_tokens} tokens) fill no {}-token sequence",
+                    held.len(),
+                    cfg.seq_len
+                );
+            }
             if train_sequences == 0 {
                 return Err(PartitionError::EmptyDomain {
                     domain: name.clone(),
