@@ -14,6 +14,9 @@ use crate::error::{PartitionError, Result};
 /// The end-of-text token of GPT-2 style tokenizers, used to join documents.
 pub const DEFAULT_EOT: &str = "<|endoftext|>";
 
+/// Words kept in the BPE merge cache (the `tokenizers` default is 10,000).
+const BPE_CACHE_WORDS: usize = 1 << 18;
+
 /// A tokenizer plus the facts the packer needs: end-of-text id, vocabulary size, hash.
 #[derive(Clone)]
 pub struct TextTokenizer {
@@ -58,6 +61,11 @@ impl TextTokenizer {
             .with_truncation(None)
             .map_err(|e| tok_err(origin, e))?;
         inner.with_padding(None);
+        // The BPE word cache (10,000 words by default) stops growing once full; a corpus
+        // with a long tail of words (code, many languages) then re-merges most words.
+        let mut model = inner.get_model().clone();
+        model.resize_cache(BPE_CACHE_WORDS);
+        inner.with_model(model);
         let eot_id = inner.token_to_id(eot).ok_or_else(|| {
             tok_err(
                 origin,
