@@ -804,3 +804,52 @@ pub fn train_tokenizer(
     }
     tok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_toml_with_nested_rules() {
+        let c = PartitionConfig::from_toml_str(
+            r#"
+            seq_len = 256
+            unit_tokens = 65536
+            order_by = { key = "year" }
+            heldout_fraction = 0.1
+            budget_tokens = 1000000
+            [reader]
+            text_field = "body"
+            bad_records = "skip"
+            [rules]
+            field = "field_of_study"
+            missing = "unknown"
+            [rules.rename]
+            Geography = "Environmental Science"
+            "#,
+            "partition.toml",
+        )
+        .unwrap();
+        assert_eq!(c.order_by, UnitOrder::Key("year".into()));
+        assert_eq!(c.reader.bad_records, crate::BadRecordPolicy::Skip);
+        assert_eq!(c.rules.rename["Geography"], "Environmental Science");
+        assert_eq!(c.ngram, 13);
+        let e = PartitionConfig::from_toml_str("[rules]\nfeld = \"x\"\n", "p.toml").unwrap_err();
+        assert!(e.to_string().contains("feld"), "{e}");
+    }
+
+    #[test]
+    fn heldout_choice_is_deterministic_and_near_the_fraction() {
+        let n = 20_000u64;
+        let held = (0..n)
+            .filter(|&h| heldout(h.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0, 0.1))
+            .count() as f64;
+        assert!((held / n as f64 - 0.1).abs() < 0.01, "{held}");
+        assert!((0..100).all(|h| heldout(h, 3, 0.5) == heldout(h, 3, 0.5)));
+        assert_ne!(
+            (0..100).map(|h| heldout(h, 1, 0.5)).collect::<Vec<_>>(),
+            (0..100).map(|h| heldout(h, 2, 0.5)).collect::<Vec<_>>(),
+            "the seed changes the split"
+        );
+    }
+}
