@@ -17,8 +17,11 @@ use serde_json::{Map, Value};
 
 use crate::bloom::NgramBloom;
 use crate::error::{PartitionError, Result};
-use crate::manifest::*;
-use crate::reader::{Document, ReaderOptions, Source, text_hash};
+use crate::manifest::{
+    DomainEntry, DropReport, FORMAT_VERSION, MANIFEST_FILE, Manifest, SourceEntry, TOKENIZER_FILE,
+    UnitEntry,
+};
+use crate::reader::{Document, ReaderOptions, Source, SourceFormat, text_hash};
 use crate::rules::{Assignment, DomainRules, lookup_path};
 use crate::shard::{ShardWriter, TokenDtype};
 use crate::tokenize::{DEFAULT_EOT, TextTokenizer};
@@ -270,6 +273,17 @@ impl Partitioner {
             .iter()
             .map(|s| self.tokenized(s, &cache_dir))
             .collect::<Result<_>>()?;
+        for (s, t) in sources.iter().zip(&train) {
+            if let (SourceFormat::Folder | SourceFormat::Text, Some(domain), true) =
+                (&s.format, &s.domain, t.docs.is_empty())
+            {
+                return Err(PartitionError::EmptyDomain {
+                    domain: domain.clone(),
+                    tokens: 0,
+                    seq_len: cfg.seq_len,
+                });
+            }
+        }
         let source_names = || {
             sources
                 .iter()

@@ -164,3 +164,27 @@ fn bad_config_values_are_rejected() {
         );
     }
 }
+
+#[test]
+fn empty_domain_folder_is_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("corpus");
+    std::fs::create_dir_all(data.join("books")).unwrap();
+    std::fs::create_dir_all(data.join("empty")).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            data.join("books").join(format!("{i}.txt")),
+            doc_text(0, i, 30),
+        )
+        .unwrap();
+    }
+    let e = run(dir.path(), &data, config()).unwrap_err();
+    assert!(
+        matches!(&e, PartitionError::EmptyDomain { domain, .. } if domain == "empty"),
+        "{e:?}"
+    );
+    assert_clean(dir.path(), &["corpus"]);
+    std::fs::remove_dir(data.join("empty")).unwrap();
+    let m = run(dir.path(), &data, config()).unwrap();
+    assert_eq!(m.domains.len(), 1);
+}
