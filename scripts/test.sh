@@ -1,6 +1,31 @@
 #!/usr/bin/env bash
-# The test command from README.md: every crate's unit and integration tests on CPU.
+# The test command from README.md (and what CI runs):
+#   1. every crate's unit, integration and doc tests on the CPU backend;
+#   2. the CUDA and WGPU backends compile (no GPU needed);
+#   3. the WGPU path runs for real on Mesa's lavapipe software Vulkan driver
+#      (installed here with apt-get when missing and we are root);
+#   4. the corpus scripts' unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}"
+
+echo "== cargo test --workspace"
 cargo test --workspace
+
+echo "== cargo check: cuda + wgpu backends"
+cargo check -p datamix-decoder --features cuda,wgpu --tests
+
+echo "== WGPU on lavapipe"
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1) >/dev/null \
+    || echo "could not install mesa-vulkan-drivers"
+fi
+if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  VK_ICD_FILENAMES="$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | head -n1)" \
+    cargo test -p datamix-decoder --features wgpu --test wgpu
+else
+  echo "SKIPPED: no Vulkan driver (install mesa-vulkan-drivers to run the WGPU test)"
+fi
+
+echo "== corpus scripts"
+./scripts/test-corpus.sh --unit
