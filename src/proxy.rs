@@ -18,7 +18,10 @@ pub fn merged_to_host(merged: &MergedTensors) -> Result<TensorMap> {
         .iter()
         .map(|t| {
             let data = t.as_f32().ok_or_else(|| {
-                Error::Invalid(format!("merged tensor `{}` is not a float tensor", t.name()))
+                Error::Invalid(format!(
+                    "merged tensor `{}` is not a float tensor",
+                    t.name()
+                ))
             })?;
             Ok((
                 t.name().to_string(),

@@ -80,8 +80,7 @@ pub fn average_modules<B: Backend, M: Module<B>>(models: Vec<M>, weights: &[f64]
         })
         .collect();
     for (i, p) in params.iter().enumerate().skip(1) {
-        let same = p.len() == params[0].len()
-            && p.iter().zip(&params[0]).all(|(a, b)| a.0 == b.0);
+        let same = p.len() == params[0].len() && p.iter().zip(&params[0]).all(|(a, b)| a.0 == b.0);
         if !same {
             return Err(DecoderError::InvalidInput(format!(
                 "model {i} does not have the architecture of model 0 (parameter count or shapes differ)"
@@ -103,7 +102,10 @@ pub fn average_modules<B: Backend, M: Module<B>>(models: Vec<M>, weights: &[f64]
             });
         }
     }
-    let sums: Vec<Tensor<B, 1>> = sums.into_iter().map(|s| s.expect("positive weight")).collect();
+    let sums: Vec<Tensor<B, 1>> = sums
+        .into_iter()
+        .map(|s| s.expect("positive weight"))
+        .collect();
     let first = models.into_iter().next().expect("non-empty");
     Ok(first.map(&mut Replace {
         next: sums.into_iter(),
