@@ -176,11 +176,14 @@ mod tests {
         };
         let err = max_rel_err(&xs, simd);
         assert!(err < 3e-7, "max relative error {err}");
+        // f32 partial sums over 512 values: error relative to Σ|ln x|, not to the
+        // (nearly cancelling) total.
         let want: f64 = xs.iter().map(|&x| (x as f64).ln()).sum();
+        let scale: f64 = xs.iter().map(|&x| (x as f64).ln().abs()).sum();
         let got = sum_ln(&xs);
         assert!(
-            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
-            "{got} vs {want}"
+            (got - want).abs() <= 1e-6 * scale,
+            "{got} vs {want} (scale {scale})"
         );
     }
 }

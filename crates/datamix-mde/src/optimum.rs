@@ -137,34 +137,49 @@ impl Bounds {
         }
     }
 
-    /// Euclidean projection of `y` onto the feasible set: `clip(y - τ, l, u)` with τ found
-    /// by bisection so that the result sums to 1.
+    /// Euclidean projection of `y` onto the feasible set.
     fn project(&self, y: &[f64]) -> Vec<f64> {
+        self.project_step(&vec![0.0; y.len()], y)
+    }
+
+    /// `P(λ + v) - λ` for the Euclidean projection `P` onto the feasible set, computed in
+    /// displacement coordinates (`clip(v - τ, l - λ, u - λ)` with τ found by bisection so
+    /// that `Σ(λ + d) = 1`), so small steps keep their full relative precision.
+    fn project_step(&self, lambda: &[f64], v: &[f64]) -> Vec<f64> {
+        let lo: Vec<f64> = self.lower.iter().zip(lambda).map(|(l, x)| l - x).collect();
+        let hi: Vec<f64> = self
+            .upper
+            .iter()
+            .zip(lambda)
+            .map(|(u, x)| (u - x).max(0.0))
+            .collect();
+        let lo: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| l.min(*h)).collect();
+        let target = 1.0 - lambda.iter().sum::<f64>();
         let clip = |tau: f64| -> Vec<f64> {
-            y.iter()
-                .zip(self.lower.iter().zip(&self.upper))
-                .map(|(&v, (&l, &u))| (v - tau).clamp(l, u))
+            v.iter()
+                .zip(lo.iter().zip(&hi))
+                .map(|(&x, (&l, &h))| (x - tau).clamp(l, h))
                 .collect()
         };
         let sum = |tau: f64| clip(tau).iter().sum::<f64>();
-        let mut lo = y
+        let mut a = v
             .iter()
-            .zip(&self.upper)
-            .map(|(v, u)| v - u)
+            .zip(&hi)
+            .map(|(x, h)| x - h)
             .fold(f64::INFINITY, f64::min);
-        let mut hi = y
+        let mut b = v
             .iter()
-            .zip(&self.lower)
-            .map(|(v, l)| v - l)
+            .zip(&lo)
+            .map(|(x, l)| x - l)
             .fold(f64::NEG_INFINITY, f64::max);
-        for _ in 0..200 {
-            let mid = 0.5 * (lo + hi);
-            if mid <= lo || mid >= hi {
+        for _ in 0..2100 {
+            let mid = 0.5 * (a + b);
+            if mid <= a || mid >= b {
                 break;
             }
-            if sum(mid) > 1.0 { lo = mid } else { hi = mid }
+            if sum(mid) > target { a = mid } else { b = mid }
         }
-        clip(0.5 * (lo + hi))
+        clip(0.5 * (a + b))
     }
 
     /// Frank-Wolfe vertex `argmin_{s feasible} g·s`: start at the lower bounds and pour the
@@ -250,9 +265,17 @@ pub fn minimize(objective: &Objective, bounds: &Bounds, params: &OptimumParams) 
         });
     }
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    // Directional derivatives along feasible directions use the gradient minus its mean:
+    // the same in exact arithmetic (directions sum to ~0), but free of the `ḡ · Σd`
+    // rounding term that otherwise swamps slopes near the optimum.
+    let slope_of = |g: &[f64], d: &[f64]| {
+        let mean = g.iter().sum::<f64>() / g.len() as f64;
+        g.iter().zip(d).map(|(x, y)| (x - mean) * y).sum::<f64>()
+    };
     let gap_of = |lambda: &[f64], g: &[f64]| {
         let s = bounds.linear_minimizer(g);
-        (dot(g, lambda) - dot(g, &s)).max(0.0)
+        let diff: Vec<f64> = lambda.iter().zip(&s).map(|(a, b)| a - b).collect();
+        slope_of(g, &diff).max(0.0)
     };
     let mut lambda = bounds.project(&vec![1.0 / k as f64; k]);
     let (mut f, mut g) = objective.value_and_grad_unchecked(&lambda);
@@ -271,23 +294,45 @@ pub fn minimize(objective: &Objective, bounds: &Bounds, params: &OptimumParams) 
             .zip(&lambda)
             .map(|(p, l)| p - l)
             .collect();
-        let slope = dot(&g, &d);
+        let slope = slope_of(&g, &d);
         if slope >= 0.0 {
             break; // no descent direction left at floating-point resolution
         }
-        let mut step = 1.0;
-        let (next, fnext, gnext) = loop {
-            let next: Vec<f64> = lambda.iter().zip(&d).map(|(l, di)| l + step * di).collect();
-            let (fn_, gn) = objective.value_and_grad_unchecked(&next);
-            evals += 1;
-            if fn_ <= f + 1e-4 * step * slope || step < 1e-12 || evals >= params.max_iter {
-                break (next, fn_, gn);
-            }
-            step *= 0.5;
+        // Line search on the directional derivative φ'(γ) = ∇F(λ + γd)·d, which stays
+        // accurate where differences of F drown in rounding: φ is convex, so any γ with
+        // φ'(γ) <= 0 decreases F; otherwise regula falsi on φ' over [0, 1].
+        let at = |gamma: f64| -> (Vec<f64>, f64, Vec<f64>) {
+            let x: Vec<f64> = lambda
+                .iter()
+                .zip(&d)
+                .map(|(l, di)| l + gamma * di)
+                .collect();
+            let (fx, gx) = objective.value_and_grad_unchecked(&x);
+            (x, fx, gx)
         };
-        if fnext > f {
-            break; // backtracking failed: at the floating-point floor
+        let mut best = at(1.0);
+        evals += 1;
+        let mut right = (1.0, slope_of(&best.2, &d));
+        let mut left = (0.0, slope);
+        while right.1 > 0.0 && right.1 > -0.1 * slope && evals < params.max_iter {
+            let gamma = (left.0 - left.1 * (right.0 - left.0) / (right.1 - left.1)).clamp(
+                left.0 + 0.01 * (right.0 - left.0),
+                right.0 - 0.01 * (right.0 - left.0),
+            );
+            let trial = at(gamma);
+            evals += 1;
+            let dg = slope_of(&trial.2, &d);
+            best = trial;
+            if dg <= 0.0 {
+                left = (gamma, dg);
+                if dg >= 0.1 * slope {
+                    break;
+                }
+            } else {
+                right = (gamma, dg);
+            }
         }
+        let (next, fnext, gnext) = best;
         let s: Vec<f64> = next.iter().zip(&lambda).map(|(a, b)| a - b).collect();
         let y: Vec<f64> = gnext.iter().zip(&g).map(|(a, b)| a - b).collect();
         let sy = dot(&s, &y);
