@@ -313,7 +313,12 @@ mod kernel {
             lam: &[f32],
             ln_lam: &[f64],
         ) -> f64 {
-            assert!(lam.len() == K && t0 <= t1 && t1 <= table.n_tokens() && (t1 - t0) % 16 == 0);
+            assert!(
+                lam.len() == K
+                    && t0 <= t1
+                    && t1 <= table.n_tokens()
+                    && (t1 - t0).is_multiple_of(16)
+            );
             // SAFETY: `select` returns this only when AVX2 and FMA are available; the
             // bounds are asserted above.
             unsafe { sum::<K>(table, t0, t1, lam, ln_lam) }

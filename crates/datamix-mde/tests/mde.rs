@@ -195,9 +195,7 @@ fn optimum_respects_bounds_and_weights() {
 #[test]
 fn optimum_on_random_tables_has_small_certified_gap() {
     let t1 = random_table(6, 4000, 7);
-    let t2 = random_table(6, 3000, 8)
-        .select(&t1.expert_ids().to_vec())
-        .unwrap();
+    let t2 = random_table(6, 3000, 8).select(t1.expert_ids()).unwrap();
     let t2 = ExpertTable::from_parts(
         datamix_mde::TableMeta {
             eval_domain: "other".into(),
