@@ -354,7 +354,11 @@ impl Regressor for GpValidParams {
         let mut best: Option<(f64, Array1<f64>)> = None;
         let mut last_err = String::from("no start converged");
         for init in starts {
-            let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10);
+            // Tolerances as scipy's L-BFGS-B defaults in scikit-learn (pgtol 1e-5, factr 1e7).
+            let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
+                .with_tolerance_grad(1e-5)
+                .and_then(|s| s.with_tolerance_cost(1e7 * f64::EPSILON))
+                .expect("tolerances are positive");
             let problem = Nll {
                 kernel: self.kernel,
                 x: xs.view(),

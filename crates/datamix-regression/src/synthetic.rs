@@ -43,15 +43,15 @@ fn normal(rng: &mut impl Rng) -> f64 {
 ///
 /// Per eval domain j, with expert "token probabilities" `p_ij` (in-domain experts better):
 /// `MDE_j(λ) = −ln Σ_i λ_i p_ij` and the true loss
-/// `L_j(λ) = 0.9·MDE_j(λ) + 0.25 Σ_i c_ij λ_i² + 0.05 sin(2π λ_{j mod k}) + 0.3`.
+/// `L_j(λ) = 0.9·MDE_j(λ) + 0.15 Σ_i c_ij λ_i² + 0.05 sin(2π λ_{j mod k}) + 0.3`.
 /// Observed: target `L_j + N(0, noise²)`, MDE feature `MDE_j + N(0, (noise/2)²)`,
 /// merged feature `L_j + 0.05 + 0.1 Σ_i λ_i² + N(0, (2·noise)²)`.
 pub fn synthetic(spec: &SyntheticSpec) -> Dataset {
     let (n, k, m) = (spec.n_mixtures, spec.n_domains.max(1), spec.n_eval);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let p = Array2::from_shape_fn((k, m), |(i, j)| {
-        let base: f64 = rng.random_range(2.0..3.5);
-        (-(if i == j % k { base - 1.0 } else { base })).exp()
+        let base: f64 = rng.random_range(1.5..4.0);
+        (-(if i == j % k { base - 1.5 } else { base })).exp()
     });
     let c = Array2::from_shape_fn((k, m), |_| rng.random_range(-1.0..1.0));
     let mut feats = Array2::zeros((n, k + 2 * m));
@@ -70,7 +70,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Dataset {
             let mde = -lam.dot(&p.column(j)).ln();
             let quad: f64 = (0..k).map(|i| c[[i, j]] * lam[i] * lam[i]).sum();
             let loss =
-                0.9 * mde + 0.25 * quad + 0.05 * (std::f64::consts::TAU * lam[j % k]).sin() + 0.3;
+                0.9 * mde + 0.15 * quad + 0.05 * (std::f64::consts::TAU * lam[j % k]).sin() + 0.3;
             targets[[r, j]] = loss + spec.noise * normal(&mut rng);
             feats[[r, k + j]] = mde + 0.5 * spec.noise * normal(&mut rng);
             feats[[r, k + m + j]] = loss + 0.05 + 0.1 * sq + 2.0 * spec.noise * normal(&mut rng);
