@@ -5,8 +5,8 @@ use std::path::Path;
 
 use datamix_regression::eval::{pearson, ranks, spearman};
 use datamix_regression::{
-    Dataset, FeatureSet, Folds, GbdtParams, GpParams, MdeAloneParams, MeanParams, RegressionError, Regressor,
-    RidgeParams, SyntheticSpec, compare, cross_validate, learning_curve, synthetic,
+    Dataset, FeatureSet, Folds, GbdtParams, GpParams, MdeAloneParams, MeanParams, RegressionError,
+    Regressor, RidgeParams, SyntheticSpec, compare, cross_validate, learning_curve, synthetic,
 };
 use ndarray::{Array1, array};
 use proptest::prelude::*;
@@ -34,7 +34,10 @@ fn loo_of_the_mean_matches_hand_computation() {
 #[test]
 fn spearman_handles_ties() {
     // x ranks [1.5, 1.5, 3, 4], y ranks [1, 2, 3, 4].
-    let rho = spearman(array![5.0, 5.0, 6.0, 7.0].view(), array![1.0, 2.0, 3.0, 4.0].view());
+    let rho = spearman(
+        array![5.0, 5.0, 6.0, 7.0].view(),
+        array![1.0, 2.0, 3.0, 4.0].view(),
+    );
     assert!((rho - 0.9486832980505138).abs() < 1e-12, "{rho}");
     assert_eq!(ranks(array![2.0, 2.0, 2.0].view()), array![2.0, 2.0, 2.0]);
 }
@@ -62,9 +65,15 @@ proptest! {
 
 #[test]
 fn mde_features_beat_lambda_alone_on_synthetic_mixtures() {
-    let mut data = synthetic(&SyntheticSpec { n_mixtures: 40, ..Default::default() });
+    let mut data = synthetic(&SyntheticSpec {
+        n_mixtures: 40,
+        ..Default::default()
+    });
     let names: Vec<String> = data.target_names().to_vec();
-    let w: Vec<(&str, f64)> = names.iter().map(|t| (t.as_str(), 1.0 / names.len() as f64)).collect();
+    let w: Vec<(&str, f64)> = names
+        .iter()
+        .map(|t| (t.as_str(), 1.0 / names.len() as f64))
+        .collect();
     data.add_objective("avg", &w).unwrap();
     let folds = Folds::kfold(40, 5, Some(1)).unwrap();
     let ridge = RidgeParams::new().alpha(0.1);
@@ -72,12 +81,22 @@ fn mde_features_beat_lambda_alone_on_synthetic_mixtures() {
     let gbdt = GbdtParams::new().n_trees(200).learning_rate(0.05);
     let mde = MdeAloneParams::default();
     let fams: Vec<&dyn Regressor> = vec![&MeanParams, &mde, &ridge, &gp, &gbdt];
-    let sets = [FeatureSet::new("λ", &["lambda"]), FeatureSet::new("λ+MDE", &["lambda", "mde"])];
+    let sets = [
+        FeatureSet::new("λ", &["lambda"]),
+        FeatureSet::new("λ+MDE", &["lambda", "mde"]),
+    ];
     let table = compare(&data, "avg", &fams, &sets, &folds).unwrap();
     // MDE alone is skipped on λ only: 2 + 1 + 2 + 2 + 2 rows.
     assert_eq!(table.rows.len(), 9);
     eprintln!("{}", table.to_markdown());
-    let get = |f: &str, s: &str| table.rows.iter().find(|r| r.family == f && r.features == s).unwrap().metrics;
+    let get = |f: &str, s: &str| {
+        table
+            .rows
+            .iter()
+            .find(|r| r.family == f && r.features == s)
+            .unwrap()
+            .metrics
+    };
     assert!(get("mde-alone-calibrated", "λ+MDE").spearman > 0.8);
     for fam in ["ridge", "gp-matern52"] {
         assert!(get(fam, "λ+MDE").spearman > get(fam, "λ").spearman, "{fam}");
@@ -92,15 +111,31 @@ fn mde_features_beat_lambda_alone_on_synthetic_mixtures() {
         assert!(std::fs::read_to_string(&p).unwrap().contains("ridge"));
     }
     assert!(table.save(dir.path().join("t.txt")).is_err());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "no stray temporary files");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        3,
+        "no stray temporary files"
+    );
 }
 
 #[test]
 fn learning_curve_improves_with_more_mixtures() {
-    let data = synthetic(&SyntheticSpec { n_mixtures: 40, seed: 3, ..Default::default() });
+    let data = synthetic(&SyntheticSpec {
+        n_mixtures: 40,
+        seed: 3,
+        ..Default::default()
+    });
     let task = data.task(&["lambda", "mde"], "e1").unwrap();
     let folds = Folds::kfold(40, 4, Some(0)).unwrap();
-    let lc = learning_curve(&RidgeParams::new().alpha(0.1), &task, &folds, &[5, 30], 3, 0).unwrap();
+    let lc = learning_curve(
+        &RidgeParams::new().alpha(0.1),
+        &task,
+        &folds,
+        &[5, 30],
+        3,
+        0,
+    )
+    .unwrap();
     assert_eq!(lc.len(), 2);
     assert!(lc[1].metrics.mse < lc[0].metrics.mse, "{lc:?}");
     assert!(learning_curve(&MeanParams, &task, &folds, &[31], 1, 0).is_err());
@@ -108,7 +143,12 @@ fn learning_curve_improves_with_more_mixtures() {
 
 #[test]
 fn csv_round_trips() {
-    let data = synthetic(&SyntheticSpec { n_mixtures: 7, n_domains: 3, n_eval: 2, ..Default::default() });
+    let data = synthetic(&SyntheticSpec {
+        n_mixtures: 7,
+        n_domains: 3,
+        n_eval: 2,
+        ..Default::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.csv");
     data.to_csv(&p).unwrap();
@@ -123,25 +163,71 @@ fn csv_round_trips() {
 #[test]
 fn bad_input_gives_typed_errors_naming_row_and_column() {
     let e = read("mixture,lambda:a,target:t\nm0,0.1,1\nm1,0.2\n").unwrap_err();
-    assert!(matches!(e, RegressionError::ColumnCount { row: 3, expected: 3, found: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RegressionError::ColumnCount {
+                row: 3,
+                expected: 3,
+                found: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = read("mixture,lambda:a,target:t\nm0,0.1,1\nm1,NaN,2\n").unwrap_err();
-    assert!(matches!(&e, RegressionError::NonFinite { row: 1, column, .. } if column == "lambda:a"), "{e}");
+    assert!(
+        matches!(&e, RegressionError::NonFinite { row: 1, column, .. } if column == "lambda:a"),
+        "{e}"
+    );
     assert!(e.to_string().contains("m1"), "{e}");
     let e = read("mixture,lambda:a,target:t\nm0,0.1,inf\n").unwrap_err();
-    assert!(matches!(&e, RegressionError::NonFinite { column, .. } if column == "target:t"), "{e}");
+    assert!(
+        matches!(&e, RegressionError::NonFinite { column, .. } if column == "target:t"),
+        "{e}"
+    );
     let e = read("mixture,lambda:a,target:t\nm0,abc,1\n").unwrap_err();
-    assert!(matches!(&e, RegressionError::Parse { row: 2, column, .. } if column == "lambda:a"), "{e}");
+    assert!(
+        matches!(&e, RegressionError::Parse { row: 2, column, .. } if column == "lambda:a"),
+        "{e}"
+    );
     let e = read("mixture,lambda,target:t\nm0,1,1\n").unwrap_err();
-    assert!(matches!(&e, RegressionError::BadColumn { column, .. } if column == "lambda"), "{e}");
+    assert!(
+        matches!(&e, RegressionError::BadColumn { column, .. } if column == "lambda"),
+        "{e}"
+    );
     let e = read("mixture,lambda:a,lambda:a,target:t\nm0,1,1,1\n").unwrap_err();
-    assert!(matches!(&e, RegressionError::BadColumn { column, .. } if column == "lambda:a"), "{e}");
+    assert!(
+        matches!(&e, RegressionError::BadColumn { column, .. } if column == "lambda:a"),
+        "{e}"
+    );
 
-    let d = read("mixture,lambda:a,target:t,target:c\nm0,0.1,1,5\nm1,0.2,2,5\nm2,0.3,3,5\n").unwrap();
+    let d =
+        read("mixture,lambda:a,target:t,target:c\nm0,0.1,1,5\nm1,0.2,2,5\nm2,0.3,3,5\n").unwrap();
     let e = d.task(&["lambda"], "c").unwrap_err();
-    assert!(matches!(&e, RegressionError::ConstantTarget { target, .. } if target == "c"), "{e}");
-    assert!(matches!(d.task(&["mde"], "t"), Err(RegressionError::Unknown { kind: "feature group", .. })));
-    assert!(matches!(d.task(&["lambda"], "x"), Err(RegressionError::Unknown { kind: "target", .. })));
-    assert!(matches!(Folds::kfold(d.n_rows(), 5, None), Err(RegressionError::TooFewRows { needed: 5, rows: 3, .. })));
+    assert!(
+        matches!(&e, RegressionError::ConstantTarget { target, .. } if target == "c"),
+        "{e}"
+    );
+    assert!(matches!(
+        d.task(&["mde"], "t"),
+        Err(RegressionError::Unknown {
+            kind: "feature group",
+            ..
+        })
+    ));
+    assert!(matches!(
+        d.task(&["lambda"], "x"),
+        Err(RegressionError::Unknown { kind: "target", .. })
+    ));
+    assert!(matches!(
+        Folds::kfold(d.n_rows(), 5, None),
+        Err(RegressionError::TooFewRows {
+            needed: 5,
+            rows: 3,
+            ..
+        })
+    ));
     let task = d.task(&["lambda"], "t").unwrap();
     let e = cross_validate(&MeanParams, &task, &Folds::kfold(4, 2, None).unwrap()).unwrap_err();
     assert!(matches!(e, RegressionError::Shape { .. }), "{e}");
