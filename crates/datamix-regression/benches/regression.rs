@@ -1,0 +1,119 @@
+//! Benchmark driver for `benches/regression.sh` (not a timed test).
+//!
+//! `regression gen <out.csv> <rows> <seed>` writes a synthetic table;
+//! `regression run <in.csv> <folds> <candidates>` cross-validates every family on every
+//! feature set (folds = row % k, target = mean of all targets) and times batched prediction,
+//! printing one JSON object per line.
+
+use std::time::Instant;
+
+use datamix_regression::{
+    Dataset, FeatureSet, Folds, GbdtParams, GpParams, MdeAloneParams, MeanParams, Regressor,
+    RidgeParams, SyntheticSpec, cross_validate, synthetic,
+};
+use ndarray::{Array2, Axis};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    match args.first().map(String::as_str) {
+        Some("gen") => {
+            let spec = SyntheticSpec {
+                n_mixtures: args[2].parse()?,
+                seed: args[3].parse()?,
+                ..Default::default()
+            };
+            synthetic(&spec).to_csv(&args[1])?;
+        }
+        Some("run") => run(&args[1], args[2].parse()?, args[3].parse()?)?,
+        _ => {
+            eprintln!(
+                "usage: regression gen <out.csv> <rows> <seed> | run <in.csv> <folds> <candidates>"
+            );
+            std::process::exit(2);
+        }
+    }
+    Ok(())
+}
+
+fn run(path: &str, k: usize, n_cand: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut data = Dataset::from_csv(path)?;
+    let names = data.target_names().to_vec();
+    let w: Vec<(&str, f64)> = names
+        .iter()
+        .map(|t| (t.as_str(), 1.0 / names.len() as f64))
+        .collect();
+    data.add_objective("avg", &w)?;
+    let n = data.n_rows();
+    let folds = Folds::from_assignment(&(0..n).map(|r| r % k).collect::<Vec<_>>())?;
+    let ridge = RidgeParams::new().alpha(1.0);
+    let gp = GpParams::new().restarts(2);
+    let gbdt = GbdtParams::new();
+    let mde = MdeAloneParams::default();
+    let fams: Vec<(&str, &dyn Regressor)> = vec![
+        ("mean", &MeanParams),
+        ("mde-alone", &mde),
+        ("ridge", &ridge),
+        ("gp", &gp),
+        ("gbdt", &gbdt),
+    ];
+    let sets = [
+        FeatureSet::new("lambda", &["lambda"]),
+        FeatureSet::new("lambda+mde", &["lambda", "mde"]),
+        FeatureSet::new("lambda+mde+merged", &["lambda", "mde", "merged"]),
+    ];
+    for (label, fam) in &fams {
+        for fs in &sets {
+            let groups: Vec<&str> = fs.groups.iter().map(String::as_str).collect();
+            let task = data.task(&groups, "avg")?;
+            if *label == "mde-alone" && fs.name != "lambda+mde" {
+                continue;
+            }
+            // Best wall time of 3 runs (the results are deterministic).
+            let mut best = f64::INFINITY;
+            let mut cv = None;
+            for _ in 0..3 {
+                let r = cross_validate(*fam, &task, &folds)?;
+                best = best.min(r.seconds);
+                cv = Some(r);
+            }
+            let m = cv.expect("ran").metrics;
+            println!(
+                "{{\"impl\":\"rust\",\"kind\":\"cv\",\"model\":\"{label}\",\"features\":\"{}\",\"mse\":{},\"spearman\":{},\"pearson\":{},\"top1_rank\":{},\"seconds\":{best}}}",
+                fs.name,
+                m.mse,
+                json_num(m.spearman),
+                json_num(m.pearson),
+                m.top1_rank
+            );
+        }
+    }
+    // Batched prediction for many candidates: the training rows tiled to n_cand rows.
+    let task = data.task(&["lambda", "mde"], "avg")?;
+    let idx: Vec<usize> = (0..n_cand).map(|i| i % n).collect();
+    let cands: Array2<f64> = task.x.select(Axis(0), &idx);
+    for (label, fam) in &fams[2..] {
+        let model = fam.fit(&task)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let p = model.predict(cands.view())?;
+            best = best.min(t.elapsed().as_secs_f64());
+            assert_eq!(p.mean.len(), n_cand);
+        }
+        println!(
+            "{{\"impl\":\"rust\",\"kind\":\"predict\",\"model\":\"{label}\",\"features\":\"lambda+mde\",\"candidates\":{n_cand},\"seconds\":{best}}}"
+        );
+    }
+    Ok(())
+}
+
+fn json_num(v: f64) -> String {
+    if v.is_finite() {
+        v.to_string()
+    } else {
+        "null".into()
+    }
+}
