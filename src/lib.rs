@@ -6,11 +6,17 @@
 //!
 //! This facade re-exports the workspace crates in the order data flows through
 //! them (partition -> decoder (train/eval) -> pool -> merge / mde -> regression
-//! -> optimizer) and adds the glue between them: [`proxy`] (merge-then-evaluate).
+//! -> optimizer) and adds the glue between them: [`pool`] (content-addressed models), [`proxy`]
+//! (merge-then-evaluate) and [`study`] (the end-to-end pipeline the CLI runs).
 
 pub mod error;
+pub mod pool;
 pub mod proxy;
+pub mod study;
 
 pub use datamix_decoder as decoder;
+pub use datamix_mde as mde;
 pub use datamix_merge as merge;
+pub use datamix_partition as partition;
+pub use datamix_regression as regression;
 pub use error::{Error, Result};

@@ -7,6 +7,10 @@
 
 use std::time::Instant;
 
+// Like the `datamix` binary: Burn allocates and frees large buffers every step.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::tensor::backend::AutodiffBackend;
 use datamix_decoder::{BackendKind, BackendTask, DecoderConfig, Packer, TrainConfig, Trainer};
 

@@ -5,10 +5,10 @@ use burn::nn::{
     Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm,
     RmsNormConfig, RotaryEncoding, RotaryEncodingConfig, SwiGlu, SwiGluConfig,
 };
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::config::{DecoderConfig, NormKind};
 use crate::error::Result;
@@ -61,15 +61,57 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// `x`: `[batch, seq, d_model]` (already normed) -> `[batch, seq, d_model]`.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &RotaryEncoding<B>) -> Tensor<B, 3> {
+    ///
+    /// With one key/value head (multi-query attention, PaLM's choice) no tensor is
+    /// transposed: the queries of all heads at all positions form one `[seq * heads,
+    /// head_dim]` matrix per sequence, which multiplies the single key matrix; the causal
+    /// mask is an additive `[seq * heads, seq]` table. Otherwise queries, keys and values
+    /// are split into heads and Burn's fused `attention` runs per head.
+    pub fn forward(&self, x: Tensor<B, 3>, ctx: &ForwardCtx<B>) -> Tensor<B, 3> {
+        if self.n_kv_heads == 1 {
+            self.forward_mqa(x, ctx)
+        } else {
+            self.forward_heads(x, ctx)
+        }
+    }
+
+    /// Multi-query path. `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`.
+    fn forward_mqa(&self, x: Tensor<B, 3>, ctx: &ForwardCtx<B>) -> Tensor<B, 3> {
+        let [b, s, d] = x.dims();
+        let nh = self.n_heads;
+        let hd = d / nh;
+        // [b, s, h * hd] -> [b, s, h, hd] (a view), rotated in place of layout.
+        let q = ctx.rope.apply(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]));
+        let k = ctx.rope.apply(self.k_proj.forward(x.clone()).reshape([b, s, 1, hd]));
+        let v = self.v_proj.forward(x); // [b, s, hd]
+        let scale = (hd as f64).powf(-0.5);
+        // [b, s * h, hd] x [b, hd, s] -> [b, s * h, s]: row `i * h + head` is query i.
+        let scores = q
+            .reshape([b, s * nh, hd])
+            .matmul(k.reshape([b, s, hd]).swap_dims(1, 2))
+            .mul_scalar(scale)
+            + ctx.mqa_mask(nh).unsqueeze::<3>();
+        let probs = softmax(scores, 2);
+        // [b, s * h, s] x [b, s, hd] -> [b, s * h, hd] = [b, s, h * hd].
+        self.o_proj.forward(probs.matmul(v).reshape([b, s, d]))
+    }
+
+    /// Per-head path (grouped-query or multi-head attention).
+    /// `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`.
+    fn forward_heads(&self, x: Tensor<B, 3>, ctx: &ForwardCtx<B>) -> Tensor<B, 3> {
         let [b, s, d] = x.dims();
         let (nh, nkv) = (self.n_heads, self.n_kv_heads);
         let hd = d / nh;
-        // [b, s, h*hd] -> [b, h, s, hd]
-        let heads = |t: Tensor<B, 3>, h: usize| t.reshape([b, s, h, hd]).swap_dims(1, 2);
-        let q = rope.forward(heads(self.q_proj.forward(x.clone()), nh));
-        let k = rope.forward(heads(self.k_proj.forward(x.clone()), nkv));
-        let v = heads(self.v_proj.forward(x), nkv);
+        // [b, s, h*hd] -> [b, s, h, hd] (rotated) -> [b, h, s, hd]
+        let q = ctx
+            .rope
+            .apply(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]))
+            .swap_dims(1, 2);
+        let k = ctx
+            .rope
+            .apply(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]))
+            .swap_dims(1, 2);
+        let v = self.v_proj.forward(x).reshape([b, s, nkv, hd]).swap_dims(1, 2);
         // Share each kv head with its group of query heads: [b, nkv, s, hd] -> [b, nh, s, hd].
         let (k, v) = if nkv == nh {
             (k, v)
@@ -88,6 +130,75 @@ impl<B: Backend> Attention<B> {
         };
         let out = attention(q, k, v, None, None, opts); // [b, nh, s, hd]
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))
+    }
+}
+
+/// Per-forward constants shared by every block: RoPE tables and the causal mask.
+pub struct ForwardCtx<B: Backend> {
+    rope: RopeTables<B>,
+    seq: usize,
+    device: B::Device,
+}
+
+impl<B: Backend> ForwardCtx<B> {
+    /// Tables for sequences of `seq` tokens.
+    pub fn new(rope: &RotaryEncoding<B>, seq: usize, device: &B::Device) -> Self {
+        Self {
+            rope: RopeTables::new(rope, seq, device),
+            seq,
+            device: device.clone(),
+        }
+    }
+
+    /// Additive causal mask for the multi-query layout: `[seq * heads, seq]`, row
+    /// `i * heads + h` is 0 at keys `j <= i` and -1e9 after.
+    fn mqa_mask(&self, heads: usize) -> Tensor<B, 2> {
+        let s = self.seq;
+        let mut m = vec![0f32; s * heads * s];
+        for (r, row) in m.chunks_exact_mut(s).enumerate() {
+            row[r / heads + 1..].fill(-1e9);
+        }
+        Tensor::from_data(TensorData::new(m, [s * heads, s]), &self.device)
+    }
+}
+
+/// RoPE as Burn's [`RotaryEncoding`] defines it (each pair `(x₀, x₁)` of a head is rotated
+/// by the angle of its position and frequency), applied to `[batch, seq, heads, head_dim]`
+/// tensors: `x ⊙ cos + (x P) ⊙ sin`, where `P` maps each pair to `(-x₁, x₀)`.
+struct RopeTables<B: Backend> {
+    /// `[1, seq, 1, head_dim]`.
+    cos: Tensor<B, 4>,
+    /// `[1, seq, 1, head_dim]`.
+    sin: Tensor<B, 4>,
+    /// `[head_dim, head_dim]`, the pair rotation `P`.
+    rot: Tensor<B, 2>,
+}
+
+impl<B: Backend> RopeTables<B> {
+    fn new(rope: &RotaryEncoding<B>, seq: usize, device: &B::Device) -> Self {
+        // Burn's table: [max_seq, head_dim, 2], (cos, sin) of each element's pair angle.
+        let f = rope.freq_complex.clone().slice([0..seq]);
+        let [_, hd, _] = f.dims();
+        let cos = f.clone().slice([0..seq, 0..hd, 0..1]).reshape([1, seq, 1, hd]);
+        let sin = f.slice([0..seq, 0..hd, 1..2]).reshape([1, seq, 1, hd]);
+        let mut p = vec![0f32; hd * hd];
+        for i in (0..hd).step_by(2) {
+            p[(i + 1) * hd + i] = -1.0; // out[i] = -x[i+1]
+            p[i * hd + i + 1] = 1.0; // out[i+1] = x[i]
+        }
+        let rot = Tensor::from_data(TensorData::new(p, [hd, hd]), device);
+        Self { cos, sin, rot }
+    }
+
+    /// `x`: `[batch, seq, heads, head_dim]` -> same shape, rotated.
+    fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, s, h, hd] = x.dims();
+        let swapped = x
+            .clone()
+            .reshape([b * s * h, hd])
+            .matmul(self.rot.clone())
+            .reshape([b, s, h, hd]);
+        x * self.cos.clone() + swapped * self.sin.clone()
     }
 }
 
@@ -120,9 +231,9 @@ pub struct Block<B: Backend> {
 
 impl<B: Backend> Block<B> {
     /// `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &RotaryEncoding<B>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, ctx: &ForwardCtx<B>) -> Tensor<B, 3> {
         let h = self.norm.forward(x.clone());
-        x + self.attn.forward(h.clone(), rope) + self.mlp.forward(h)
+        x + self.attn.forward(h.clone(), ctx) + self.mlp.forward(h)
     }
 }
 
@@ -194,9 +305,11 @@ impl DecoderConfig {
 impl<B: Backend> Decoder<B> {
     /// Next-token logits. `tokens`: `[batch, seq]` -> `[batch, seq, vocab]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, seq] = tokens.dims();
+        let ctx = ForwardCtx::new(&self.rope, seq, &tokens.device());
         let mut x = self.embed.forward(tokens);
         for layer in &self.layers {
-            x = layer.forward(x, &self.rope);
+            x = layer.forward(x, &ctx);
         }
         let x = self.norm.forward(x);
         match &self.lm_head {
@@ -220,5 +333,51 @@ impl<B: Backend> Decoder<B> {
     /// `inputs`, `targets`: `[batch, seq]` -> `[1]`.
     pub fn loss(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         self.token_logprobs(inputs, targets).mean().neg()
+    }
+}
+
+#[cfg(all(test, feature = "cpu"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type B = crate::backend::Cpu;
+
+    #[test]
+    fn rope_tables_match_burns_rotary_encoding() {
+        let dev = Default::default();
+        let rope = RotaryEncodingConfig::new(16, 8).init::<B>(&dev);
+        let x = Tensor::<B, 4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let ours = RopeTables::new(&rope, 5, &dev).apply(x.clone());
+        let burns = rope.forward(x.swap_dims(1, 2)).swap_dims(1, 2);
+        ours.into_data()
+            .assert_approx_eq::<f32>(&burns.into_data(), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn multi_query_path_equals_the_per_head_path() {
+        let dev = Default::default();
+        let cfg = DecoderConfig::new(50, 32, 1, 4).with_max_seq_len(16);
+        let model = cfg.init_seeded::<B>(7, &dev).unwrap();
+        let attn = &model.layers[0].attn;
+        let ctx = ForwardCtx::new(&model.rope, 9, &dev);
+        let x = Tensor::<B, 3>::random([2, 9, 32], Distribution::Normal(0.0, 1.0), &dev);
+        let fast = attn.forward_mqa(x.clone(), &ctx);
+        let heads = attn.forward_heads(x, &ctx);
+        fast.into_data()
+            .assert_approx_eq::<f32>(&heads.into_data(), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn attention_is_causal() {
+        let dev = Default::default();
+        let cfg = DecoderConfig::new(50, 32, 2, 4).with_max_seq_len(16);
+        let model = cfg.init_seeded::<B>(3, &dev).unwrap();
+        let a = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [1, 6]), &dev);
+        let b = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 9, 9], [1, 6]), &dev);
+        let la = model.forward(a).slice([0..1, 0..4]);
+        let lb = model.forward(b).slice([0..1, 0..4]);
+        la.into_data()
+            .assert_approx_eq::<f32>(&lb.into_data(), Tolerance::absolute(1e-6));
     }
 }

@@ -1,0 +1,101 @@
+//! The `datamix` command. It owns argument parsing and logging only; every piece of
+//! work is a call into the `datamix` facade.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use datamix::decoder::BackendKind;
+use datamix::study::{self, StudyConfig};
+
+/// Find good pre-training data mixtures without training a model for every mixture.
+///
+/// A study splits a multi-domain corpus into equal-sized base units, pre-trains a seed
+/// model, continues it once per base unit and once per domain (the model pool), trains a
+/// few ground-truth mixtures, and then scores any mixture cheaply: by merging base-unit
+/// models (Na et al. 2024) and by Mixture of Data Experts (Belenki et al. 2025). It fits
+/// regression models on those proxies and recommends a mixture.
+#[derive(Parser, Debug)]
+#[command(name = "datamix", version, about, long_about)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `debug` or `datamix=debug`);
+    /// overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a study described by a TOML config (see configs/study-small.toml).
+    ///
+    /// Outputs go to the config's `out_dir`: the trained tokenizer, the packed corpus,
+    /// the model pool (content-addressed: rerunning trains only what is new), MDE tables,
+    /// and results/ (report.md, mixtures.csv, proxies.csv, regression.md, outcome.json,
+    /// proxies.svg).
+    Study {
+        /// The study config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override the config's backend (one of the compiled-in: see `datamix backends`).
+        #[arg(long)]
+        backend: Option<BackendKind>,
+        /// Override the config's output directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// List the backends compiled into this binary.
+    Backends,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> datamix::Result<()> {
+    match command {
+        Command::Study {
+            config,
+            backend,
+            out_dir,
+        } => {
+            let mut cfg = StudyConfig::from_file(&config)?;
+            if let Some(b) = backend {
+                cfg.backend = b;
+            }
+            if let Some(o) = out_dir {
+                cfg.out_dir = o;
+            }
+            let outcome = study::run(&cfg)?;
+            println!("{}", study::report::markdown(&cfg, &outcome));
+            println!(
+                "Results: {}",
+                cfg.out_dir.join("results").display()
+            );
+            Ok(())
+        }
+        Command::Backends => {
+            for k in BackendKind::available() {
+                println!("{k}");
+            }
+            Ok(())
+        }
+    }
+}

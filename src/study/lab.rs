@@ -1,0 +1,209 @@
+//! Study stage 2, on a Burn backend: train the pool (seed, base-unit models, domain experts,
+//! ground-truth mixture models) and score models and merged proxies on the eval streams.
+
+use std::sync::Arc;
+
+use burn::tensor::backend::AutodiffBackend;
+use datamix_decoder::{Decoder, DecoderConfig, EvalConfig, Packer, TrainConfig, Trainer, evaluate};
+use datamix_merge::{MergePlan, PathsOnly};
+use datamix_partition::{Mixture, MixtureSampler, PackedCorpus};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::config::{RunConfig, StudyConfig};
+use super::data::Prepared;
+use crate::error::{Error, Result};
+use crate::pool::{Pool, PoolKey};
+
+/// Everything that decides a pool model's weights (its pool key is the hash of this).
+#[derive(Debug, Serialize)]
+pub struct ModelSpec<'a> {
+    /// `seed`, `unit`, `expert` or `mixture`.
+    pub role: &'a str,
+    /// Human-readable name (unit id, domain, mixture label).
+    pub name: String,
+    /// The checkpoint it continues from.
+    pub from: Option<&'a PoolKey>,
+    /// What it trains on.
+    pub data: &'a Mixture,
+    /// SHA-256 of the packed corpus' manifest.
+    pub corpus: &'a str,
+    /// Architecture.
+    pub model: &'a DecoderConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+}
+
+/// A backend, a pool and the prepared data: trains and scores models.
+pub struct Lab<'a, B: AutodiffBackend> {
+    cfg: &'a StudyConfig,
+    data: &'a Prepared,
+    pool: Pool,
+    model: DecoderConfig,
+    device: B::Device,
+    streams: Vec<(String, Vec<u32>)>,
+    bar: ProgressBar,
+}
+
+impl<'a, B: AutodiffBackend> Lab<'a, B> {
+    /// A lab whose progress bar counts `total_steps` optimizer steps.
+    pub fn new(
+        cfg: &'a StudyConfig,
+        data: &'a Prepared,
+        device: B::Device,
+        total_steps: u64,
+    ) -> Result<Self> {
+        let vocab = data.corpus.manifest().vocab_size;
+        let model = cfg.model.decoder(vocab, cfg.data.seq_len)?;
+        let bar = ProgressBar::new(total_steps);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} train [{elapsed_precise}] {wide_bar} {pos}/{len} steps (eta {eta}) {msg}",
+            )
+            .expect("valid template"),
+        );
+        Ok(Self {
+            cfg,
+            data,
+            pool: Pool::open(cfg.out_dir.join("pool"))?,
+            model,
+            device,
+            streams: data
+                .eval
+                .iter()
+                .map(|e| (e.name.clone(), e.tokens.clone()))
+                .collect(),
+            bar,
+        })
+    }
+
+    /// The decoder architecture.
+    pub fn model_config(&self) -> &DecoderConfig {
+        &self.model
+    }
+
+    /// The model pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn corpus(&self) -> &Arc<PackedCorpus> {
+        &self.data.corpus
+    }
+
+    /// Trains (or finds in the pool) one model; returns its pool key.
+    pub fn train(
+        &self,
+        role: &str,
+        name: &str,
+        from: Option<&PoolKey>,
+        data: &Mixture,
+        run: &RunConfig,
+        seed: u64,
+    ) -> Result<PoolKey> {
+        let seq = self.cfg.data.seq_len;
+        let spec = ModelSpec {
+            role,
+            name: name.to_string(),
+            from,
+            data,
+            corpus: &self.data.corpus_id,
+            model: &self.model,
+            train: run.train_config(seq, seed),
+        };
+        let key = PoolKey::of(&spec);
+        if self.pool.contains(&key) {
+            tracing::debug!(role, name, key = key.short(), "in the pool");
+            self.bar.inc(run.steps);
+            return Ok(key);
+        }
+        self.bar.set_message(format!("{role} {name}"));
+        let mut trainer = match from {
+            None => Trainer::<B>::new(self.model.clone(), spec.train.clone(), &self.device)?,
+            Some(k) => Trainer::<B>::from_seed(&self.pool.dir(k), spec.train.clone(), &self.device)?,
+        };
+        // One extra sequence: a batch row needs `seq + 1` tokens.
+        let budget = run.tokens(seq) + seq as u64;
+        let sampler = MixtureSampler::new(self.corpus().clone(), data, budget, seed)?;
+        let mut packer = Packer::new(sampler, run.batch_size, seq);
+        let stats = trainer.fit(&mut packer, run.steps, |_| self.bar.inc(1))?;
+        if (stats.len() as u64) < run.steps {
+            return Err(Error::Invalid(format!(
+                "{role} {name}: the sampler ran out of data after {} of {} steps",
+                stats.len(),
+                run.steps
+            )));
+        }
+        let tail = &stats[stats.len().saturating_sub(10)..];
+        let loss = tail.iter().map(|s| s.loss as f64).sum::<f64>() / tail.len() as f64;
+        tracing::info!(role, name, key = key.short(), train_loss = format!("{loss:.4}"), "trained");
+        self.pool
+            .insert(&key, &spec, |dir| trainer.save(dir).map_err(Error::from))?;
+        Ok(key)
+    }
+
+    /// Loads a pool model for inference.
+    pub fn load(&self, key: &PoolKey) -> Result<Decoder<B::InnerBackend>> {
+        Ok(self
+            .model
+            .load_weights::<B::InnerBackend>(&self.pool.weights(key), &self.device)?)
+    }
+
+    fn eval_config(&self) -> EvalConfig {
+        EvalConfig {
+            window: self.cfg.data.seq_len,
+            stride: self.cfg.data.seq_len,
+            batch_size: 16,
+        }
+    }
+
+    /// Per-token log-probabilities of a pool model on every eval stream.
+    pub fn score(&self, key: &PoolKey) -> Result<Vec<Vec<f32>>> {
+        let model = self.load(key)?;
+        let cfg = self.eval_config();
+        self.streams
+            .iter()
+            .map(|(_, t)| Ok(evaluate(&model, t, &cfg, &self.device)?.logprobs))
+            .collect()
+    }
+
+    /// Mean cross-entropy per eval stream of the λ-weighted merge of the base-unit models
+    /// (each domain's units averaged uniformly, then the domains weighted by λ: Na et al.'s
+    /// macro merge with mixture weights), built in memory and never written.
+    pub fn score_merged(&self, lambda: &[f64], units: &[(String, PoolKey)]) -> Result<Vec<f64>> {
+        let plan = MergePlan::Average(
+            self.data
+                .domains
+                .iter()
+                .zip(lambda)
+                .filter(|(_, w)| **w > 0.0)
+                .map(|(d, &w)| {
+                    let files = units
+                        .iter()
+                        .filter(|(ud, _)| ud == d)
+                        .map(|(_, k)| self.pool.weights(k));
+                    (w, MergePlan::uniform(files))
+                })
+                .collect(),
+        );
+        let out = crate::proxy::evaluate_merged::<B::InnerBackend>(
+            &plan,
+            &PathsOnly,
+            &self.model,
+            &self.streams,
+            &self.eval_config(),
+            &self.device,
+        )?;
+        Ok(out.into_iter().map(|(_, r)| r.mean_ce).collect())
+    }
+
+    /// Marks the progress bar done.
+    pub fn finish(&self) {
+        self.bar.finish_with_message("done");
+    }
+}
+
+/// Mean cross-entropy (nats per token) of per-token log-probabilities.
+pub fn mean_ce(logprobs: &[f32]) -> f64 {
+    -logprobs.iter().map(|&x| x as f64).sum::<f64>() / logprobs.len().max(1) as f64
+}
