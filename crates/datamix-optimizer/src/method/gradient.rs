@@ -19,6 +19,9 @@ pub struct GradientParams {
     pub max_iter: usize,
     /// Stop when no coordinate moves more than this in one step.
     pub tol: f64,
+    /// Stop when the Frank–Wolfe gap `max_s ⟨∇f(x), x − s⟩` over feasible `s` is at most
+    /// this; for convex objectives it bounds `f(x) − f*`.
+    pub gap_tol: f64,
     /// First step size tried.
     pub initial_step: f64,
     /// Start here instead of the space's prior.
@@ -29,7 +32,8 @@ impl Default for GradientParams {
     fn default() -> Self {
         Self {
             max_iter: 2000,
-            tol: 1e-10,
+            tol: 1e-12,
+            gap_tol: 1e-10,
             initial_step: 1.0,
             start: None,
         }
@@ -40,6 +44,7 @@ impl GradientParams {
     fn validate(&self, owner: &'static str) -> Result<()> {
         ensure(self.max_iter > 0, owner, "max_iter", self.max_iter, ">= 1")?;
         ensure(self.tol > 0.0, owner, "tol", self.tol, "> 0")?;
+        ensure(self.gap_tol >= 0.0, owner, "gap_tol", self.gap_tol, ">= 0")?;
         ensure(
             self.initial_step > 0.0 && self.initial_step.is_finite(),
             owner,
@@ -157,6 +162,10 @@ fn descend<G: Geometry>(
     let mut converged = false;
     for it in 1..=params.max_iter {
         let g = checked_gradient(objective, &x, G::NAME)?;
+        if frank_wolfe_gap(space, &x, &g) <= params.gap_tol {
+            converged = true;
+            break;
+        }
         // Backtracking: accept once f(y) <= f(x) + <g, y − x> + D(y, x) / eta.
         let fy = loop {
             G::step(space, &x, &g, eta, &mut y);
@@ -164,7 +173,7 @@ fn descend<G: Geometry>(
             t.evaluations += 1;
             let lin: f64 = g.iter().zip(y.iter().zip(&x)).map(|(g, (y, x))| g * (y - x)).sum();
             let bound = f + lin + G::divergence(&y, &x) / eta;
-            if fy <= bound + 1e-12 * f.abs().max(1.0) || eta < 1e-30 {
+            if fy <= bound + 4.0 * f64::EPSILON * f.abs() || eta < 1e-30 {
                 break fy;
             }
             eta *= 0.5;
@@ -181,6 +190,23 @@ fn descend<G: Geometry>(
         eta *= 2.0;
     }
     Ok(t.finish(G::NAME, space, objective, converged))
+}
+
+/// `max_s ⟨g, x − s⟩` over the space: the vertex `s` fills the cheapest coordinates (by
+/// `g`) up to their upper bounds, starting from the lower bounds.
+pub(crate) fn frank_wolfe_gap(space: &SearchSpace, x: &[f64], g: &[f64]) -> f64 {
+    let (lower, upper) = (space.lower(), space.upper());
+    let mut order: Vec<usize> = (0..x.len()).collect();
+    order.sort_by(|&a, &b| g[a].total_cmp(&g[b]));
+    let mut left = 1.0 - lower.iter().sum::<f64>();
+    let mut gs = 0.0;
+    for &i in &order {
+        let add = (upper[i] - lower[i]).min(left.max(0.0));
+        left -= add;
+        gs += g[i] * (lower[i] + add);
+    }
+    let gx: f64 = g.iter().zip(x).map(|(g, x)| g * x).sum();
+    gx - gs
 }
 
 impl Method for ProjectedGradient {
