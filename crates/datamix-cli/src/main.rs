@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use datamix::decoder::BackendKind;
 use datamix::study::{self, StudyConfig};
 
+// Burn allocates and frees large tensor buffers every step; glibc malloc hands them back
+// to the OS and page-faults them in again (about 20% of a CPU training step).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Find good pre-training data mixtures without training a model for every mixture.
 ///
 /// A study splits a multi-domain corpus into equal-sized base units, pre-trains a seed
