@@ -25,7 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into();
     let out = std::env::temp_dir().join("datamix-quickstart");
     let sources = Source::discover(&corpus_dir)?;
-    let tok = train_tokenizer(&sources, &ReaderOptions::default(), 1024, DEFAULT_EOT, u64::MAX)?;
+    let tok = train_tokenizer(
+        &sources,
+        &ReaderOptions::default(),
+        1024,
+        DEFAULT_EOT,
+        u64::MAX,
+    )?;
     let seq = 128;
     let cfg = PartitionConfig {
         seq_len: seq,
@@ -51,7 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut trainer = Trainer::<B>::new(model, train, &device)?;
     let uniform = Mixture::from_weights(&corpus, &vec![1.0; manifest.domains.len()])?;
     let budget = steps * 8 * seq as u64 + seq as u64;
-    let mut packer = Packer::new(MixtureSampler::new(corpus.clone(), &uniform, budget, 0)?, 8, seq);
+    let mut packer = Packer::new(
+        MixtureSampler::new(corpus.clone(), &uniform, budget, 0)?,
+        8,
+        seq,
+    );
     let t0 = std::time::Instant::now();
     trainer.fit(&mut packer, steps, |s| {
         if s.step % 50 == 0 {
@@ -59,12 +69,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     })?;
     let secs = t0.elapsed().as_secs_f64();
-    println!("{:.0} training tokens/s", (steps * 8 * seq as u64) as f64 / secs);
+    println!(
+        "{:.0} training tokens/s",
+        (steps * 8 * seq as u64) as f64 / secs
+    );
 
     let model = trainer.inference_model();
     println!("\n{:<14} {:>8} {:>10}", "domain", "CE", "perplexity");
     for d in &manifest.domains {
-        let tokens: Vec<u32> = corpus.heldout(&d.name).into_iter().flatten().flat_map(|s| s.to_vec()).collect();
+        let tokens: Vec<u32> = corpus
+            .heldout(&d.name)
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.to_vec())
+            .collect();
         if tokens.len() < 2 {
             continue;
         }

@@ -20,6 +20,9 @@ pub enum Error {
     /// From fitting or evaluating regression models.
     #[error(transparent)]
     Regression(#[from] datamix_regression::RegressionError),
+    /// From the mixture search.
+    #[error(transparent)]
+    Optimizer(#[from] datamix_optimizer::OptimizerError),
     /// A study configuration file that cannot be read or parsed.
     #[error("study config {path}: {message}")]
     Config {

@@ -17,6 +17,7 @@ pub mod study;
 pub use datamix_decoder as decoder;
 pub use datamix_mde as mde;
 pub use datamix_merge as merge;
+pub use datamix_optimizer as optimizer;
 pub use datamix_partition as partition;
 pub use datamix_regression as regression;
 pub use error::{Error, Result};

@@ -123,7 +123,10 @@ mod tests {
         let a = PoolKey::of(&serde_json::json!({"unit": "a/0", "steps": 10}));
         let b = PoolKey::of(&serde_json::json!({"unit": "a/0", "steps": 11}));
         assert_ne!(a, b);
-        assert_eq!(a, PoolKey::of(&serde_json::json!({"unit": "a/0", "steps": 10})));
+        assert_eq!(
+            a,
+            PoolKey::of(&serde_json::json!({"unit": "a/0", "steps": 10}))
+        );
         assert_eq!(a.as_str().len(), 64);
     }
 

@@ -16,7 +16,9 @@ fn write_corpus(dir: &Path) {
     ];
     let mut state = 12345u64;
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as usize
     };
     for (d, name) in ["greek", "digits", "code"].iter().enumerate() {
@@ -28,14 +30,25 @@ fn write_corpus(dir: &Path) {
                 text.push_str(w);
                 text.push(' ');
             }
-            let _ = writeln!(f, "{}", serde_json::json!({"id": format!("{name}-{doc}"), "text": text}));
+            let _ = writeln!(
+                f,
+                "{}",
+                serde_json::json!({"id": format!("{name}-{doc}"), "text": text, "metadata": {"domain": name}})
+            );
         }
         std::fs::write(dir.join("corpus").join(format!("{name}.jsonl")), f).unwrap();
     }
     let mut ood = String::new();
     for doc in 0..5 {
-        let text: String = (0..100).map(|i| words[i % 3][next() % 6]).collect::<Vec<_>>().join(" ");
-        let _ = writeln!(ood, "{}", serde_json::json!({"id": format!("mixed-{doc}"), "text": text}));
+        let text: String = (0..100)
+            .map(|i| words[i % 3][next() % 6])
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            ood,
+            "{}",
+            serde_json::json!({"id": format!("mixed-{doc}"), "text": text})
+        );
     }
     std::fs::write(dir.join("eval").join("mixed.jsonl"), ood).unwrap();
 }
@@ -94,11 +107,20 @@ fn study_runs_end_to_end_and_reuses_its_pool() {
     }
     // Experts specialise: on each training domain's held-out set, that domain's expert
     // beats every other expert.
-    for (j, e) in o.eval_domains.iter().enumerate().filter(|(j, _)| o.eval_in_domain[*j]) {
+    for (j, e) in o
+        .eval_domains
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| o.eval_in_domain[*j])
+    {
         let own = o.domains.iter().position(|d| d == e).unwrap();
         for (i, row) in o.expert_loss.iter().enumerate() {
             if i != own {
-                assert!(o.expert_loss[own][j] < row[j], "expert {own} on {e}: {:?}", o.expert_loss);
+                assert!(
+                    o.expert_loss[own][j] < row[j],
+                    "expert {own} on {e}: {:?}",
+                    o.expert_loss
+                );
             }
         }
     }
@@ -118,7 +140,14 @@ fn study_runs_end_to_end_and_reuses_its_pool() {
     assert!(o.analysis.validated_loss.unwrap().is_finite());
 
     let results = cfg.out_dir.join("results");
-    for f in ["report.md", "mixtures.csv", "proxies.csv", "regression.md", "outcome.json", "proxies.svg"] {
+    for f in [
+        "report.md",
+        "mixtures.csv",
+        "proxies.csv",
+        "regression.md",
+        "outcome.json",
+        "proxies.svg",
+    ] {
         assert!(results.join(f).is_file(), "missing {f}");
     }
     let pool_entries = std::fs::read_dir(cfg.out_dir.join("pool")).unwrap().count();
@@ -129,7 +158,10 @@ fn study_runs_end_to_end_and_reuses_its_pool() {
     let again = study::run(&cfg).unwrap();
     assert_eq!(again.true_loss, o.true_loss);
     assert_eq!(again.mde_loss, o.mde_loss);
-    assert_eq!(std::fs::read_dir(cfg.out_dir.join("pool")).unwrap().count(), pool_entries);
+    assert_eq!(
+        std::fs::read_dir(cfg.out_dir.join("pool")).unwrap().count(),
+        pool_entries
+    );
 }
 
 #[test]
@@ -137,7 +169,10 @@ fn bad_configs_are_rejected_with_the_key_named_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
     let text = config(dir.path()).replace("vocab_size = 300", "vocab_size = 300\nvocab = 3");
     let e = StudyConfig::from_toml(&text, Path::new("bad.toml")).unwrap_err();
-    assert!(e.to_string().contains("vocab") && e.to_string().contains("bad.toml"), "{e}");
+    assert!(
+        e.to_string().contains("vocab") && e.to_string().contains("bad.toml"),
+        "{e}"
+    );
 
     let text = config(dir.path()).replace("warmup_steps = 2", "warmup_steps = 20");
     let e = StudyConfig::from_toml(&text, Path::new("bad.toml")).unwrap_err();

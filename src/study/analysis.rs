@@ -1,10 +1,14 @@
 //! Study stage 4 (backend-free): proxy quality, regression, search.
 
-use datamix_mde::{Bounds, ExpertTable, OptimumParams};
+use datamix_mde::{ExpertTable, OptimumParams};
+use datamix_optimizer::{
+    BayesOpt, BoConfig, CmaEs, MdeFeatures, MdeObjective, Method, ModelObjective, OptimResult,
+    RegressionSurrogate, SearchSpace, TokenLimits, mde_exact,
+};
 use datamix_regression::eval::{pearson, spearman};
 use datamix_regression::{
     Column, ComparisonTable, Dataset, FeatureSet, Folds, GbdtParams, GpParams, MdeAloneParams,
-    MeanParams, Predictor, Regressor, RidgeParams, compare,
+    MeanParams, Regressor, RidgeParams, compare,
 };
 use ndarray::{Array1, Array2};
 use serde::Serialize;
@@ -54,8 +58,8 @@ pub struct Analysis {
     pub mde_optimum: Option<Vec<f64>>,
     /// The MDE objective there.
     pub mde_optimum_loss: Option<f64>,
-    /// Its certified duality gap.
-    pub mde_optimum_gap: Option<f64>,
+    /// The search run behind the recommendation (method, trace).
+    pub search: Option<OptimResult>,
     /// The mixture a Bayesian-optimisation step proposes to train next.
     pub bo_next: Option<Vec<f64>>,
     /// True objective of a model trained on the recommendation (when validated).
@@ -116,13 +120,21 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
     let col = |m: &Vec<Vec<f64>>, j: usize| m.iter().map(|r| r[j]).collect::<Vec<_>>();
     for (j, e) in o.eval_domains.iter().enumerate() {
         let t = col(&o.true_loss, j);
-        a.proxy_quality.push(quality(e, "mde", &col(&o.mde_loss, j), &t));
-        a.proxy_quality.push(quality(e, "merged", &col(&o.merged_loss, j), &t));
+        a.proxy_quality
+            .push(quality(e, "mde", &col(&o.mde_loss, j), &t));
+        a.proxy_quality
+            .push(quality(e, "merged", &col(&o.merged_loss, j), &t));
     }
     let obj = |m: &Vec<Vec<f64>>| m.iter().map(|r| objective(r)).collect::<Vec<_>>();
     let true_obj = obj(&o.true_loss);
-    a.proxy_quality.push(quality(OBJECTIVE, "mde", &obj(&o.mde_loss), &true_obj));
-    a.proxy_quality.push(quality(OBJECTIVE, "merged", &obj(&o.merged_loss), &true_obj));
+    a.proxy_quality
+        .push(quality(OBJECTIVE, "mde", &obj(&o.mde_loss), &true_obj));
+    a.proxy_quality.push(quality(
+        OBJECTIVE,
+        "merged",
+        &obj(&o.merged_loss),
+        &true_obj,
+    ));
     let (best, best_loss) = true_obj
         .iter()
         .copied()
@@ -157,7 +169,12 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
         "auto" => table
             .rows
             .iter()
-            .filter(|r| r.features == "λ+MDE" && ["ridge", "gp", "gbdt"].iter().any(|f| r.family.starts_with(f)))
+            .filter(|r| {
+                r.features == "λ+MDE"
+                    && ["ridge", "gp", "gbdt"]
+                        .iter()
+                        .any(|f| r.family.starts_with(f))
+            })
             .max_by(|x, y| x.metrics.spearman.total_cmp(&y.metrics.spearman))
             .map(|r| r.family.clone())
             .unwrap_or_else(|| "ridge".into()),
@@ -176,51 +193,61 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
     let task = data.task(&["lambda", "mde"], OBJECTIVE)?;
     let model = chosen.fit(&task)?;
 
-    // MDE alone, solved exactly.
-    let k = o.domains.len();
-    let lower = vec![cfg.search.min_weight; k];
-    if cfg.search.min_weight * k as f64 > 1.0 {
-        return Err(Error::Invalid(format!(
-            "search.min_weight = {} is infeasible for {k} domains",
-            cfg.search.min_weight
-        )));
-    }
-    let bounds = Bounds::new(lower, vec![1.0; k])?;
-    let opt = datamix_mde::minimize(
-        &datamix_mde::Objective::mean(tables)?,
-        &bounds,
-        &OptimumParams::default(),
+    let space = search::space(cfg, o)?;
+    let owned: Vec<ExpertTable> = tables.iter().map(|t| (*t).clone()).collect();
+    // MDE alone, solved exactly over the same constrained simplex.
+    let mde_obj = MdeObjective::mean(tables)?;
+    let exact = mde_exact(&space, &mde_obj, &OptimumParams::default())?;
+    a.mde_optimum = Some(exact.mixture.clone());
+    a.mde_optimum_loss = Some(exact.objective);
+    // The regression model, searched with MDE features computed for every candidate.
+    let objective = ModelObjective::new(
+        model,
+        &space,
+        Some(Box::new(MdeFeatures::new(owned.clone())?)),
     )?;
-    a.mde_optimum = Some(opt.lambda.clone());
-    a.mde_optimum_loss = Some(opt.value);
-    a.mde_optimum_gap = Some(opt.gap);
-
-    let search = search::run(cfg, o, tables, model.as_ref(), &data)?;
-    a.recommended = Some(search.lambda);
-    a.predicted = Some(search.predicted);
-    a.predicted_std = search.std;
-    a.bo_next = search.bo_next;
+    let found = CmaEs::new().seed(cfg.seed).minimize(&space, &objective)?;
+    a.recommended = Some(found.mixture.clone());
+    a.predicted = Some(found.objective);
+    a.predicted_std = found.uncertainty;
+    a.search = Some(found);
+    // One Bayesian-optimisation step: a GP on [λ, MDE(λ)] fitted to every trained mixture
+    // proposes the next mixture worth training.
+    let surrogate = RegressionSurrogate::new(GpParams::new(), &space)
+        .with_features(Box::new(MdeFeatures::new(owned)?));
+    let mut bo = BayesOpt::new(
+        space,
+        surrogate,
+        BoConfig {
+            seed: cfg.seed,
+            ..BoConfig::default()
+        },
+    )?;
+    for (x, y) in o.mixtures.iter().zip(&true_obj) {
+        bo.observe(x.clone(), *y)?;
+    }
+    a.bo_next = Some(bo.suggest()?);
     Ok(a)
 }
 
-/// The search over the simplex (datamix-optimizer).
+/// The search space of a study.
 mod search {
     use super::*;
 
-    pub struct Found {
-        pub lambda: Vec<f64>,
-        pub predicted: f64,
-        pub std: Option<f64>,
-        pub bo_next: Option<Vec<f64>>,
-    }
-
-    pub fn run(
-        _cfg: &StudyConfig,
-        _o: &StudyOutcome,
-        _tables: &[&ExpertTable],
-        _model: &dyn Predictor,
-        _data: &Dataset,
-    ) -> Result<Found> {
-        Err(Error::Invalid("search: pending the optimizer merge".into()))
+    /// The simplex over the study's domains with `search.min_weight` lower bounds and,
+    /// when `search.max_epochs` is set, token-availability limits for the study's budget.
+    pub fn space(cfg: &StudyConfig, o: &StudyOutcome) -> Result<SearchSpace> {
+        let k = o.domains.len();
+        let mut b =
+            SearchSpace::builder_named(o.domains.clone()).lower(vec![cfg.search.min_weight; k]);
+        if let Some(e) = cfg.search.max_epochs {
+            b = b.token_limits(TokenLimits {
+                budget: cfg.continued.tokens(cfg.data.seq_len) as f64,
+                tokens: o.domain_tokens.iter().map(|&t| t as f64).collect(),
+                max_epochs: vec![e; k],
+            });
+        }
+        b.build()
+            .map_err(|e| Error::Invalid(format!("search: {e}")))
     }
 }

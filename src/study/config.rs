@@ -210,6 +210,9 @@ impl Default for AnalysisConfig {
 pub struct SearchConfig {
     /// Lower bound on every domain's weight.
     pub min_weight: f64,
+    /// At most this many passes over any domain's tokens at the continued-training budget
+    /// (`λ_i · budget ≤ max_epochs · tokens_i`); none = no limit.
+    pub max_epochs: Option<f64>,
     /// Train a model on the recommended mixture and report its true loss.
     pub validate: bool,
 }
@@ -218,6 +221,7 @@ impl Default for SearchConfig {
     fn default() -> Self {
         Self {
             min_weight: 0.0,
+            max_epochs: None,
             validate: true,
         }
     }
@@ -262,7 +266,10 @@ impl StudyConfig {
             ));
         }
         if d.eval_tokens < 2 {
-            return Err(format!("data.eval_tokens = {} (expected >= 2)", d.eval_tokens));
+            return Err(format!(
+                "data.eval_tokens = {} (expected >= 2)",
+                d.eval_tokens
+            ));
         }
         if d.tokenizer.is_none() && d.vocab_size < 260 {
             return Err(format!(
@@ -270,9 +277,14 @@ impl StudyConfig {
                 d.vocab_size
             ));
         }
-        for (name, r) in [("seed_model", &self.seed_model), ("continued", &self.continued)] {
+        for (name, r) in [
+            ("seed_model", &self.seed_model),
+            ("continued", &self.continued),
+        ] {
             if r.steps == 0 || r.batch_size == 0 {
-                return Err(format!("{name}.steps and {name}.batch_size must be positive"));
+                return Err(format!(
+                    "{name}.steps and {name}.batch_size must be positive"
+                ));
             }
             if !(r.lr.is_finite() && r.lr > 0.0) {
                 return Err(format!("{name}.lr = {} (expected > 0)", r.lr));
@@ -291,7 +303,10 @@ impl StudyConfig {
             ));
         }
         if !(self.mixtures.alpha.is_finite() && self.mixtures.alpha > 0.0) {
-            return Err(format!("mixtures.alpha = {} (expected > 0)", self.mixtures.alpha));
+            return Err(format!(
+                "mixtures.alpha = {} (expected > 0)",
+                self.mixtures.alpha
+            ));
         }
         if !["auto", "ridge", "gp", "gbdt"].contains(&self.analysis.family.as_str()) {
             return Err(format!(
@@ -301,6 +316,16 @@ impl StudyConfig {
         }
         if self.analysis.folds == 1 {
             return Err("analysis.folds = 1 (expected 0 for leave-one-out, or >= 2)".into());
+        }
+        if self
+            .search
+            .max_epochs
+            .is_some_and(|e| !(e.is_finite() && e > 0.0))
+        {
+            return Err(format!(
+                "search.max_epochs = {:?} (expected > 0)",
+                self.search.max_epochs
+            ));
         }
         if !(self.search.min_weight >= 0.0 && self.search.min_weight < 1.0) {
             return Err(format!(

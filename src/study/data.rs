@@ -162,16 +162,25 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     })
 }
 
-fn tokenizer(cfg: &StudyConfig, sources: &[Source], reader: &ReaderOptions) -> Result<TextTokenizer> {
+fn tokenizer(
+    cfg: &StudyConfig,
+    sources: &[Source],
+    reader: &ReaderOptions,
+) -> Result<TextTokenizer> {
     if let Some(path) = &cfg.data.tokenizer {
         return Ok(TextTokenizer::from_file(path, DEFAULT_EOT)?);
     }
-    let path = cfg.out_dir.join(format!("tokenizer-bpe{}.json", cfg.data.vocab_size));
+    let path = cfg
+        .out_dir
+        .join(format!("tokenizer-bpe{}.json", cfg.data.vocab_size));
     if path.is_file() {
         tracing::info!(path = %path.display(), "reusing the trained tokenizer");
         return Ok(TextTokenizer::from_file(&path, DEFAULT_EOT)?);
     }
-    tracing::info!(vocab = cfg.data.vocab_size, "training a byte-level BPE on the corpus");
+    tracing::info!(
+        vocab = cfg.data.vocab_size,
+        "training a byte-level BPE on the corpus"
+    );
     let tok = train_tokenizer(sources, reader, cfg.data.vocab_size, DEFAULT_EOT, u64::MAX)?;
     tok.save(&path)?;
     Ok(tok)

@@ -120,7 +120,9 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         self.bar.set_message(format!("{role} {name}"));
         let mut trainer = match from {
             None => Trainer::<B>::new(self.model.clone(), spec.train.clone(), &self.device)?,
-            Some(k) => Trainer::<B>::from_seed(&self.pool.dir(k), spec.train.clone(), &self.device)?,
+            Some(k) => {
+                Trainer::<B>::from_seed(&self.pool.dir(k), spec.train.clone(), &self.device)?
+            }
         };
         // One extra sequence: a batch row needs `seq + 1` tokens.
         let budget = run.tokens(seq) + seq as u64;
@@ -136,7 +138,13 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         }
         let tail = &stats[stats.len().saturating_sub(10)..];
         let loss = tail.iter().map(|s| s.loss as f64).sum::<f64>() / tail.len() as f64;
-        tracing::info!(role, name, key = key.short(), train_loss = format!("{loss:.4}"), "trained");
+        tracing::info!(
+            role,
+            name,
+            key = key.short(),
+            train_loss = format!("{loss:.4}"),
+            "trained"
+        );
         self.pool
             .insert(&key, &spec, |dir| trainer.save(dir).map_err(Error::from))?;
         Ok(key)

@@ -49,6 +49,8 @@ pub struct StudyOutcome {
     pub eval_in_domain: Vec<bool>,
     /// Base units per domain.
     pub units_per_domain: Vec<usize>,
+    /// Training tokens per domain.
+    pub domain_tokens: Vec<u64>,
     /// Mean CE of the seed model per eval domain.
     pub seed_loss: Vec<f64>,
     /// Mean CE of each domain expert (rows) per eval domain (columns).
@@ -138,7 +140,14 @@ fn run_on<B: AutodiffBackend>(
     for (j, lambda) in mixtures.iter().enumerate() {
         let mix = Mixture::from_weights(&data.corpus, lambda)?;
         let name = format!("mix{j:02}");
-        mixture_models.push(lab.train("mixture", &name, Some(&seed), &mix, &cfg.continued, cfg.seed)?);
+        mixture_models.push(lab.train(
+            "mixture",
+            &name,
+            Some(&seed),
+            &mix,
+            &cfg.continued,
+            cfg.seed,
+        )?);
     }
 
     tracing::info!("scoring experts, mixture models and merged proxies");
@@ -186,6 +195,7 @@ fn run_on<B: AutodiffBackend>(
             .iter()
             .map(|d| units.iter().filter(|(ud, _)| ud == d).count())
             .collect(),
+        domain_tokens: m.domains.iter().map(|d| d.tokens).collect(),
         seed_loss,
         expert_loss,
         mixtures,
@@ -199,7 +209,14 @@ fn run_on<B: AutodiffBackend>(
     if cfg.search.validate {
         if let Some(rec) = outcome.analysis.recommended.clone() {
             let mix = Mixture::from_weights(&data.corpus, &rec)?;
-            let key = lab.train("mixture", "recommended", Some(&seed), &mix, &cfg.continued, cfg.seed)?;
+            let key = lab.train(
+                "mixture",
+                "recommended",
+                Some(&seed),
+                &mix,
+                &cfg.continued,
+                cfg.seed,
+            )?;
             let losses: Vec<f64> = lab.score(&key)?.iter().map(|l| mean_ce(l)).collect();
             outcome.analysis.validated_loss = Some(analysis::objective(&losses));
             outcome.analysis.validated_losses = Some(losses);

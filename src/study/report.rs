@@ -22,7 +22,11 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
     analysis::dataset(o)?.to_csv(dir.join("mixtures.csv"))?;
     let mut csv = String::from("target,proxy,pearson,spearman\n");
     for q in &o.analysis.proxy_quality {
-        let _ = writeln!(csv, "{},{},{:.6},{:.6}", q.target, q.proxy, q.pearson, q.spearman);
+        let _ = writeln!(
+            csv,
+            "{},{},{:.6},{:.6}",
+            q.target, q.proxy, q.pearson, q.spearman
+        );
     }
     write_atomic(&dir.join("proxies.csv"), csv.as_bytes())?;
     if let Some(t) = &o.analysis.comparison {
@@ -62,7 +66,11 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
     s.push_str("## Losses (mean CE, nats/token)\n\n| eval domain | in-domain | seed | best expert | mixture models (min / mean / max) |\n|---|---|---:|---:|---:|\n");
     for (j, e) in o.eval_domains.iter().enumerate() {
         let col: Vec<f64> = o.true_loss.iter().map(|r| r[j]).collect();
-        let best_expert = o.expert_loss.iter().map(|r| r[j]).fold(f64::INFINITY, f64::min);
+        let best_expert = o
+            .expert_loss
+            .iter()
+            .map(|r| r[j])
+            .fold(f64::INFINITY, f64::min);
         let _ = writeln!(
             s,
             "| {e} | {} | {:.4} | {:.4} | {:.4} / {:.4} / {:.4} |",
@@ -75,7 +83,11 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
         );
     }
     s.push_str("\n## Proxies vs truth on the objective (mean over eval domains)\n\n| proxy | Pearson r | Spearman ρ |\n|---|---:|---:|\n");
-    for q in a.proxy_quality.iter().filter(|q| q.target == analysis::OBJECTIVE) {
+    for q in a
+        .proxy_quality
+        .iter()
+        .filter(|q| q.target == analysis::OBJECTIVE)
+    {
         let _ = writeln!(s, "| {} | {:.3} | {:.3} |", q.proxy, q.pearson, q.spearman);
     }
     s.push_str("\nPer eval domain: `proxies.csv`. Plot: `proxies.svg`.\n\n");
@@ -93,7 +105,10 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
         fmt_mix(&o.domains, &o.mixtures[a.best_observed])
     );
     if let Some(r) = &a.recommended {
-        let std = a.predicted_std.map(|s| format!(" ± {s:.4}")).unwrap_or_default();
+        let std = a
+            .predicted_std
+            .map(|s| format!(" ± {s:.4}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
             "- Recommended by {} on {}: predicted {:.4}{std}: {}",
@@ -110,15 +125,19 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
             v - a.best_observed_loss
         );
     }
-    if let (Some(m), Some(v), Some(g)) = (&a.mde_optimum, a.mde_optimum_loss, a.mde_optimum_gap) {
+    if let (Some(m), Some(v)) = (&a.mde_optimum, a.mde_optimum_loss) {
         let _ = writeln!(
             s,
-            "- MDE-only optimum (exact, duality gap {g:.1e}): MDE objective {v:.4}: {}",
+            "- MDE-only optimum (exact convex solve): MDE objective {v:.4}: {}",
             fmt_mix(&o.domains, m)
         );
     }
     if let Some(b) = &a.bo_next {
-        let _ = writeln!(s, "- Next mixture to train (Bayesian optimisation): {}", fmt_mix(&o.domains, b));
+        let _ = writeln!(
+            s,
+            "- Next mixture to train (Bayesian optimisation): {}",
+            fmt_mix(&o.domains, b)
+        );
     }
     s
 }
@@ -128,8 +147,14 @@ fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
     let plot_err = |e: String| Error::Invalid(format!("plot {}: {e}", path.display()));
     let truth: Vec<f64> = o.true_loss.iter().map(|r| objective(r)).collect();
     let panels = [
-        ("MDE estimate", o.mde_loss.iter().map(|r| objective(r)).collect::<Vec<_>>()),
-        ("merged-model loss", o.merged_loss.iter().map(|r| objective(r)).collect()),
+        (
+            "MDE estimate",
+            o.mde_loss.iter().map(|r| objective(r)).collect::<Vec<_>>(),
+        ),
+        (
+            "merged-model loss",
+            o.merged_loss.iter().map(|r| objective(r)).collect(),
+        ),
     ];
     let tmp = path.with_extension("svg.tmp");
     {
@@ -138,7 +163,11 @@ fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
         let areas = root.split_evenly((1, 2));
         for (area, (name, proxy)) in areas.iter().zip(&panels) {
             let range = |v: &[f64]| {
-                let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    });
                 let pad = ((hi - lo) * 0.08).max(1e-3);
                 (lo - pad)..(hi + pad)
             };
@@ -156,7 +185,12 @@ fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
                 .draw()
                 .map_err(|e| plot_err(e.to_string()))?;
             chart
-                .draw_series(proxy.iter().zip(&truth).map(|(&x, &y)| Circle::new((x, y), 4, BLUE.filled())))
+                .draw_series(
+                    proxy
+                        .iter()
+                        .zip(&truth)
+                        .map(|(&x, &y)| Circle::new((x, y), 4, BLUE.filled())),
+                )
                 .map_err(|e| plot_err(e.to_string()))?;
         }
         root.present().map_err(|e| plot_err(e.to_string()))?;

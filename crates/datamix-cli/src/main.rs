@@ -90,10 +90,7 @@ fn run(command: Command) -> datamix::Result<()> {
             }
             let outcome = study::run(&cfg)?;
             println!("{}", study::report::markdown(&cfg, &outcome));
-            println!(
-                "Results: {}",
-                cfg.out_dir.join("results").display()
-            );
+            println!("Results: {}", cfg.out_dir.join("results").display());
             Ok(())
         }
         Command::Backends => {

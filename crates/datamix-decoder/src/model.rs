@@ -81,8 +81,12 @@ impl<B: Backend> Attention<B> {
         let nh = self.n_heads;
         let hd = d / nh;
         // [b, s, h * hd] -> [b, s, h, hd] (a view), rotated in place of layout.
-        let q = ctx.rope.apply(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]));
-        let k = ctx.rope.apply(self.k_proj.forward(x.clone()).reshape([b, s, 1, hd]));
+        let q = ctx
+            .rope
+            .apply(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]));
+        let k = ctx
+            .rope
+            .apply(self.k_proj.forward(x.clone()).reshape([b, s, 1, hd]));
         let v = self.v_proj.forward(x); // [b, s, hd]
         let scale = (hd as f64).powf(-0.5);
         // [b, s * h, hd] x [b, hd, s] -> [b, s * h, s]: row `i * h + head` is query i.
@@ -111,7 +115,11 @@ impl<B: Backend> Attention<B> {
             .rope
             .apply(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]))
             .swap_dims(1, 2);
-        let v = self.v_proj.forward(x).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, nkv, hd])
+            .swap_dims(1, 2);
         // Share each kv head with its group of query heads: [b, nkv, s, hd] -> [b, nh, s, hd].
         let (k, v) = if nkv == nh {
             (k, v)
@@ -179,7 +187,10 @@ impl<B: Backend> RopeTables<B> {
         // Burn's table: [max_seq, head_dim, 2], (cos, sin) of each element's pair angle.
         let f = rope.freq_complex.clone().slice([0..seq]);
         let [_, hd, _] = f.dims();
-        let cos = f.clone().slice([0..seq, 0..hd, 0..1]).reshape([1, seq, 1, hd]);
+        let cos = f
+            .clone()
+            .slice([0..seq, 0..hd, 0..1])
+            .reshape([1, seq, 1, hd]);
         let sin = f.slice([0..seq, 0..hd, 1..2]).reshape([1, seq, 1, hd]);
         let mut p = vec![0f32; hd * hd];
         for i in (0..hd).step_by(2) {
@@ -373,8 +384,14 @@ mod tests {
         let dev = Default::default();
         let cfg = DecoderConfig::new(50, 32, 2, 4).with_max_seq_len(16);
         let model = cfg.init_seeded::<B>(3, &dev).unwrap();
-        let a = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [1, 6]), &dev);
-        let b = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 9, 9], [1, 6]), &dev);
+        let a = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [1, 6]),
+            &dev,
+        );
+        let b = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(vec![1i64, 2, 3, 4, 9, 9], [1, 6]),
+            &dev,
+        );
         let la = model.forward(a).slice([0..1, 0..4]);
         let lb = model.forward(b).slice([0..1, 0..4]);
         la.into_data()

@@ -172,9 +172,13 @@ impl<S: Surrogate> BayesOpt<S> {
             Acquisition::ExpectedImprovement { xi } => {
                 ensure(xi >= 0.0 && xi.is_finite(), N, "xi", xi, "finite >= 0")?
             }
-            Acquisition::Ucb { beta } => {
-                ensure(beta >= 0.0 && beta.is_finite(), N, "beta", beta, "finite >= 0")?
-            }
+            Acquisition::Ucb { beta } => ensure(
+                beta >= 0.0 && beta.is_finite(),
+                N,
+                "beta",
+                beta,
+                "finite >= 0",
+            )?,
         }
         for o in &state.observations {
             check_observation(&space, &o.x, o.y)?;
@@ -238,7 +242,12 @@ impl<S: Surrogate> BayesOpt<S> {
             .config
             .initial_points
             .unwrap_or(self.space.dim() + 1);
-        let mut xs: Vec<Vec<f64>> = self.state.observations.iter().map(|o| o.x.clone()).collect();
+        let mut xs: Vec<Vec<f64>> = self
+            .state
+            .observations
+            .iter()
+            .map(|o| o.x.clone())
+            .collect();
         let mut batch = Vec::with_capacity(q);
         if xs.len() < n_init {
             for _ in 0..q {
@@ -411,8 +420,16 @@ impl<S: Surrogate> BayesOpt<S> {
         Ok(preds
             .into_iter()
             .map(|p| Prediction {
-                mean: if p.mean.is_finite() { p.mean } else { f64::INFINITY },
-                std: if p.std.is_finite() { p.std.max(0.0) } else { 0.0 },
+                mean: if p.mean.is_finite() {
+                    p.mean
+                } else {
+                    f64::INFINITY
+                },
+                std: if p.std.is_finite() {
+                    p.std.max(0.0)
+                } else {
+                    0.0
+                },
             })
             .collect())
     }
@@ -448,12 +465,33 @@ mod tests {
     #[test]
     fn expected_improvement_is_positive_and_monotone_in_mean() {
         let ei = Acquisition::ExpectedImprovement { xi: 0.0 };
-        let a = ei.score(Prediction { mean: 0.0, std: 1.0 }, 0.0);
-        let b = ei.score(Prediction { mean: -1.0, std: 1.0 }, 0.0);
+        let a = ei.score(
+            Prediction {
+                mean: 0.0,
+                std: 1.0,
+            },
+            0.0,
+        );
+        let b = ei.score(
+            Prediction {
+                mean: -1.0,
+                std: 1.0,
+            },
+            0.0,
+        );
         // EI(0, 1) at best 0 = φ(0) = 0.3989...
         assert!((a - 0.398_942_280_401_432_7).abs() < 1e-9);
         assert!(b > a);
         let ucb = Acquisition::Ucb { beta: 2.0 };
-        assert_eq!(ucb.score(Prediction { mean: 1.0, std: 0.5 }, 0.0), 0.0);
+        assert_eq!(
+            ucb.score(
+                Prediction {
+                    mean: 1.0,
+                    std: 0.5
+                },
+                0.0
+            ),
+            0.0
+        );
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod bo;
 mod error;
+pub mod mde;
 pub mod method;
 pub mod objective;
 pub mod projection;
@@ -32,10 +33,11 @@ pub mod surrogate;
 
 pub use bo::{Acquisition, BayesOpt, BoConfig, BoState, Observation, Prediction, Surrogate};
 pub use error::{OptimizerError, Result};
+pub use mde::{MdeFeatures, MdeObjective, mde_exact};
 pub use method::{
     CmaEs, DirichletSearch, ExponentiatedGradient, Method, MethodConfig, ProjectedGradient,
 };
 pub use objective::{Objective, WithGradient};
 pub use result::{OptimResult, TraceEntry};
-pub use surrogate::{FeatureMap, ModelObjective, RegressionSurrogate};
 pub use space::{FEASIBILITY_TOLERANCE, SearchSpace, SearchSpaceBuilder, TokenLimits};
+pub use surrogate::{FeatureMap, ModelObjective, RegressionSurrogate};

@@ -42,7 +42,9 @@ impl SearchSpace {
     }
 
     /// Starts a space over the named domains.
-    pub fn builder_named<S: Into<String>>(names: impl IntoIterator<Item = S>) -> SearchSpaceBuilder {
+    pub fn builder_named<S: Into<String>>(
+        names: impl IntoIterator<Item = S>,
+    ) -> SearchSpaceBuilder {
         SearchSpaceBuilder::new(names.into_iter().map(Into::into).collect())
     }
 
@@ -100,7 +102,11 @@ impl SearchSpace {
             reason,
         };
         if x.len() != self.dim() {
-            return Err(bad(format!("has {} entries, expected {}", x.len(), self.dim())));
+            return Err(bad(format!(
+                "has {} entries, expected {}",
+                x.len(),
+                self.dim()
+            )));
         }
         for (i, &v) in x.iter().enumerate() {
             if !v.is_finite()
@@ -234,17 +240,18 @@ impl SearchSpaceBuilder {
             }
         };
         let check_range =
-            |field: &'static str, v: &[f64], min: f64, max: f64, expected: &'static str| {
-                match v.iter().position(|&x| !(x >= min && x <= max)) {
-                    None => Ok(()),
-                    Some(i) => Err(OptimizerError::InvalidValue {
-                        field,
-                        domain: i,
-                        name: names[i].clone(),
-                        value: v[i],
-                        expected,
-                    }),
-                }
+            |field: &'static str, v: &[f64], min: f64, max: f64, expected: &'static str| match v
+                .iter()
+                .position(|&x| !(x >= min && x <= max))
+            {
+                None => Ok(()),
+                Some(i) => Err(OptimizerError::InvalidValue {
+                    field,
+                    domain: i,
+                    name: names[i].clone(),
+                    value: v[i],
+                    expected,
+                }),
             };
         let mut lower = self.lower.unwrap_or_else(|| vec![0.0; k]);
         let mut upper = self.upper.unwrap_or_else(|| vec![1.0; k]);
@@ -379,12 +386,31 @@ mod tests {
             .build();
         assert!(matches!(e, Err(OptimizerError::InvalidBudget(b)) if b == 0.0));
         let e = SearchSpace::builder(2).lower(vec![f64::NAN, 0.0]).build();
-        assert!(matches!(e, Err(OptimizerError::InvalidValue { field: "lower", domain: 0, .. })));
+        assert!(matches!(
+            e,
+            Err(OptimizerError::InvalidValue {
+                field: "lower",
+                domain: 0,
+                ..
+            })
+        ));
         let e = SearchSpace::builder(2).upper(vec![1.0]).build();
-        assert!(matches!(e, Err(OptimizerError::DimensionMismatch { field: "upper", .. })));
-        let e = SearchSpace::builder(2).lower(vec![0.6, 0.0]).upper(vec![0.5, 1.0]).build();
-        assert!(matches!(e, Err(OptimizerError::EmptyInterval { domain: 0, .. })));
-        assert!(matches!(SearchSpace::builder(0).build(), Err(OptimizerError::NoDomains)));
+        assert!(matches!(
+            e,
+            Err(OptimizerError::DimensionMismatch { field: "upper", .. })
+        ));
+        let e = SearchSpace::builder(2)
+            .lower(vec![0.6, 0.0])
+            .upper(vec![0.5, 1.0])
+            .build();
+        assert!(matches!(
+            e,
+            Err(OptimizerError::EmptyInterval { domain: 0, .. })
+        ));
+        assert!(matches!(
+            SearchSpace::builder(0).build(),
+            Err(OptimizerError::NoDomains)
+        ));
     }
 
     #[test]

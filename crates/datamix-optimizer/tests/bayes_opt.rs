@@ -47,7 +47,12 @@ fn bo_beats_random_sampling_with_the_same_evaluations() {
         rs_sum += rs_best;
         eprintln!("seed {seed}: BO {bo_best:.5}, random {rs_best:.5}");
     }
-    assert!(bo_sum < rs_sum, "mean best: BO {} vs random {}", bo_sum / 4.0, rs_sum / 4.0);
+    assert!(
+        bo_sum < rs_sum,
+        "mean best: BO {} vs random {}",
+        bo_sum / 4.0,
+        rs_sum / 4.0
+    );
     assert!(wins >= 3, "BO won only {wins} of 4 seeds");
 }
 
@@ -79,7 +84,12 @@ fn batch_suggestions_ucb_and_resume() {
     let space = bo.space().clone();
     let gp = RegressionSurrogate::new(GpParams::new().restarts(1).seed(7), &space);
     let mut resumed = BayesOpt::new(space, gp, state.config.clone()).unwrap();
-    let mut resumed_state = BayesOpt::from_state(resumed.space().clone(), RegressionSurrogate::new(GpParams::new().restarts(1).seed(7), resumed.space()), state).unwrap();
+    let mut resumed_state = BayesOpt::from_state(
+        resumed.space().clone(),
+        RegressionSurrogate::new(GpParams::new().restarts(1).seed(7), resumed.space()),
+        state,
+    )
+    .unwrap();
     assert_eq!(bo.suggest().unwrap(), resumed_state.suggest().unwrap());
     // Bad observations are typed errors.
     let e = resumed.observe(vec![0.5, 0.5, 0.5, -0.5], 1.0).unwrap_err();

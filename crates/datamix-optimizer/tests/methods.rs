@@ -18,7 +18,11 @@ fn methods() -> Vec<(Box<dyn Method>, f64, f64)> {
         // RegMix-style sampling + top-k averaging is coarse (the average of the best samples
         // lies inside the simplex when the optimum is on a face): within 0.08 per domain and
         // closing at least 85% of the objective gap left by the prior.
-        (Box::new(DirichletSearch::new(20_000, 20).seed(3)), 0.08, -0.15),
+        (
+            Box::new(DirichletSearch::new(20_000, 20).seed(3)),
+            0.08,
+            -0.15,
+        ),
     ]
 }
 
@@ -32,7 +36,11 @@ fn check(
     tf: f64,
 ) {
     space.check(&result.mixture).unwrap();
-    let tf = if tf < 0.0 { -tf * (f.value(space.prior()) - f_star) } else { tf };
+    let tf = if tf < 0.0 {
+        -tf * (f.value(space.prior()) - f_star)
+    } else {
+        tf
+    };
     let dx = max_abs_diff(&result.mixture, x_star);
     let df = result.objective - f_star;
     assert!(
@@ -123,19 +131,32 @@ fn nan_objective_and_missing_gradient_are_typed_errors() {
     let nan = |x: &[f64]| if x[0] > 0.2 { f64::NAN } else { x[1] };
     for (m, _, _) in methods() {
         let e = m.minimize(&space, &nan).unwrap_err();
-        assert!(matches!(e, OptimizerError::NonFiniteObjective { .. }), "{}: {e}", m.name());
+        assert!(
+            matches!(e, OptimizerError::NonFiniteObjective { .. }),
+            "{}: {e}",
+            m.name()
+        );
     }
     let plain = |x: &[f64]| x[0] * x[0];
-    let e = ProjectedGradient::new().minimize(&space, &plain).unwrap_err();
+    let e = ProjectedGradient::new()
+        .minimize(&space, &plain)
+        .unwrap_err();
     assert!(matches!(e, OptimizerError::GradientUnavailable { .. }));
-    let bad = DirichletSearch::new(10, 20).minimize(&space, &plain).unwrap_err();
-    assert!(matches!(bad, OptimizerError::InvalidParameter { name: "top_k", .. }));
+    let bad = DirichletSearch::new(10, 20)
+        .minimize(&space, &plain)
+        .unwrap_err();
+    assert!(matches!(
+        bad,
+        OptimizerError::InvalidParameter { name: "top_k", .. }
+    ));
 }
 
 #[test]
 fn seeded_runs_repeat_and_results_round_trip_through_json() {
     let f = SyntheticMde::new(&[0.6, 0.4, 0.0], 500, 9);
-    let space = SearchSpace::builder_named(["web", "code", "books"]).build().unwrap();
+    let space = SearchSpace::builder_named(["web", "code", "books"])
+        .build()
+        .unwrap();
     for m in [
         MethodConfig::CmaEs(CmaEs::new().seed(11)),
         MethodConfig::Dirichlet(DirichletSearch::new(2000, 20).seed(11)),

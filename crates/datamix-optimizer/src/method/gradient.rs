@@ -171,14 +171,22 @@ fn descend<G: Geometry>(
             G::step(space, &x, &g, eta, &mut y);
             let fy = checked_value(objective, &y)?;
             t.evaluations += 1;
-            let lin: f64 = g.iter().zip(y.iter().zip(&x)).map(|(g, (y, x))| g * (y - x)).sum();
+            let lin: f64 = g
+                .iter()
+                .zip(y.iter().zip(&x))
+                .map(|(g, (y, x))| g * (y - x))
+                .sum();
             let bound = f + lin + G::divergence(&y, &x) / eta;
             if fy <= bound + 4.0 * f64::EPSILON * f.abs() || eta < 1e-30 {
                 break fy;
             }
             eta *= 0.5;
         };
-        let moved = y.iter().zip(&x).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let moved = y
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         std::mem::swap(&mut x, &mut y);
         f = fy;
         t.offer(&x, f);
