@@ -206,21 +206,21 @@ fn run_on<B: AutodiffBackend>(
     };
     outcome.analysis = analysis::analyse(cfg, &outcome, &table_refs)?;
 
-    if cfg.search.validate {
-        if let Some(rec) = outcome.analysis.recommended.clone() {
-            let mix = Mixture::from_weights(&data.corpus, &rec)?;
-            let key = lab.train(
-                "mixture",
-                "recommended",
-                Some(&seed),
-                &mix,
-                &cfg.continued,
-                cfg.seed,
-            )?;
-            let losses: Vec<f64> = lab.score(&key)?.iter().map(|l| mean_ce(l)).collect();
-            outcome.analysis.validated_loss = Some(analysis::objective(&losses));
-            outcome.analysis.validated_losses = Some(losses);
-        }
+    if cfg.search.validate
+        && let Some(rec) = outcome.analysis.recommended.clone()
+    {
+        let mix = Mixture::from_weights(&data.corpus, &rec)?;
+        let key = lab.train(
+            "mixture",
+            "recommended",
+            Some(&seed),
+            &mix,
+            &cfg.continued,
+            cfg.seed,
+        )?;
+        let losses: Vec<f64> = lab.score(&key)?.iter().map(|l| mean_ce(l)).collect();
+        outcome.analysis.validated_loss = Some(analysis::objective(&losses));
+        outcome.analysis.validated_losses = Some(losses);
     }
     lab.finish();
     Ok(outcome)

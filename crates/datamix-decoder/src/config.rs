@@ -129,7 +129,7 @@ impl DecoderConfig {
         if self.vocab_size > u32::MAX as usize {
             return bad("vocab_size", "must fit in u32".into());
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return bad(
                 "d_model",
                 format!(
@@ -138,7 +138,7 @@ impl DecoderConfig {
                 ),
             );
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(
                 "n_kv_heads",
                 format!(
@@ -147,7 +147,7 @@ impl DecoderConfig {
                 ),
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad(
                 "n_heads",
                 format!("head dim {} must be even for RoPE", self.head_dim()),

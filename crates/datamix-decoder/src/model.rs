@@ -185,7 +185,7 @@ struct RopeTables<B: Backend> {
 impl<B: Backend> RopeTables<B> {
     fn new(rope: &RotaryEncoding<B>, seq: usize, device: &B::Device) -> Self {
         // Burn's table: [max_seq, head_dim, 2], (cos, sin) of each element's pair angle.
-        let f = rope.freq_complex.clone().slice([0..seq]);
+        let f = rope.freq_complex.clone().narrow(0, 0, seq);
         let [_, hd, _] = f.dims();
         let cos = f
             .clone()

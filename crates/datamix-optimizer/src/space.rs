@@ -282,9 +282,8 @@ impl SearchSpaceBuilder {
             let any = "a finite number >= 0";
             check_range("tokens", &limits.tokens, 0.0, f64::MAX, any)?;
             check_range("max_epochs", &limits.max_epochs, 0.0, f64::MAX, any)?;
-            for i in 0..k {
-                let cap = limits.max_epochs[i] * limits.tokens[i] / limits.budget;
-                upper[i] = upper[i].min(cap);
+            for ((u, e), t) in upper.iter_mut().zip(&limits.max_epochs).zip(&limits.tokens) {
+                *u = u.min(e * t / limits.budget);
             }
         }
         for i in 0..k {
