@@ -142,26 +142,40 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
     s
 }
 
-/// Scatter plots of each proxy against the true objective.
+/// One scatter panel per eval domain (and one for the objective): both proxies (MDE
+/// blue, merged red) against the trained models' losses.
 fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
     let plot_err = |e: String| Error::Invalid(format!("plot {}: {e}", path.display()));
-    let truth: Vec<f64> = o.true_loss.iter().map(|r| objective(r)).collect();
-    let panels = [
-        (
-            "MDE estimate",
-            o.mde_loss.iter().map(|r| objective(r)).collect::<Vec<_>>(),
-        ),
-        (
-            "merged-model loss",
-            o.merged_loss.iter().map(|r| objective(r)).collect(),
-        ),
-    ];
+    let col = |m: &Vec<Vec<f64>>, j: usize| m.iter().map(|r| r[j]).collect::<Vec<_>>();
+    let obj = |m: &Vec<Vec<f64>>| m.iter().map(|r| objective(r)).collect::<Vec<_>>();
+    let mut panels: Vec<(String, Vec<f64>, Vec<f64>, Vec<f64>)> = o
+        .eval_domains
+        .iter()
+        .enumerate()
+        .map(|(j, e)| {
+            (
+                e.clone(),
+                col(&o.true_loss, j),
+                col(&o.mde_loss, j),
+                col(&o.merged_loss, j),
+            )
+        })
+        .collect();
+    panels.push((
+        "objective (mean)".into(),
+        obj(&o.true_loss),
+        obj(&o.mde_loss),
+        obj(&o.merged_loss),
+    ));
+    let cols = 3;
+    let rows = panels.len().div_ceil(cols);
     let tmp = path.with_extension("svg.tmp");
     {
-        let root = SVGBackend::new(&tmp, (1000, 450)).into_drawing_area();
+        let root = SVGBackend::new(&tmp, (1200, 340 * rows as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
-        let areas = root.split_evenly((1, 2));
-        for (area, (name, proxy)) in areas.iter().zip(&panels) {
+        let areas = root.split_evenly((rows, cols));
+        for (area, (name, truth, mde, merged)) in areas.iter().zip(&panels) {
+            let all: Vec<f64> = mde.iter().chain(merged).copied().collect();
             let range = |v: &[f64]| {
                 let (lo, hi) = v
                     .iter()
@@ -172,26 +186,28 @@ fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
                 (lo - pad)..(hi + pad)
             };
             let mut chart = ChartBuilder::on(area)
-                .caption(format!("{name} vs true objective"), ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(60)
-                .build_cartesian_2d(range(proxy), range(&truth))
+                .caption(name, ("sans-serif", 18))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(range(&all), range(truth))
                 .map_err(|e| plot_err(e.to_string()))?;
             chart
                 .configure_mesh()
-                .x_desc(format!("{name} (nats/token)"))
-                .y_desc("trained model (nats/token)")
+                .x_desc("proxy: MDE (blue), merged (red)")
+                .y_desc("trained model")
                 .draw()
                 .map_err(|e| plot_err(e.to_string()))?;
-            chart
-                .draw_series(
-                    proxy
-                        .iter()
-                        .zip(&truth)
-                        .map(|(&x, &y)| Circle::new((x, y), 4, BLUE.filled())),
-                )
-                .map_err(|e| plot_err(e.to_string()))?;
+            for (proxy, colour) in [(mde, BLUE), (merged, RED)] {
+                chart
+                    .draw_series(
+                        proxy
+                            .iter()
+                            .zip(truth)
+                            .map(|(&x, &y)| Circle::new((x, y), 3, colour.filled())),
+                    )
+                    .map_err(|e| plot_err(e.to_string()))?;
+            }
         }
         root.present().map_err(|e| plot_err(e.to_string()))?;
     }
