@@ -168,8 +168,11 @@ struct Nll<'a> {
     pairs: &'a Pairs,
     y: &'a Array1<f64>,
     min_noise: f64,
-    cache: RefCell<Option<(Array1<f64>, f64, Array1<f64>)>>,
+    cache: RefCell<Option<NllCache>>,
 }
+
+/// Last evaluated point: θ, its negative log likelihood and gradient.
+type NllCache = (Array1<f64>, f64, Array1<f64>);
 
 fn bounds(d: usize, k: usize) -> (f64, f64) {
     if k < d {
@@ -214,19 +217,14 @@ impl Pairs {
 /// used here (n ≤ a few hundred) it is several times faster than linfa-linalg's generic one.
 fn cholesky_in_place(a: &mut [f64], n: usize) -> bool {
     for j in 0..n {
-        let (done, rest) = a.split_at_mut(j * n);
-        let row_j = &mut rest[..n];
-        let mut djj = row_j[j];
-        for k in 0..j {
-            djj -= row_j[k] * row_j[k];
-        }
+        let row_j = &mut a[j * n..(j + 1) * n];
+        let djj = row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>();
         if !(djj > 0.0 && djj.is_finite()) {
             return false;
         }
         let djj = djj.sqrt();
         row_j[j] = djj;
         row_j[j + 1..].fill(0.0);
-        let _ = done;
         for i in j + 1..n {
             let (upper, lower) = a.split_at_mut(i * n);
             let lj = &upper[j * n..j * n + j];
