@@ -14,5 +14,5 @@ CSV="$WORK/mixtures.csv"
 cargo bench -q -p datamix-regression --bench regression -- gen "$CSV" "$ROWS" 7
 cargo bench -q -p datamix-regression --bench regression -- run "$CSV" "$FOLDS" "$CANDS" > "$WORK/rust.jsonl"
 python3 benches/reference/regression_sklearn.py "$CSV" "$FOLDS" "$CANDS" > "$WORK/python.jsonl"
-echo "rows=$ROWS folds=$FOLDS candidates=$CANDS; cores=$(nproc); $(lscpu | grep 'Model name' | sed 's/  */ /g')"
+echo "rows=$ROWS folds=$FOLDS candidates=$CANDS; cores=$(nproc --all) (threads pinned to 1); $(lscpu | grep 'Model name' | sed 's/  */ /g')"
 python3 benches/reference/regression_report.py "$WORK/rust.jsonl" "$WORK/python.jsonl"
