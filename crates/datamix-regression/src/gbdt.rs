@@ -8,7 +8,8 @@
 use forust_ml::GradientBooster;
 use forust_ml::gradientbooster::GrowPolicy;
 use forust_ml::objective::ObjectiveType;
-use ndarray::{Array1, ArrayView2};
+use ndarray::{Array1, ArrayView2, Axis};
+use rayon::prelude::*;
 
 use crate::dataset::Task;
 use crate::error::{RegressionError, Result};
@@ -168,7 +169,11 @@ impl Regressor for GbdtValidParams {
             .set_max_leaves(self.max_leaves)
             .set_min_leaf_weight(self.min_leaf)
             .set_l2(self.l2)
-            .set_nbins(self.nbins)
+            // Bins beyond the number of rows add cost and no split points.
+            .set_nbins(
+                self.nbins
+                    .min(u16::try_from(task.n_rows()).unwrap_or(u16::MAX).max(2)),
+            )
             .set_seed(self.seed)
             .set_initialize_base_score(true)
             .set_parallel(false);
@@ -197,15 +202,24 @@ impl Predictor for GbdtModel {
 
     fn predict(&self, x: ArrayView2<'_, f64>) -> Result<Prediction> {
         check_width(&self.names, &x)?;
-        let data = column_major(&x);
-        // Rows are scored in parallel only when there are enough to pay for it.
-        let p = self.booster.predict(
-            &forust_ml::Matrix::new(&data, x.nrows(), x.ncols()),
-            x.nrows() >= 4096,
-        );
-        Ok(Prediction {
-            mean: Array1::from(p),
-            std: None,
-        })
+        // Row-wise traversal of all trees (a candidate row stays in cache), rows in parallel.
+        let x = x.as_standard_layout();
+        let b = &self.booster;
+        let mut mean = Array1::from_elem(x.nrows(), b.base_score);
+        mean.as_slice_mut()
+            .expect("fresh array is contiguous")
+            .par_chunks_mut(256)
+            .zip(x.axis_chunks_iter(Axis(0), 256).collect::<Vec<_>>())
+            .for_each(|(out, rows)| {
+                for (o, row) in out.iter_mut().zip(rows.rows()) {
+                    let row = row.as_slice().expect("standard layout rows are contiguous");
+                    *o += b
+                        .trees
+                        .iter()
+                        .map(|t| t.predict_row_from_row_slice(row, &b.missing))
+                        .sum::<f64>();
+                }
+            });
+        Ok(Prediction { mean, std: None })
     }
 }

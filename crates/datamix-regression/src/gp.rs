@@ -168,11 +168,11 @@ struct Nll<'a> {
     pairs: &'a Pairs,
     y: &'a Array1<f64>,
     min_noise: f64,
-    cache: RefCell<Option<Evaluated>>,
+    cache: RefCell<Option<NllCache>>,
 }
 
-/// A cached evaluation: (θ, NLL, gradient).
-type Evaluated = (Array1<f64>, f64, Array1<f64>);
+/// Last evaluated point: θ, its negative log likelihood and gradient.
+type NllCache = (Array1<f64>, f64, Array1<f64>);
 
 fn bounds(d: usize, k: usize) -> (f64, f64) {
     if k < d {

@@ -42,16 +42,23 @@ pub trait Regressor: Send + Sync + Debug {
     fn fit(&self, task: &Task) -> Result<Box<dyn Predictor>>;
 }
 
-/// Checks that `x` has the columns a predictor was fitted on.
+/// Checks that `x` has the columns a predictor was fitted on and only finite values.
 pub(crate) fn check_width(names: &[String], x: &ArrayView2<'_, f64>) -> Result<()> {
-    if x.ncols() == names.len() {
-        Ok(())
-    } else {
-        Err(RegressionError::FeatureMismatch {
+    if x.ncols() != names.len() {
+        return Err(RegressionError::FeatureMismatch {
             expected: names.len(),
             found: x.ncols(),
             names: names.join(", "),
-        })
+        });
+    }
+    match x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        None => Ok(()),
+        Some(((row, c), &value)) => Err(RegressionError::NonFinite {
+            row,
+            id: format!("candidate {row}"),
+            column: names[c].clone(),
+            value,
+        }),
     }
 }
 

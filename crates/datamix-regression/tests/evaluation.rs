@@ -5,10 +5,11 @@ use std::path::Path;
 
 use datamix_regression::eval::{pearson, ranks, spearman};
 use datamix_regression::{
-    Dataset, FeatureSet, Folds, GbdtParams, GpParams, MdeAloneParams, MeanParams, RegressionError,
-    Regressor, RidgeParams, SyntheticSpec, compare, cross_validate, learning_curve, synthetic,
+    Column, Dataset, FeatureSet, Folds, GbdtParams, GpParams, MdeAloneParams, MeanParams,
+    RegressionError, Regressor, RidgeParams, SyntheticSpec, compare, cross_validate,
+    learning_curve, synthetic,
 };
-use ndarray::{Array1, array};
+use ndarray::{Array1, Array2, array};
 use proptest::prelude::*;
 
 fn read(text: &str) -> Result<Dataset, RegressionError> {
@@ -84,10 +85,11 @@ fn mde_features_beat_lambda_alone_on_synthetic_mixtures() {
     let sets = [
         FeatureSet::new("λ", &["lambda"]),
         FeatureSet::new("λ+MDE", &["lambda", "mde"]),
+        FeatureSet::new("λ+MDE+merged", &["lambda", "mde", "merged"]),
     ];
     let table = compare(&data, "avg", &fams, &sets, &folds).unwrap();
-    // MDE alone is skipped on λ only: 2 + 1 + 2 + 2 + 2 rows.
-    assert_eq!(table.rows.len(), 9);
+    // MDE alone is skipped on λ only: 3 + 2 + 3 + 3 + 3 rows.
+    assert_eq!(table.rows.len(), 14);
     eprintln!("{}", table.to_markdown());
     let get = |f: &str, s: &str| {
         table
@@ -101,7 +103,23 @@ fn mde_features_beat_lambda_alone_on_synthetic_mixtures() {
     for fam in ["ridge", "gp-matern52"] {
         assert!(get(fam, "λ+MDE").spearman > get(fam, "λ").spearman, "{fam}");
         assert!(get(fam, "λ+MDE").mse < get("mean", "λ").mse, "{fam}");
+        assert!(
+            get(fam, "λ+MDE+merged").spearman > get(fam, "λ").spearman,
+            "{fam}"
+        );
     }
+    let n_feat = |s: &str| {
+        table
+            .rows
+            .iter()
+            .find(|r| r.features == s)
+            .unwrap()
+            .n_features
+    };
+    assert_eq!(
+        (n_feat("λ"), n_feat("λ+MDE"), n_feat("λ+MDE+merged")),
+        (5, 10, 15)
+    );
     let md = table.to_markdown();
     assert!(md.contains("| gp-matern52 | λ+MDE |"), "{md}");
     let dir = tempfile::tempdir().unwrap();
@@ -231,4 +249,39 @@ fn bad_input_gives_typed_errors_naming_row_and_column() {
     let task = d.task(&["lambda"], "t").unwrap();
     let e = cross_validate(&MeanParams, &task, &Folds::kfold(4, 2, None).unwrap()).unwrap_err();
     assert!(matches!(e, RegressionError::Shape { .. }), "{e}");
+
+    // Built in memory: names vs columns, and non-finite values named by row and column.
+    let ids = vec!["m0".to_string(), "m1".to_string()];
+    let cols = vec![Column::new("lambda", "a"), Column::new("mde", "e")];
+    let e = Dataset::new(
+        ids.clone(),
+        cols[..1].to_vec(),
+        Array2::zeros((2, 2)),
+        vec!["t".into()],
+        Array2::zeros((2, 1)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RegressionError::Shape {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = Dataset::new(
+        ids,
+        cols,
+        array![[0.5, 3.0], [0.5, f64::NEG_INFINITY]],
+        vec!["t".into()],
+        array![[1.0], [2.0]],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, RegressionError::NonFinite { row: 1, id, column, .. } if id == "m1" && column == "mde:e"),
+        "{e}"
+    );
 }

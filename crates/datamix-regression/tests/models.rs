@@ -2,9 +2,9 @@
 
 use datamix_regression::{
     ElasticNetParams, GbdtParams, GpParams, Kernel, MdeAloneParams, MeanParams, ModelSpec,
-    Predictor, Regressor, RidgeParams, Task,
+    Predictor, RegressionError, Regressor, RidgeParams, Task,
 };
-use ndarray::{Array1, Array2, array};
+use ndarray::{Array1, Array2, array, s};
 use rand::{Rng, SeedableRng};
 
 fn task(x: Array2<f64>, y: Array1<f64>) -> Task {
@@ -144,6 +144,30 @@ fn boxed_predictors_score_many_candidates_like_one_at_a_time() {
             assert!((m - batch.mean[r]).abs() < 1e-9, "{}: row {r}", fam.name());
             assert_eq!(s.is_some(), batch.std.is_some());
         }
+        // Bad candidates: wrong width, or a NaN / inf value named by row and column.
+        let e = model.predict(cands.slice(s![.., ..2])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RegressionError::FeatureMismatch {
+                    expected: 3,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let mut bad = cands.slice(s![..4, ..]).to_owned();
+        bad[[2, 1]] = f64::NAN;
+        let e = model.predict(bad.view()).unwrap_err();
+        assert!(
+            matches!(&e, RegressionError::NonFinite { row: 2, column, .. } if column == "f:1"),
+            "{}: {e}",
+            fam.name()
+        );
+        bad[[2, 1]] = 0.5;
+        bad[[0, 2]] = f64::INFINITY;
+        assert!(model.predict(bad.view()).is_err());
     }
 }
 
