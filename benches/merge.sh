@@ -2,9 +2,11 @@
 # Merge benchmark (issue 4): uniform linear merge of 8 random ~134M-parameter
 # Llama-shaped f32 checkpoints with datamix (release) and with mergekit
 # (method linear, CPU), against the hot-page-cache read bandwidth of the same
-# files. Wall time, CPU time and peak RSS come from /usr/bin/time.
+# files (and the disk's write+fsync bandwidth, the floor for merges to a file).
+# Wall time, CPU time and peak RSS come from /usr/bin/time.
 #
 #   benches/merge.sh            # RUNS=3 rounds of datamix, MK_RUNS=1 mergekit run
+#   flock /tmp/bench.lock env RUNS=3 MK_RUNS=2 benches/merge.sh   # docs/bench-merge.md
 #
 # Generated files (~4.3 GB + outputs) live in $MERGE_BENCH_DIR
 # (default ~/.cache/merge-bench), mergekit's venv in $MERGE_BENCH_VENV.
@@ -24,6 +26,8 @@ if [ ! -x "$VENV/bin/mergekit-yaml" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q mergekit
 fi
+# To check the recorded input hashes independently.
+"$VENV/bin/python" -c 'import blake3' 2> /dev/null || "$VENV/bin/pip" install -q blake3
 FILES=()
 for i in $(seq 0 $((N - 1))); do FILES+=("$DIR/m$i/model.safetensors"); done
 {
@@ -38,6 +42,7 @@ for i in $(seq 0 $((N - 1))); do FILES+=("$DIR/m$i/model.safetensors"); done
 
 RESULTS="$DIR/results.tsv"
 : > "$DIR/readbw.log"
+: > "$DIR/writebw.log"
 : > "$RESULTS"
 # timed LABEL CMD...: one row "LABEL wall user sys maxrss_kb" in $RESULTS.
 timed() {
@@ -52,9 +57,12 @@ timed() {
 for r in $(seq "$RUNS"); do
   echo "== round $r (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   "$BIN" readbw "${FILES[@]}" | tee -a "$DIR/readbw.log"
+  "$BIN" writebw "${FILES[0]}" "$DIR/writebw.tmp" | tee -a "$DIR/writebw.log"
   timed datamix-mem "$BIN" merge - "${FILES[@]}" --mem --no-hash
+  timed datamix-mem-thp "$BIN" merge - "${FILES[@]}" --mem --no-hash --huge
+  timed datamix-mem-blake3 "$BIN" merge - "${FILES[@]}" --mem
   timed datamix-file "$BIN" merge "$DIR/datamix.safetensors" "${FILES[@]}" --no-hash
-  timed datamix-file-sha256 "$BIN" merge "$DIR/datamix.safetensors" "${FILES[@]}"
+  timed datamix-file-blake3 "$BIN" merge "$DIR/datamix.safetensors" "${FILES[@]}"
   timed datamix-file-bf16 "$BIN" merge "$DIR/datamix-bf16.safetensors" "${FILES[@]}" --no-hash --bf16
 done
 for r in $(seq "$MK_RUNS"); do
@@ -63,5 +71,5 @@ for r in $(seq "$MK_RUNS"); do
   timed mergekit "$VENV/bin/mergekit-yaml" "$DIR/mergekit.yml" "$DIR/out-mergekit" \
     --no-copy-tokenizer --no-write-model-card --quiet
 done
-"$VENV/bin/python" benches/reference/merge_report.py "$RESULTS" "$DIR/readbw.log" \
+"$VENV/bin/python" benches/reference/merge_report.py "$RESULTS" "$DIR/readbw.log" "$DIR/writebw.log" \
   "${FILES[0]}" "$DIR/datamix.safetensors" "$DIR/out-mergekit/model.safetensors"

@@ -1,7 +1,9 @@
 """Summarise benches/merge.sh: medians per configuration, ratios to mergekit
 and to hot-cache read bandwidth (by wall time, and by CPU time since the
 bench machine may be shared), peak RSS relative to one model, and the
-largest difference between the datamix and mergekit outputs."""
+largest difference between the datamix and mergekit outputs, and the
+disk's write+fsync bandwidth (the floor for merges to a file). Also checks
+that the hashes recorded in the datamix output are BLAKE3 of the inputs."""
 import os
 import re
 import statistics
@@ -10,7 +12,7 @@ import sys
 import numpy as np
 from safetensors.numpy import load_file
 
-results, readbw_log, one_model, ours, theirs = sys.argv[1:6]
+results, readbw_log, writebw_log, one_model, ours, theirs = sys.argv[1:7]
 rows = {}
 for line in open(results):
     label, wall, user, sys_, rss = line.split()
@@ -30,6 +32,10 @@ for k, label in [("read", "read(2), 1 thread"), ("mmap", "mmap touch, all thread
     t = med(bw[k])
     print(f"hot-cache read bandwidth, {label}: {input_bytes / t / 1e9:.2f} GB/s "
           f"(median {t:.3f} s wall, {med(bw_cpu[k]):.2f} CPU-s, of {len(bw[k])})")
+wt = [float(re.search(r"\(([\d.]+) s,", l).group(1)) for l in open(writebw_log)]
+if wt:
+    print(f"disk write(2) + fsync of one model: {model_bytes / med(wt) / 1e9:.2f} GB/s "
+          f"(median {med(wt):.3f} s, of {len(wt)}): the floor for a merge to a file is ~{med(wt):.2f} s")
 best_bw_time = min(med(bw["read"]), med(bw["mmap"]))
 best_bw_cpu = min(med(bw_cpu["read"]), med(bw_cpu["mmap"]))
 mk = med([w for w, _, _ in rows["mergekit"]]) if "mergekit" in rows else None
@@ -46,3 +52,17 @@ if os.path.exists(theirs):
     assert set(a) == set(b), "tensor names differ"
     diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
     print(f"\nmax |datamix - mergekit| over all tensors: {diff:.3g}")
+
+# The recorded input hashes (the last merge with hashing on wrote `ours`).
+import json
+with open(ours, "rb") as f:
+    n = int.from_bytes(f.read(8), "little")
+    record = json.loads(json.loads(f.read(n))["__metadata__"]["datamix.merge"])
+hashes = [i.get("hash") for i in record["inputs"]]
+try:
+    import blake3
+    ok = all(h == "blake3:" + blake3.blake3(open(i["path"], "rb").read()).hexdigest()
+             for h, i in zip(hashes, record["inputs"]))
+    print(f"recorded input hashes are BLAKE3 of the inputs: {ok}")
+except ImportError:
+    print(f"recorded input hashes: {hashes[0]} ... (pip install blake3 to check them)")

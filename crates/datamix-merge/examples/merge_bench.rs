@@ -6,7 +6,9 @@
 //! - `readbw FILE...`: hot-cache sequential read bandwidth, two ways:
 //!   `read(2)` into a 1 MiB buffer, one file after another (one thread), and
 //!   touching every byte of the memory-mapped files on all threads.
-//! - `merge OUT FILE... [--bf16] [--no-hash] [--mem] [--batch-mb=N]`: uniform linear merge
+//! - `writebw FILE OUT`: the disk's write floor for one output: copy FILE
+//!   (hot in the page cache) to OUT with 4 MiB `write(2)`s, then `fsync`.
+//! - `merge OUT FILE... [--bf16] [--no-hash] [--huge] [--mem] [--batch-mb=N]`: uniform linear merge
 //!   with datamix, to OUT (or in memory with `--mem`), timed.
 
 use std::io::Read;
@@ -157,6 +159,28 @@ fn readbw(files: &[PathBuf]) {
     );
 }
 
+fn writebw(file: &Path, out: &Path) {
+    use std::io::Write;
+    let data = std::fs::read(file).unwrap();
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let mut f = std::fs::File::create(out).unwrap();
+    for c in data.chunks(4 << 20) {
+        f.write_all(c).unwrap();
+    }
+    f.sync_all().unwrap();
+    let t = start.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(out).unwrap();
+    println!(
+        "write(2) + fsync of one model: {:.2} GB/s ({:.3} s, cpu {:.2} s, {:.2} GB)",
+        data.len() as f64 / t / 1e9,
+        t,
+        cpu_seconds() - cpu,
+        data.len() as f64 / 1e9
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
@@ -172,10 +196,13 @@ fn main() {
             }
         }
         Some("readbw") => readbw(&pos[1..].iter().map(PathBuf::from).collect::<Vec<_>>()),
+        Some("writebw") => writebw(Path::new(pos[1]), Path::new(pos[2])),
         Some("merge") => {
             let out = PathBuf::from(pos[1]);
             let files: Vec<PathBuf> = pos[2..].iter().map(PathBuf::from).collect();
-            let mut merger = Merger::linear().hash_inputs(!flag("--no-hash"));
+            let mut merger = Merger::linear()
+                .hash_inputs(!flag("--no-hash"))
+                .huge_pages(flag("--huge"));
             if let Some(mb) = args.iter().find_map(|a| a.strip_prefix("--batch-mb=")) {
                 merger = merger.batch_bytes(mb.parse::<usize>().unwrap() << 20);
             }
@@ -204,7 +231,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: merge_bench gen DIR N | readbw FILE... | merge OUT FILE... [--bf16] [--no-hash] [--mem]"
+                "usage: merge_bench gen DIR N | readbw FILE... | writebw FILE OUT | merge OUT FILE... [--bf16] [--no-hash] [--huge] [--mem] [--batch-mb=N]"
             );
             std::process::exit(2);
         }

@@ -6,11 +6,13 @@
 //! most [`BATCH_INPUT_BYTES`] input bytes at a time, in parallel with rayon;
 //! after each batch the inputs' pages are released from this process's
 //! mapping (the page cache keeps them), so resident memory stays about one
-//! output model (in memory) or a few batches (to file).
+//! output model (in memory) or a few batches (to file). With hashing on,
+//! each batch's input bytes are also fed to one BLAKE3 hasher per input (in
+//! file order) while the batch is merged, so inputs are read only once.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -20,14 +22,16 @@ use rayon::prelude::*;
 use safetensors::tensor::TensorInfo;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::MergeError;
 use crate::method::{FloatDtype, FloatSlice, Linear, MergeMethod};
 use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
 
-/// Elements per chunk: one chunk's `f64` accumulator (256 KiB) stays in cache.
-pub const CHUNK_ELEMS: usize = 32 * 1024;
+/// Elements per chunk: one chunk's `f64` accumulator (1 MiB) stays in L2
+/// while each input streams 512 KiB (`f32`) through it; long runs per input
+/// keep the hardware prefetchers ahead (with 32 Ki-element chunks the
+/// kernel took ~1.5x as long, docs/bench-merge.md).
+pub const CHUNK_ELEMS: usize = 128 * 1024;
 /// Default input bytes (over all inputs) touched per batch before they are released.
 pub const BATCH_INPUT_BYTES: usize = 32 << 20;
 /// Output bytes written between `fdatasync` calls, so flushing to disk
@@ -35,6 +39,11 @@ pub const BATCH_INPUT_BYTES: usize = 32 << 20;
 const SYNC_EVERY_BYTES: usize = 128 << 20;
 /// Metadata key under which outputs record their [`MergeRecord`] (JSON).
 pub const METADATA_KEY: &str = "datamix.merge";
+/// Name of the hash recorded for every input: [`InputRecord::hash`] is
+/// `"blake3:<64 hex digits>"` (BLAKE3 of the whole file, 256-bit output).
+pub const HASH_ALGORITHM: &str = "blake3";
+/// Input bytes hashed per step when hashing a file on its own ([`file_hash`]).
+const HASH_STEP: usize = 8 << 20;
 
 /// Dtype of the floating tensors written by [`Merger::merge_to_file`] and
 /// [`MergedTensors::save`]. Non-float tensors keep their dtype.
@@ -73,6 +82,7 @@ pub struct MergeRecord {
 
 /// One input of a merge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "InputRecordRepr")]
 pub struct InputRecord {
     /// The plan leaf.
     pub source: Source,
@@ -80,9 +90,47 @@ pub struct InputRecord {
     pub path: PathBuf,
     /// Its weight in the flattened plan.
     pub weight: f64,
-    /// SHA-256 of the file (hex), when hashing is on.
+    /// Hash of the whole file as `"<algorithm>:<hex>"` when hashing is on:
+    /// `"blake3:..."` ([`HASH_ALGORITHM`], the same as [`file_hash`]).
+    /// Records written by older versions, which stored a bare SHA-256 under
+    /// `sha256`, read back as `"sha256:<hex>"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub hash: Option<String>,
+}
+
+/// What [`InputRecord`] deserialises from (accepts the old `sha256` field).
+#[derive(Deserialize)]
+struct InputRecordRepr {
+    source: Source,
+    path: PathBuf,
+    weight: f64,
+    #[serde(default)]
+    hash: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+impl From<InputRecordRepr> for InputRecord {
+    fn from(r: InputRecordRepr) -> Self {
+        Self {
+            source: r.source,
+            path: r.path,
+            weight: r.weight,
+            hash: r.hash.or(r.sha256.map(|h| format!("sha256:{h}"))),
+        }
+    }
+}
+
+/// `"blake3:<hex>"` of a whole file, as recorded in [`InputRecord::hash`]
+/// (for comparing a checkpoint with a merge record).
+pub fn file_hash(path: &Path) -> Result<String, MergeError> {
+    let file = File::open(path).map_err(|e| MergeError::io(path, e))?;
+    // SAFETY: read-only mapping; as for merge inputs, the file must not be
+    // modified while it is hashed.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| MergeError::io(path, e))?;
+    let mut state = HashState::default();
+    state.advance(&map, map.len(), true);
+    Ok(state.finish())
 }
 
 /// Runs merge plans with one [`MergeMethod`] (builder style).
@@ -92,6 +140,7 @@ pub struct Merger<M = Linear> {
     weighting: Weighting,
     out_dtype: OutDtype,
     hash_inputs: bool,
+    huge_pages: bool,
     batch_bytes: usize,
 }
 
@@ -118,6 +167,7 @@ impl<M: MergeMethod> Merger<M> {
             weighting: Weighting::Normalized,
             out_dtype: OutDtype::F32,
             hash_inputs: true,
+            huge_pages: false,
             batch_bytes: BATCH_INPUT_BYTES,
         }
     }
@@ -134,10 +184,22 @@ impl<M: MergeMethod> Merger<M> {
         self
     }
 
-    /// Whether to SHA-256 every input for the record (default on; costs one
-    /// extra read of every input, worth turning off for throw-away proxies).
+    /// Whether to record a BLAKE3 hash of every input (default on). Each
+    /// batch of input is hashed right after being merged, through the same
+    /// mapped pages, so inputs are not read twice from the page cache; it
+    /// still costs CPU time, worth turning off for throw-away proxies.
     pub fn hash_inputs(mut self, hash: bool) -> Self {
         self.hash_inputs = hash;
+        self
+    }
+
+    /// Whether [`merge`](Self::merge) asks the kernel for transparent huge
+    /// pages for the output tensors (`MADV_HUGEPAGE`, Linux; default off):
+    /// far fewer page faults while the model is written, but on the
+    /// benchmark VM zeroing fresh huge pages often cost more than it saved
+    /// (docs/bench-merge.md). The result is the same either way.
+    pub fn huge_pages(mut self, on: bool) -> Self {
+        self.huge_pages = on;
         self
     }
 
@@ -156,12 +218,20 @@ impl<M: MergeMethod> Merger<M> {
         plan: &MergePlan,
         resolver: &impl Resolver,
     ) -> Result<MergedTensors, MergeError> {
-        let job = self.prepare(plan, resolver, OutDtype::F32)?;
+        let (job, mut record) = self.prepare(plan, resolver, OutDtype::F32)?;
         let mut data: Vec<TensorData> = job
             .specs
             .iter()
             .map(|s| match s.kind {
-                Kind::Float(_) => TensorData::F32(vec![0.0; s.numel]),
+                Kind::Float(_) => {
+                    // Zeroed pages straight from the kernel (calloc), not yet
+                    // touched, so the advice applies before the first fault.
+                    let mut v = vec![0.0f32; s.numel];
+                    if self.huge_pages {
+                        advise_huge_pages(bytemuck::cast_slice_mut(v.as_mut_slice()));
+                    }
+                    TensorData::F32(v)
+                }
                 Kind::Raw => TensorData::Raw {
                     dtype: s.dtype,
                     bytes: vec![0; s.out_bytes()],
@@ -179,12 +249,14 @@ impl<M: MergeMethod> Merger<M> {
                 .map(|s| s.len() * job.specs[t].out_size());
             dsts.extend(split(bytes, lens));
         }
+        let mut hashes = self.hash_states(&job);
         let mut rest = dsts.as_mut_slice();
         for (b, batch) in job.batches.iter().enumerate() {
             let (cur, tail) = rest.split_at_mut(batch.len());
-            job.run_batch(&self.method, b, cur)?;
+            job.run_batch(&self.method, b, cur, hashes.as_deref_mut())?;
             rest = tail;
         }
+        job.finish_hashes(hashes, &mut record);
         let tensors = job
             .specs
             .iter()
@@ -195,7 +267,7 @@ impl<M: MergeMethod> Merger<M> {
                 data,
             })
             .collect();
-        Ok(MergedTensors::new(tensors, job.record))
+        Ok(MergedTensors::new(tensors, record))
     }
 
     /// Merges into a safetensors file, atomically (temporary file in the same
@@ -207,7 +279,17 @@ impl<M: MergeMethod> Merger<M> {
         resolver: &impl Resolver,
         out: &Path,
     ) -> Result<MergeRecord, MergeError> {
-        let job = self.prepare(plan, resolver, self.out_dtype)?;
+        let (job, mut record) = self.prepare(plan, resolver, self.out_dtype)?;
+        let mut hashes = self.hash_states(&job);
+        if hashes.is_some() {
+            // Hashes are known only once every input has been read: the
+            // header is written with placeholders of the same length and
+            // rewritten at the end.
+            let placeholder = format!("{HASH_ALGORITHM}:{}", "0".repeat(64));
+            for i in &mut record.inputs {
+                i.hash = Some(placeholder.clone());
+            }
+        }
         let entries: Vec<_> = job
             .specs
             .iter()
@@ -220,9 +302,10 @@ impl<M: MergeMethod> Merger<M> {
                 )
             })
             .collect();
-        let header = header_bytes(&entries, &job.record)?;
+        let header = header_bytes(&entries, &record)?;
         atomic_write(out, |file| {
             file.write_all(&header)?;
+            let file: &File = file;
             // A writer thread writes (and starts flushing) batch b while the
             // pool merges batch b + 1; buffers travel back for reuse.
             let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(1);
@@ -230,6 +313,7 @@ impl<M: MergeMethod> Merger<M> {
             std::thread::scope(|scope| {
                 let writer = scope.spawn(move || -> std::io::Result<()> {
                     let mut unsynced = 0;
+                    let mut file = file;
                     for buf in full_rx {
                         file.write_all(&buf)?;
                         unsynced += buf.len();
@@ -250,7 +334,8 @@ impl<M: MergeMethod> Merger<M> {
                     let mut buf = free_rx.try_recv().unwrap_or_default();
                     buf.resize(lens.clone().sum(), 0);
                     let mut dsts = split(&mut buf, lens);
-                    if let Err(e) = job.run_batch(&self.method, b, &mut dsts) {
+                    if let Err(e) = job.run_batch(&self.method, b, &mut dsts, hashes.as_deref_mut())
+                    {
                         merged = Err(WriteError::Merge(e));
                         break;
                     }
@@ -261,10 +346,31 @@ impl<M: MergeMethod> Merger<M> {
                 drop(full_tx);
                 let written = writer.join().expect("writer thread does not panic");
                 merged?;
-                Ok(written?)
+                written?;
+                if hashes.is_some() {
+                    job.finish_hashes(hashes, &mut record);
+                    let real = header_bytes(&entries, &record).map_err(WriteError::Merge)?;
+                    if real.len() != header.len() {
+                        return Err(WriteError::Merge(MergeError::Method {
+                            method: record.method.clone(),
+                            tensor: String::new(),
+                            reason: "the header with input hashes changed length".into(),
+                        }));
+                    }
+                    let mut file = file;
+                    file.seek(SeekFrom::Start(0))?;
+                    file.write_all(&real)?;
+                }
+                Ok(())
             })
         })?;
-        Ok(job.record)
+        Ok(record)
+    }
+
+    /// Fresh hash states (one per input) when hashing is on.
+    fn hash_states(&self, job: &Job) -> Option<Vec<HashState>> {
+        self.hash_inputs
+            .then(|| job.inputs.iter().map(|_| HashState::default()).collect())
     }
 
     fn prepare(
@@ -272,18 +378,13 @@ impl<M: MergeMethod> Merger<M> {
         plan: &MergePlan,
         resolver: &impl Resolver,
         out_dtype: OutDtype,
-    ) -> Result<Job, MergeError> {
+    ) -> Result<(Job, MergeRecord), MergeError> {
         let flat = plan.flatten(self.weighting)?;
         let paths = resolve(&flat, resolver)?;
         let inputs = paths
             .iter()
             .map(|p| Input::open(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let hashes: Vec<Option<String>> = if self.hash_inputs {
-            inputs.par_iter().map(|i| Some(i.sha256())).collect()
-        } else {
-            vec![None; paths.len()]
-        };
         let record = MergeRecord {
             method: self.method.name().to_string(),
             weighting: self.weighting,
@@ -291,16 +392,18 @@ impl<M: MergeMethod> Merger<M> {
                 .terms
                 .iter()
                 .zip(paths)
-                .zip(hashes)
-                .map(|((t, path), sha256)| InputRecord {
+                .map(|(t, path)| InputRecord {
                     source: t.source.clone(),
                     path,
                     weight: t.weight,
-                    sha256,
+                    hash: None,
                 })
                 .collect(),
         };
-        Job::new(inputs, &flat, out_dtype, self.batch_bytes, record)
+        Ok((
+            Job::new(inputs, &flat, out_dtype, self.batch_bytes)?,
+            record,
+        ))
     }
 }
 
@@ -362,27 +465,77 @@ impl Input {
     /// Drops a byte range of the mapping from this process's page tables;
     /// the page cache keeps the data.
     fn release(&self, r: Range<usize>) {
-        // SAFETY: the mapping is a read-only file mapping, so MADV_DONTNEED
-        // only drops page-table entries: later reads fault the same file
-        // contents back in. Failure is harmless (memory is simply not
-        // released early), so it is ignored.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.len())
-        };
+        release(&self.map, r);
+    }
+}
+
+/// Drops a byte range of a read-only file mapping from this process's page
+/// tables; the page cache keeps the data.
+fn release(map: &Mmap, r: Range<usize>) {
+    if r.is_empty() {
+        return;
+    }
+    // SAFETY: the mapping is a read-only file mapping, so MADV_DONTNEED
+    // only drops page-table entries: later reads fault the same file
+    // contents back in. Failure is harmless (memory is simply not
+    // released early), so it is ignored.
+    let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.len()) };
+}
+
+/// Asks for transparent huge pages on the whole pages inside `buf` (Linux;
+/// a no-op elsewhere and for buffers under one huge page). Pure advice: the
+/// contents and the result of the merge do not change.
+fn advise_huge_pages(buf: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE_PAGE: usize = 2 << 20;
+        const PAGE: usize = 4096;
+        if buf.len() < HUGE_PAGE {
+            return;
+        }
+        let start = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE);
+        let end = (buf.as_mut_ptr() as usize + buf.len()) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: [start, end) lies inside `buf`, memory this process
+            // owns and may write; MADV_HUGEPAGE only changes how the kernel
+            // backs it, never its contents. Failure (e.g. THP disabled) is
+            // harmless and ignored.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
+/// A running BLAKE3 hash of one input, fed in file order.
+#[derive(Default)]
+struct HashState {
+    hasher: blake3::Hasher,
+    /// Bytes hashed so far (the file's first `done` bytes).
+    done: usize,
+}
+
+impl HashState {
+    /// Hashes the mapping's bytes from where it stopped up to `upto`, and
+    /// returns that range; `release_now` drops its pages as it goes (else
+    /// the caller releases them).
+    fn advance(&mut self, map: &Mmap, upto: usize, release_now: bool) -> Range<usize> {
+        let (from, upto) = (self.done, upto.min(map.len()));
+        while self.done < upto {
+            let end = (self.done + HASH_STEP).min(upto);
+            self.hasher.update(&map[self.done..end]);
+            if release_now {
+                release(map, self.done..end);
+            }
+            self.done = end;
+        }
+        from..self.done.max(from)
     }
 
-    /// SHA-256 of the whole file, read through the mapping (no copies) a
-    /// slice at a time, releasing pages as it goes.
-    fn sha256(&self) -> String {
-        const STEP: usize = 8 << 20;
-        let mut hasher = Sha256::new();
-        for start in (0..self.map.len()).step_by(STEP) {
-            let end = (start + STEP).min(self.map.len());
-            hasher.update(&self.map[start..end]);
-            self.release(start..end);
-        }
-        hex::encode(hasher.finalize())
+    fn finish(&self) -> String {
+        format!("{HASH_ALGORITHM}:{}", self.hasher.finalize().to_hex())
     }
 }
 
@@ -440,7 +593,6 @@ struct Job {
     /// First segment of each tensor (plus one past the end).
     tensor_starts: Vec<usize>,
     batches: Vec<Range<usize>>,
-    record: MergeRecord,
 }
 
 fn is_unmergeable_float(d: Dtype) -> bool {
@@ -464,7 +616,6 @@ impl Job {
         flat: &FlatPlan,
         out_dtype: OutDtype,
         batch_bytes: usize,
-        record: MergeRecord,
     ) -> Result<Self, MergeError> {
         let first = &inputs[0];
         let mut specs = Vec::with_capacity(first.order.len());
@@ -601,7 +752,6 @@ impl Job {
             segments,
             tensor_starts,
             batches,
-            record,
         })
     }
 
@@ -616,25 +766,72 @@ impl Job {
     }
 
     /// Merges the segments `batch` into `dsts` (one slice per segment, in the
-    /// output dtype), in parallel, then releases the inputs' pages.
+    /// output dtype), in parallel, and meanwhile advances the inputs' hashes
+    /// (if any) past the batch, then releases the inputs' pages.
     fn run_batch(
         &self,
         method: &dyn MergeMethod,
         b: usize,
         dsts: &mut [&mut [u8]],
+        hashes: Option<&mut [HashState]>,
     ) -> Result<(), MergeError> {
         let segs = &self.segments[self.batches[b].clone()];
-        segs.par_iter()
-            .zip(dsts.par_iter_mut())
-            .try_for_each_init(Vec::new, |acc: &mut Vec<f64>, (seg, dst)| {
-                self.run_segment(method, seg, dst, acc)
-            })?;
+        let mut merge = || {
+            segs.par_iter()
+                .zip(dsts.par_iter_mut())
+                .try_for_each_init(Vec::new, |acc: &mut Vec<f64>, (seg, dst)| {
+                    self.run_segment(method, seg, dst, acc)
+                })
+        };
+        let (merged, hashed) = match hashes {
+            Some(states) => rayon::join(merge, || self.hash_batch(segs, states)),
+            None => (merge(), Vec::new()),
+        };
+        merged?;
         // The kernel's fault-around maps a few pages on either side of a
         // faulting address, so this batch may have re-mapped the end of the
         // previous one: release both.
         let first = self.batches[b.saturating_sub(1)].start;
         self.release(&self.segments[first..self.batches[b].end]);
+        for (input, r) in self.inputs.iter().zip(hashed) {
+            input.release(r);
+        }
         Ok(())
+    }
+
+    /// Hashes every input (in parallel) up to the end of its bytes that the
+    /// batch `segs` reads, so each page is hashed while the merge has it
+    /// mapped and cached; returns the ranges hashed, to be released.
+    fn hash_batch(&self, segs: &[Segment], states: &mut [HashState]) -> Vec<Range<usize>> {
+        states
+            .par_iter_mut()
+            .enumerate()
+            .map(|(i, state)| {
+                let upto = segs
+                    .iter()
+                    .map(|s| self.in_range(s, i).end)
+                    .max()
+                    .unwrap_or(0);
+                state.advance(&self.inputs[i].map, upto, false)
+            })
+            .collect()
+    }
+
+    /// Hashes whatever the batches did not cover (e.g. trailing bytes) and
+    /// writes the hashes into the record.
+    fn finish_hashes(&self, states: Option<Vec<HashState>>, record: &mut MergeRecord) {
+        let Some(mut states) = states else { return };
+        let hashes: Vec<String> = states
+            .par_iter_mut()
+            .zip(&self.inputs)
+            .map(|(state, input)| {
+                state.advance(&input.map, input.map.len(), true);
+                state.finish()
+            })
+            .collect();
+        for (rec, h) in record.inputs.iter_mut().zip(hashes) {
+            rec.hash = Some(h);
+        }
     }
 
     fn run_segment(

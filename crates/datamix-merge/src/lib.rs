@@ -14,7 +14,8 @@
 //!   files, tensor chunk by tensor chunk in parallel, accumulating in `f64` for
 //!   any float input dtype, and either returns [`MergedTensors`] in memory (to
 //!   evaluate a proxy without writing it) or writes a safetensors file
-//!   atomically whose metadata records the flattened plan and input hashes.
+//!   atomically whose metadata records the flattened plan and input hashes
+//!   (BLAKE3, computed while merging).
 //!
 //! ```no_run
 //! use datamix_merge::{MergePlan, Merger, OutDtype, PathsOnly};
@@ -41,8 +42,8 @@ mod plan;
 
 pub use error::MergeError;
 pub use exec::{
-    BATCH_INPUT_BYTES, CHUNK_ELEMS, InputRecord, METADATA_KEY, MergeRecord, MergedTensor,
-    MergedTensors, Merger, OutDtype, TensorData,
+    BATCH_INPUT_BYTES, CHUNK_ELEMS, HASH_ALGORITHM, InputRecord, METADATA_KEY, MergeRecord,
+    MergedTensor, MergedTensors, Merger, OutDtype, TensorData, file_hash,
 };
 pub use method::{FloatDtype, FloatSlice, Linear, MergeMethod};
 pub use plan::{FlatPlan, FlatTerm, MergePlan, PathsOnly, Resolver, Source, Weighting};

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use datamix_merge::{
-    METADATA_KEY, MergeError, MergePlan, MergeRecord, Merger, OutDtype, PathsOnly, Source,
-    TensorData, Weighting,
+    CHUNK_ELEMS, HASH_ALGORITHM, METADATA_KEY, MergeError, MergePlan, MergeRecord, Merger,
+    OutDtype, PathsOnly, Source, TensorData, Weighting, file_hash,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,8 +38,8 @@ fn model(seed: u64) -> Vec<Tensor> {
         (
             "w".into(),
             Dtype::F32,
-            vec![300, 250],
-            f32_bytes(&rand(75_000)),
+            vec![300, 1100],
+            f32_bytes(&rand(330_000)),
         ),
         ("norm".into(), Dtype::F32, vec![7], f32_bytes(&rand(7))),
         (
@@ -243,7 +243,6 @@ fn bf16_and_f16_inputs_accumulate_in_high_precision() {
 
 #[test]
 fn output_records_the_flat_plan_and_input_hashes() {
-    use sha2::Digest;
     let dir = Dir::new();
     let pa = dir.put("a.st", &model(1));
     let pb = dir.put("b.st", &model(2));
@@ -265,8 +264,30 @@ fn output_records_the_flat_plan_and_input_hashes() {
     assert_eq!(record.inputs[0].weight, 0.75);
     assert_eq!(record.inputs[1].source, Source::Key("pool-b".into()));
     assert_eq!(record.inputs[1].path, pb);
-    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&pb).unwrap()));
-    assert_eq!(record.inputs[1].sha256.as_deref(), Some(sha.as_str()));
+    // BLAKE3 of each whole file, computed independently of the merge.
+    for (input, path) in record.inputs.iter().zip([&pa, &pb]) {
+        let want = format!(
+            "{HASH_ALGORITHM}:{}",
+            blake3::hash(&std::fs::read(path).unwrap()).to_hex()
+        );
+        assert_eq!(HASH_ALGORITHM, "blake3");
+        assert_eq!(input.hash.as_deref(), Some(want.as_str()));
+        assert_eq!(file_hash(path).unwrap(), want);
+    }
+    let empty = dir.path("empty");
+    std::fs::write(&empty, b"").unwrap();
+    assert_eq!(
+        file_hash(&empty).unwrap(),
+        format!("blake3:{}", blake3::hash(b"").to_hex())
+    );
+    assert!(matches!(
+        file_hash(&dir.path("missing")),
+        Err(MergeError::Io { .. })
+    ));
+    // The in-memory merge records the same hashes, and small batches (the
+    // hash advancing batch by batch) do not change them.
+    let merged = small_batches().merge(&plan, &resolver).unwrap();
+    assert_eq!(merged.record(), &record);
     // A key the resolver does not know.
     let unknown = MergePlan::Leaf(Source::Key("nope".into()));
     assert!(matches!(
@@ -431,7 +452,7 @@ fn in_memory_result_saves_and_serialises_like_a_file_merge() {
     let plan = MergePlan::uniform([dir.put("a", &model(1)), dir.put("b", &model(2))]);
     let merger = Merger::linear().hash_inputs(false);
     let merged = merger.merge(&plan, &PathsOnly).unwrap();
-    assert!(merged.record().inputs.iter().all(|i| i.sha256.is_none()));
+    assert!(merged.record().inputs.iter().all(|i| i.hash.is_none()));
     for dtype in [OutDtype::F32, OutDtype::F16] {
         let (saved, streamed) = (dir.path("saved"), dir.path("streamed"));
         merged.save(&saved, dtype).unwrap();
@@ -486,4 +507,113 @@ fn a_failing_method_leaves_no_output() {
         "{err:?}"
     );
     assert_eq!(dir.entries(), before);
+}
+
+#[test]
+fn the_model_spans_several_chunks_and_batches() {
+    // Keeps the tests above meaningful if CHUNK_ELEMS changes.
+    assert!(model(1)[0].2.iter().product::<usize>() > 2 * CHUNK_ELEMS);
+}
+
+#[test]
+fn hashes_cover_the_whole_file_whatever_the_layout() {
+    // The second input stores its tensors in the opposite order (and the
+    // merge reads it out of file order): hashing must still see every byte
+    // once, in order.
+    let dir = Dir::new();
+    let m = model(3);
+    let pa = dir.put("a.st", &m);
+    let reversed: Vec<Tensor> = m.iter().rev().cloned().collect();
+    let views: Vec<(String, TensorView<'_>)> = reversed
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    // Explicit order: safetensors sorts by dtype alignment then name, so
+    // write the file by hand with the layout reversed.
+    let pb = dir.path("b.st");
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, v) in &views {
+        let start = data.len();
+        data.extend_from_slice(v.data());
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": format!("{:?}", v.dtype()),
+                "shape": v.shape(),
+                "data_offsets": [start, data.len()],
+            }),
+        );
+    }
+    let mut json = serde_json::to_vec(&header).unwrap();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut file = (json.len() as u64).to_le_bytes().to_vec();
+    file.extend(json);
+    file.extend(data);
+    std::fs::write(&pb, &file).unwrap();
+    let plan = MergePlan::uniform([pa.clone(), pb.clone()]);
+    let merged = small_batches().merge(&plan, &PathsOnly).unwrap();
+    let record = small_batches()
+        .merge_to_file(&plan, &PathsOnly, &dir.path("out.st"))
+        .unwrap();
+    for (i, path) in [&pa, &pb].into_iter().enumerate() {
+        let want = format!(
+            "blake3:{}",
+            blake3::hash(&std::fs::read(path).unwrap()).to_hex()
+        );
+        assert_eq!(
+            merged.record().inputs[i].hash.as_deref(),
+            Some(want.as_str())
+        );
+        assert_eq!(record.inputs[i].hash.as_deref(), Some(want.as_str()));
+    }
+    // Both inputs merged alike (the layout does not matter).
+    let w = merged.get("w").unwrap().as_f32().unwrap();
+    assert_eq!(w, f32s(&m[0]).as_slice());
+}
+
+#[test]
+fn huge_pages_give_the_same_output() {
+    let dir = Dir::new();
+    // Big enough (8 MB of f32 output) to cover whole huge pages.
+    let big = |seed: u64| -> Vec<Tensor> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..2_000_000)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        vec![("big".into(), Dtype::F32, vec![2000, 1000], f32_bytes(&v))]
+    };
+    let plan = MergePlan::weighted([
+        (dir.put("a", &big(1)), 1.0),
+        (dir.put("b", &big(2)), 2.0),
+        (dir.put("c", &big(3)), 3.0),
+    ]);
+    let plain = Merger::linear()
+        .huge_pages(false)
+        .merge(&plan, &PathsOnly)
+        .unwrap();
+    let huge = Merger::linear()
+        .huge_pages(true)
+        .merge(&plan, &PathsOnly)
+        .unwrap();
+    let (a, b) = (
+        plain.get("big").unwrap().as_f32().unwrap(),
+        huge.get("big").unwrap().as_f32().unwrap(),
+    );
+    assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert_eq!(plain.record(), huge.record());
+}
+
+#[test]
+fn records_from_older_versions_keep_their_sha256() {
+    let old = r#"{"method":"linear","weighting":"normalized","inputs":[
+        {"source":{"path":"a.st"},"path":"a.st","weight":1.0,"sha256":"ab12"},
+        {"source":{"path":"b.st"},"path":"b.st","weight":0.0}]}"#;
+    let record: MergeRecord = serde_json::from_str(old).unwrap();
+    assert_eq!(record.inputs[0].hash.as_deref(), Some("sha256:ab12"));
+    assert_eq!(record.inputs[1].hash, None);
+    // New records round-trip under `hash`.
+    let json = serde_json::to_string(&record).unwrap();
+    assert!(json.contains(r#""hash":"sha256:ab12""#) && !json.contains(r#""sha256""#));
+    assert_eq!(serde_json::from_str::<MergeRecord>(&json).unwrap(), record);
 }
