@@ -31,10 +31,12 @@ def gp(d):
 
 
 def gbdt(d):
-    # Same settings as the Rust GbdtParams defaults (RegMix-like).
+    # Same settings as the Rust GbdtParams defaults (RegMix-like). min_data_in_bin=3 and no
+    # bagging/feature sampling are LightGBM's defaults, spelled out: GbdtParams mirrors them.
     return lgb.LGBMRegressor(
         n_estimators=1000, learning_rate=0.01, num_leaves=31, min_child_samples=5,
-        min_child_weight=1e-3, reg_lambda=0.0, max_bin=255, n_jobs=1, verbose=-1, random_state=0,
+        min_child_weight=1e-3, reg_lambda=0.0, max_bin=255, min_data_in_bin=3,
+        subsample=1.0, colsample_bytree=1.0, n_jobs=1, verbose=-1, random_state=0,
     )
 
 

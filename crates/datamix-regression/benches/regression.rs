@@ -64,7 +64,13 @@ fn run(path: &str, k: usize, n_cand: usize) -> Result<(), Box<dyn std::error::Er
         FeatureSet::new("lambda+mde", &["lambda", "mde"]),
         FeatureSet::new("lambda+mde+merged", &["lambda", "mde", "merged"]),
     ];
-    for (label, fam) in &fams {
+    // `DATAMIX_BENCH_MODELS=gbdt,ridge` restricts the run to some families (for profiling).
+    let only = std::env::var("DATAMIX_BENCH_MODELS").ok();
+    let wanted = |label: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|m| m.trim() == label))
+    };
+    for (label, fam) in fams.iter().filter(|(l, _)| wanted(l)) {
         for fs in &sets {
             let groups: Vec<&str> = fs.groups.iter().map(String::as_str).collect();
             let task = data.task(&groups, "avg")?;
@@ -94,7 +100,7 @@ fn run(path: &str, k: usize, n_cand: usize) -> Result<(), Box<dyn std::error::Er
     let task = data.task(&["lambda", "mde"], "avg")?;
     let idx: Vec<usize> = (0..n_cand).map(|i| i % n).collect();
     let cands: Array2<f64> = task.x.select(Axis(0), &idx);
-    for (label, fam) in &fams[2..] {
+    for (label, fam) in fams[2..].iter().filter(|(l, _)| wanted(l)) {
         let model = fam.fit(&task)?;
         let mut best = f64::INFINITY;
         for _ in 0..3 {
