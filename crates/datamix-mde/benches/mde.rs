@@ -1,4 +1,6 @@
-//! MDE throughput: mixtures/s of the batched loss, and the `ln` throughput bound.
+//! MDE throughput: mixtures/s of the batched loss (the kernel `losses` picks, and the AVX2
+//! kernel for comparison where it is not that one), and the `ln` throughput bound (`ln`
+//! over T·m values with the best SIMD path, and with AVX2).
 //!
 //! `cargo bench -p datamix-mde --bench mde -- [--tokens T] [--experts K] [--mixtures M]
 //! [--check M2] [--reps R] [--out DIR]` writes `DIR/table.safetensors`, `DIR/mixtures.f64` (row-major
@@ -7,7 +9,7 @@
 
 use std::time::Instant;
 
-use datamix_mde::{ExpertTableBuilder, fastln};
+use datamix_mde::{ExpertTableBuilder, batched_kernel, fastln};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -81,50 +83,87 @@ fn main() {
         .map(|i| 0.05 + 0.9 * (i as f32 / 4096.0))
         .collect();
     let reps_ln = (t as u64 * m as u64).div_ceil(buf.len() as u64);
-    let bound = || {
+    let bound = |f: fn(&[f32]) -> f64| {
         use rayon::prelude::*;
         let start = Instant::now();
         let s: f64 = (0..reps_ln)
             .into_par_iter()
-            .map(|_| fastln::sum_ln(std::hint::black_box(&buf)))
+            .map(|_| f(std::hint::black_box(&buf)))
             .sum();
         std::hint::black_box(s);
         start.elapsed().as_secs_f64()
     };
+    let (kernel, tokens_per_ln) = batched_kernel(k);
+    // The AVX2 kernel too, when it is not the one `losses` picked and the CPU has it.
+    let compare_avx2 = kernel != "avx2"
+        && table
+            .losses_with_kernel(&mixtures[..m.min(4)], "avx2")
+            .is_ok();
 
     // Warm-up, then interleaved timed runs; the best of `reps` counts (shared machine).
     table.losses(&mixtures[..m.min(16)]).expect("losses");
     let (mut mde_s, mut bound_s) = (f64::INFINITY, f64::INFINITY);
+    let (mut avx2_s, mut bound_avx2_s) = (f64::INFINITY, f64::INFINITY);
     let mut losses = Vec::new();
+    let mut avx2_diff = 0.0f64;
     for _ in 0..reps {
         let start = Instant::now();
         losses = table.losses(&mixtures).expect("losses");
         mde_s = mde_s.min(start.elapsed().as_secs_f64());
-        bound_s = bound_s.min(bound());
+        bound_s = bound_s.min(bound(fastln::sum_ln));
+        if compare_avx2 {
+            let start = Instant::now();
+            let l2 = table.losses_with_kernel(&mixtures, "avx2").expect("losses");
+            avx2_s = avx2_s.min(start.elapsed().as_secs_f64());
+            avx2_diff = l2
+                .iter()
+                .zip(&losses)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            bound_avx2_s = bound_avx2_s.min(bound(fastln::sum_ln_avx2));
+        }
     }
     std::fs::write(
         format!("{out}/rust_losses.f64"),
         bytemuck::cast_slice(&losses[..check]),
     )
     .expect("write losses");
-    let exact = table.loss(&mixtures[0]).expect("loss");
+    // The exact f64 path (one `ln` per token in f64) on the first mixtures.
+    let n_exact = m.min(20);
+    let exact_diff = (0..n_exact)
+        .map(|j| (losses[j] - table.loss(&mixtures[j]).expect("loss")).abs())
+        .fold(0.0, f64::max);
 
     let values = t as f64 * m as f64;
     println!("tokens={t} experts={k} mixtures={m} threads={threads}");
     println!("table_build_s={build_s:.3}");
+    println!("kernel={kernel} tokens_per_ln={tokens_per_ln}");
+    println!(
+        "ln_calls_per_token_mixture={:.4}",
+        1.0 / tokens_per_ln as f64
+    );
     println!("rust_mde_s={mde_s:.3}");
     println!("rust_mixtures_per_s={:.1}", m as f64 / mde_s);
     println!("rust_ns_per_token_mixture={:.4}", mde_s * 1e9 / values);
     let ln_values = reps_ln as f64 * buf.len() as f64;
     println!("reps={reps} (best of)");
+    println!("bound_path={}", fastln::sum_ln_path());
     println!("bound_ln_s={bound_s:.3}");
     println!("bound_ns_per_ln={:.4}", bound_s * 1e9 / ln_values);
     println!(
         "rust_over_bound={:.2}",
         mde_s / (bound_s * values / ln_values)
     );
-    println!(
-        "batched_vs_exact_mixture0={:.3e}",
-        (losses[0] - exact).abs()
-    );
+    if compare_avx2 {
+        println!("rust_avx2_mde_s={avx2_s:.3}");
+        println!("rust_avx2_mixtures_per_s={:.1}", m as f64 / avx2_s);
+        println!(
+            "rust_avx2_ns_per_token_mixture={:.4}",
+            avx2_s * 1e9 / values
+        );
+        println!("max_abs_diff_avx2_vs_{kernel}={avx2_diff:.3e}");
+        println!("bound_avx2_ln_s={bound_avx2_s:.3}");
+        println!("bound_avx2_ns_per_ln={:.4}", bound_avx2_s * 1e9 / ln_values);
+    }
+    println!("max_abs_diff_batched_vs_exact_f64={exact_diff:.3e} (over {n_exact} mixtures)");
 }

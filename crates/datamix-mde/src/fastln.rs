@@ -1,4 +1,4 @@
-//! A fast natural logarithm for positive normal f32, vectorised for AVX2+FMA.
+//! A fast natural logarithm for positive normal f32, vectorised for AVX2+FMA and AVX-512F.
 //!
 //! `x = 2^e · m` with `m ∈ [√½, √2)` (found by integer arithmetic on the bits), then
 //! `ln x = e·ln 2 + f·Q(f)`, `f = m − 1`, where `Q` is a degree-8 polynomial fitted
@@ -39,8 +39,20 @@ pub fn ln(x: f32) -> f32 {
 }
 
 /// `Σ ln x_i` in f64 using the fastest path available (the `ln` throughput bound used
-/// by the benchmark). Inputs must be positive normal f32.
+/// by the benchmark): AVX-512F, else AVX2+FMA, else scalar. Inputs must be positive
+/// normal f32.
 pub fn sum_ln(xs: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { avx512::sum_ln(xs) };
+    }
+    sum_ln_avx2(xs)
+}
+
+/// `Σ ln x_i` like [`sum_ln`] but never with AVX-512 (AVX2+FMA, else scalar): the bound
+/// of the AVX2 path, for comparison.
+pub fn sum_ln_avx2(xs: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above).
@@ -125,6 +137,96 @@ pub(crate) mod avx2 {
     }
 }
 
+/// The SIMD path [`sum_ln`] takes on this CPU: `"avx512"`, `"avx2"` or `"scalar"`.
+pub fn sum_ln_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512::available() {
+            return "avx512";
+        }
+        if avx2::available() {
+            return "avx2";
+        }
+    }
+    "scalar"
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU has AVX-512F (and AVX2+FMA, which the AVX-512 kernels also use).
+    pub(crate) fn available() -> bool {
+        is_x86_feature_detected!("avx512f") && super::avx2::available()
+    }
+
+    /// Sixteen `ln` at once (the algorithm of [`super::ln`]).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn ln16(x: __m512) -> __m512 {
+        let bits = _mm512_castps_si512(x);
+        let e = _mm512_srai_epi32::<23>(_mm512_sub_epi32(bits, _mm512_set1_epi32(SQRT_HALF_BITS)));
+        let m = _mm512_castsi512_ps(_mm512_sub_epi32(bits, _mm512_slli_epi32::<23>(e)));
+        let f = _mm512_sub_ps(m, _mm512_set1_ps(1.0));
+        let mut p = _mm512_set1_ps(Q[8]);
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Q[7]));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Q[6]));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Q[5]));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Q[4]));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Q[3]));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Q[2]));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Q[1]));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Q[0]));
+        let ef = _mm512_cvtepi32_ps(e);
+        let r = _mm512_fmadd_ps(ef, _mm512_set1_ps(LN2_LO), _mm512_mul_ps(f, p));
+        _mm512_fmadd_ps(ef, _mm512_set1_ps(LN2_HI), r)
+    }
+
+    /// Sum of the sixteen lanes in f64.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn hsum_f64(v: __m512) -> f64 {
+        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+            _mm512_castps_pd(v),
+        )));
+        _mm512_reduce_add_pd(_mm512_add_pd(lo, hi))
+    }
+
+    /// `Σ ln x_i`: two independent vectors per step, f32 partial sums flushed to f64
+    /// every 512 values.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn sum_ln(xs: &[f32]) -> f64 {
+        let mut total = 0.0f64;
+        let mut blocks = xs.chunks_exact(512);
+        for block in &mut blocks {
+            let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            for pair in block.chunks_exact(32) {
+                // SAFETY: `pair` has 32 elements.
+                let (x, y) = unsafe {
+                    (
+                        _mm512_loadu_ps(pair.as_ptr()),
+                        _mm512_loadu_ps(pair.as_ptr().add(16)),
+                    )
+                };
+                a = _mm512_add_ps(a, ln16(x));
+                b = _mm512_add_ps(b, ln16(y));
+            }
+            total += hsum_f64(_mm512_add_ps(a, b));
+        }
+        total
+            + blocks
+                .remainder()
+                .iter()
+                .map(|&x| ln(x) as f64)
+                .sum::<f64>()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +282,32 @@ mod tests {
         // (nearly cancelling) total.
         let want: f64 = xs.iter().map(|&x| (x as f64).ln()).sum();
         let scale: f64 = xs.iter().map(|&x| (x as f64).ln().abs()).sum();
-        let got = sum_ln(&xs);
+        for got in [sum_ln(&xs), sum_ln_avx2(&xs)] {
+            assert!(
+                (got - want).abs() <= 1e-6 * scale,
+                "{got} vs {want} (scale {scale})"
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_ln_matches_std_and_scalar() {
+        if !avx512::available() {
+            return;
+        }
+        let xs = samples();
+        let simd = |x: f32| {
+            use std::arch::x86_64::*;
+            // SAFETY: AVX-512F checked above.
+            unsafe { _mm512_cvtss_f32(avx512::ln16(_mm512_set1_ps(x))) }
+        };
+        let err = max_rel_err(&xs, simd);
+        assert!(err < 3e-7, "max relative error {err}");
+        let want: f64 = xs.iter().map(|&x| (x as f64).ln()).sum();
+        let scale: f64 = xs.iter().map(|&x| (x as f64).ln().abs()).sum();
+        // SAFETY: AVX-512F checked above.
+        let got = unsafe { avx512::sum_ln(&xs) };
         assert!(
             (got - want).abs() <= 1e-6 * scale,
             "{got} vs {want} (scale {scale})"

@@ -23,6 +23,6 @@ mod optimum;
 mod table;
 
 pub use error::{MdeError, MixtureProblem, Result};
-pub use loss::{SUM_TOLERANCE, mde_features, validate_mixture};
+pub use loss::{SUM_TOLERANCE, batched_kernel, mde_features, validate_mixture};
 pub use optimum::{Bounds, Objective, Optimum, OptimumParams, minimize};
 pub use table::{ExpertTable, ExpertTableBuilder, TableMeta};

@@ -1,5 +1,8 @@
 //! The MDE loss `L(λ) = -(1/T) Σ_t ln Σ_i λ_i p_i(t)`: one mixture exactly (f64, with
-//! gradient), many mixtures fast (blocked AVX2 kernel, rayon), and feature matrices.
+//! gradient), many mixtures fast (blocked AVX-512 / AVX2 kernels, rayon), and feature
+//! matrices.
+
+use std::f64::consts::LN_2;
 
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -17,6 +20,10 @@ pub const SUM_TOLERANCE: f64 = 1e-6;
 const TOKEN_CHUNK: usize = 1024;
 /// Mixtures per task of the batched kernel.
 const MIXTURE_CHUNK: usize = 64;
+/// Mixtures per call of the batched kernels (the AVX-512 kernel reuses each loaded vector
+/// of expert probabilities for up to this many).
+const MB: usize = 8;
+const _: () = assert!(MIXTURE_CHUNK.is_multiple_of(MB));
 /// Tokens per task of the exact path.
 const EXACT_CHUNK: usize = 16384;
 
@@ -140,9 +147,11 @@ impl ExpertTable {
         (-(self.shift_sum() + sum) / n as f64, grad)
     }
 
-    /// MDE losses of many mixtures (one per row), with the fast kernel: f32 products and
-    /// `ln` (relative error ~1e-7 per token), f64 accumulation of the mean, exact
-    /// log-sum-exp for tokens whose mixture probability underflows.
+    /// MDE losses of many mixtures (one per row), with the fast kernel ([`batched_kernel`]
+    /// says which): f32 mixture probabilities, one f32 `ln` per group of tokens of the
+    /// product of their mantissas with the exponents summed exactly (see the `kernel`
+    /// module; |error| of a loss below ~1e-7 nats in the tests), f64 accumulation of the
+    /// mean, exact log-sum-exp for tokens whose mixture probability underflows.
     pub fn losses<M: AsRef<[f64]> + Sync>(&self, mixtures: &[M]) -> Result<Vec<f64>> {
         let k = self.n_experts();
         for (row, m) in mixtures.iter().enumerate() {
@@ -151,53 +160,90 @@ impl ExpertTable {
         Ok(self.losses_unchecked(mixtures))
     }
 
+    /// [`ExpertTable::losses`] with a named kernel (`"avx512"`, `"avx2"` or `"scalar"`),
+    /// for benchmarks comparing the kernels; errors if this CPU lacks it or `k > 16`.
+    #[doc(hidden)]
+    pub fn losses_with_kernel<M: AsRef<[f64]> + Sync>(
+        &self,
+        mixtures: &[M],
+        name: &str,
+    ) -> Result<Vec<f64>> {
+        let k = self.n_experts();
+        for (row, m) in mixtures.iter().enumerate() {
+            validate_mixture(m.as_ref(), k, row)?;
+        }
+        let choice = kernel::by_name(name, k).ok_or_else(|| MdeError::InvalidParam {
+            name: "kernel".into(),
+            reason: format!("'{name}' is not available on this CPU for {k} experts"),
+        })?;
+        Ok(self.losses_with(mixtures, choice.kernel))
+    }
+
     fn losses_unchecked<M: AsRef<[f64]> + Sync>(&self, mixtures: &[M]) -> Vec<f64> {
+        self.losses_with(mixtures, kernel::select(self.n_experts()).kernel)
+    }
+
+    /// The batched losses with a given kernel (also used by the tests to compare kernels).
+    fn losses_with<M: AsRef<[f64]> + Sync>(
+        &self,
+        mixtures: &[M],
+        kernel: kernel::Kernel,
+    ) -> Vec<f64> {
         let k = self.n_experts();
         let n = self.n_tokens();
+        if mixtures.is_empty() {
+            return Vec::new();
+        }
+        // Row-major λ, padded to a multiple of MB mixtures with copies of the last one
+        // (their results are dropped).
+        let padded = mixtures.len().div_ceil(MB) * MB;
+        let last = mixtures[mixtures.len() - 1].as_ref();
         let lam: Vec<f64> = mixtures
             .iter()
-            .flat_map(|m| m.as_ref().iter().copied())
+            .map(|m| m.as_ref())
+            .chain(std::iter::repeat_n(last, padded - mixtures.len()))
+            .flat_map(|m| m.iter().copied())
             .collect();
         let lam32: Vec<f32> = lam.iter().map(|&l| l as f32).collect();
         let ln_lam: Vec<f64> = lam.iter().map(|l| l.ln()).collect();
         let main = n - n % 16;
-        let kernel = kernel::select(k);
         let n_chunks = main.div_ceil(TOKEN_CHUNK);
         let mut out = vec![0.0f64; mixtures.len()];
         out.par_chunks_mut(MIXTURE_CHUNK)
             .enumerate()
             .for_each(|(c, out)| {
                 let m0 = c * MIXTURE_CHUNK;
-                let rows = m0..m0 + out.len();
+                let width = out.len().div_ceil(MB) * MB;
                 let sums = (0..n_chunks)
                     .into_par_iter()
                     .fold(
-                        || vec![0.0f64; out.len()],
+                        || vec![0.0f64; width],
                         |mut acc, tc| {
                             let (t0, t1) = (tc * TOKEN_CHUNK, main.min((tc + 1) * TOKEN_CHUNK));
-                            for (a, j) in acc.iter_mut().zip(rows.clone()) {
-                                let r = j * k..(j + 1) * k;
-                                *a += kernel(
+                            for (b, acc) in acc.chunks_exact_mut(MB).enumerate() {
+                                let r = (m0 + b * MB) * k..(m0 + (b + 1) * MB) * k;
+                                kernel(
                                     self,
                                     t0,
                                     t1,
                                     &lam[r.clone()],
                                     &lam32[r.clone()],
                                     &ln_lam[r],
+                                    acc,
                                 );
                             }
                             acc
                         },
                     )
                     .reduce(
-                        || vec![0.0f64; out.len()],
+                        || vec![0.0f64; width],
                         |mut a, b| {
                             a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
                             a
                         },
                     );
-                for ((o, s), j) in out.iter_mut().zip(sums).zip(rows) {
-                    let r = j * k..(j + 1) * k;
+                for (j, (o, s)) in out.iter_mut().zip(sums).enumerate() {
+                    let r = (m0 + j) * k..(m0 + j + 1) * k;
                     let tail: f64 = (main..n)
                         .map(|t| ln_mix(self, t, &lam[r.clone()], &ln_lam[r.clone()]))
                         .sum();
@@ -206,6 +252,15 @@ impl ExpertTable {
             });
         out
     }
+}
+
+/// Which batched kernel [`ExpertTable::losses`] uses for `k` experts on this CPU: its
+/// name (`"avx512"`, `"avx2"` or `"scalar"`) and how many tokens share one `ln` call per
+/// mixture (1 for the scalar kernel; the SIMD kernels take one `ln` of a product of
+/// mantissas per group of tokens, with the exponents summed exactly).
+pub fn batched_kernel(k: usize) -> (&'static str, usize) {
+    let c = kernel::select(k);
+    (c.name, c.tokens_per_ln)
 }
 
 /// Check that tables can be used together: same experts in the same order, same tokenizer.
@@ -250,33 +305,120 @@ pub fn mde_features<M: AsRef<[f64]> + Sync>(
     Ok(out)
 }
 
-/// The per-mixture token-range kernels.
+/// The batched kernels: for a block of [`MB`] mixtures `j`, add
+/// `Σ_{t0 <= t < t1} ln s_j(t)`, `s_j(t) = Σ_i λ_ji scaled_i(t)`, to `out[j]`.
+///
+/// The SIMD kernels take far fewer logarithms with the same formula. Each `s` (a positive
+/// f32) is split by bit operations into its biased exponent `e` and mantissa
+/// `m ∈ [1, 2)`, `s = 2^(e - 127) · m`, so
+/// `Σ_t ln s_t = ln 2 · Σ_t (e_t - 127) + ln Π_t m_t`: the exponents are summed as
+/// integers, the mantissas of [`GROUP`] consecutive tokens of a lane are multiplied
+/// (the product stays in `[1, 2^GROUP)`: no overflow or underflow) and one `ln` is taken
+/// per product. Blocks of [`BLOCK`] tokens in which some `s < TINY` (zero weights,
+/// underflow) are redone token by token, with the exact log-sum-exp for those tokens.
 mod kernel {
     use super::*;
 
-    /// `Σ_{t0 <= t < t1} ln Σ_i λ_i scaled_i(t)`, `t1 - t0` a multiple of 16.
-    /// Arguments: table, t0, t1, λ (f64), λ (f32), ln λ (f64).
-    pub(super) type Kernel = fn(&ExpertTable, usize, usize, &[f64], &[f32], &[f64]) -> f64;
+    /// Arguments: table, t0, t1 (`t1 - t0` a multiple of 16), then for [`MB`] mixtures
+    /// (row-major, `MB * k` each) λ (f64), λ (f32), ln λ (f64), and the `MB` sums to add to.
+    pub(super) type Kernel = fn(&ExpertTable, usize, usize, &[f64], &[f32], &[f64], &mut [f64]);
 
-    /// The fastest kernel for `k` experts on this CPU.
-    pub(super) fn select(k: usize) -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if crate::fastln::avx2::available() {
-            macro_rules! pick {
-                ($($n:literal)*) => {
-                    match k {
-                        $($n => return avx2::entry::<$n>,)*
-                        _ => {}
-                    }
-                };
-            }
-            pick!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-        }
-        let _ = k;
-        scalar
+    /// A kernel and what it is.
+    #[derive(Clone, Copy)]
+    pub(super) struct Choice {
+        pub(super) name: &'static str,
+        pub(super) tokens_per_ln: usize,
+        pub(super) kernel: Kernel,
     }
 
-    /// Portable kernel (f64, exact fallback per token).
+    /// Tokens (per SIMD lane) whose mantissas are multiplied before one `ln`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const GROUP: usize = 16;
+    /// Tokens per underflow check of the SIMD kernels.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const BLOCK: usize = 512;
+
+    /// The portable kernel.
+    pub(super) const SCALAR: Choice = Choice {
+        name: "scalar",
+        tokens_per_ln: 1,
+        kernel: scalar,
+    };
+
+    /// The kernel called `name` for `k` experts, if this CPU has it.
+    pub(super) fn by_name(name: &str, k: usize) -> Option<Choice> {
+        match name {
+            "scalar" => Some(SCALAR),
+            #[cfg(target_arch = "x86_64")]
+            "avx512" => avx512_choice(k),
+            #[cfg(target_arch = "x86_64")]
+            "avx2" => avx2_choice(k),
+            _ => None,
+        }
+    }
+
+    /// The fastest kernel for `k` experts on this CPU.
+    pub(super) fn select(k: usize) -> Choice {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(c) = avx512_choice(k).or_else(|| avx2_choice(k)) {
+            return c;
+        }
+        let _ = k;
+        SCALAR
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! pick {
+        ($m:ident, $k:expr) => {
+            match $k {
+                1 => Some($m::entry::<1> as Kernel),
+                2 => Some($m::entry::<2> as Kernel),
+                3 => Some($m::entry::<3> as Kernel),
+                4 => Some($m::entry::<4> as Kernel),
+                5 => Some($m::entry::<5> as Kernel),
+                6 => Some($m::entry::<6> as Kernel),
+                7 => Some($m::entry::<7> as Kernel),
+                8 => Some($m::entry::<8> as Kernel),
+                9 => Some($m::entry::<9> as Kernel),
+                10 => Some($m::entry::<10> as Kernel),
+                11 => Some($m::entry::<11> as Kernel),
+                12 => Some($m::entry::<12> as Kernel),
+                13 => Some($m::entry::<13> as Kernel),
+                14 => Some($m::entry::<14> as Kernel),
+                15 => Some($m::entry::<15> as Kernel),
+                16 => Some($m::entry::<16> as Kernel),
+                _ => None,
+            }
+        };
+    }
+
+    /// The AVX-512 kernel for `k` experts, if the CPU has AVX-512F (+AVX2, FMA) and k <= 16.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn avx512_choice(k: usize) -> Option<Choice> {
+        if !crate::fastln::avx512::available() {
+            return None;
+        }
+        pick!(avx512, k).map(|kernel| Choice {
+            name: "avx512",
+            tokens_per_ln: GROUP,
+            kernel,
+        })
+    }
+
+    /// The AVX2 kernel for `k` experts, if the CPU has AVX2 and FMA and k <= 16.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn avx2_choice(k: usize) -> Option<Choice> {
+        if !crate::fastln::avx2::available() {
+            return None;
+        }
+        pick!(avx2, k).map(|kernel| Choice {
+            name: "avx2",
+            tokens_per_ln: GROUP,
+            kernel,
+        })
+    }
+
+    /// Portable kernel (f64, one `ln` per token, exact fallback per token).
     fn scalar(
         table: &ExpertTable,
         t0: usize,
@@ -284,11 +426,19 @@ mod kernel {
         lam: &[f64],
         _: &[f32],
         ln_lam: &[f64],
-    ) -> f64 {
-        (t0..t1).map(|t| ln_mix(table, t, lam, ln_lam)).sum()
+        out: &mut [f64],
+    ) {
+        let k = table.n_experts();
+        for (j, o) in out.iter_mut().enumerate() {
+            let r = j * k..(j + 1) * k;
+            *o += (t0..t1)
+                .map(|t| ln_mix(table, t, &lam[r.clone()], &ln_lam[r.clone()]))
+                .sum::<f64>();
+        }
     }
 
     /// Exact values for the tokens flagged in `mask` (bit `b` = token `t + b`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     #[cold]
     #[inline(never)]
     fn fix_lanes(table: &ExpertTable, t: usize, mask: u32, ln_lam: &[f64]) -> f64 {
@@ -298,13 +448,33 @@ mod kernel {
             .sum()
     }
 
+    /// Whether a kernel's arguments are consistent (checked before the unsafe SIMD code).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn valid_args(
+        table: &ExpertTable,
+        k: usize,
+        t0: usize,
+        t1: usize,
+        lam: &[f32],
+        ln_lam: &[f64],
+        out: &[f64],
+    ) -> bool {
+        table.n_experts() == k
+            && lam.len() == k * MB
+            && ln_lam.len() == k * MB
+            && out.len() == MB
+            && t0 <= t1
+            && t1 <= table.n_tokens()
+            && (t1 - t0).is_multiple_of(16)
+    }
+
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
         use super::*;
         use crate::fastln::avx2::{hsum_f64, ln8};
         use std::arch::x86_64::*;
 
-        /// Safe entry point; only handed out by `select` after checking AVX2+FMA.
+        /// Safe entry point; only handed out after checking AVX2+FMA.
         pub(in super::super) fn entry<const K: usize>(
             table: &ExpertTable,
             t0: usize,
@@ -312,24 +482,24 @@ mod kernel {
             _: &[f64],
             lam: &[f32],
             ln_lam: &[f64],
-        ) -> f64 {
-            assert!(
-                lam.len() == K
-                    && t0 <= t1
-                    && t1 <= table.n_tokens()
-                    && (t1 - t0).is_multiple_of(16)
-            );
-            // SAFETY: `select` returns this only when AVX2 and FMA are available; the
-            // bounds are asserted above.
-            unsafe { sum::<K>(table, t0, t1, lam, ln_lam) }
+            out: &mut [f64],
+        ) {
+            assert!(valid_args(table, K, t0, t1, lam, ln_lam, out));
+            for (j, o) in out.iter_mut().enumerate() {
+                let r = j * K..(j + 1) * K;
+                // SAFETY: handed out only when AVX2 and FMA are available; the bounds
+                // are asserted above.
+                *o += unsafe { sum::<K>(table, t0, t1, &lam[r.clone()], &ln_lam[r]) };
+            }
         }
 
-        /// Σ ln s over `[t0, t1)` in blocks of 512 tokens: a fast pass (two 8-token vectors
-        /// per step, K FMAs each with λ in registers, fast `ln`, running minimum of s), and
-        /// a careful pass over the rare blocks whose minimum underflows.
+        /// Σ ln s of one mixture over `[t0, t1)`: 8 tokens per step (K multiply-adds with
+        /// λ in registers), grouped `ln` of mantissa products, integer exponent sums, and
+        /// [`careful`] for the blocks whose minimum s is below TINY.
         ///
         /// # Safety
-        /// AVX2+FMA available, `t1 <= T`, `(t1 - t0) % 16 == 0`, `lam.len() == K`.
+        /// AVX2+FMA available, `t1 <= T`, `(t1 - t0) % 16 == 0`, `lam.len() == K`,
+        /// `ln_lam.len() == K`, `K` the table's expert count.
         #[target_feature(enable = "avx2,fma")]
         unsafe fn sum<const K: usize>(
             table: &ExpertTable,
@@ -338,30 +508,82 @@ mod kernel {
             lam: &[f32],
             ln_lam: &[f64],
         ) -> f64 {
+            let n = table.n_tokens();
+            let base = table.scaled().as_ptr();
             let lamv: [__m256; K] = std::array::from_fn(|i| _mm256_set1_ps(lam[i]));
+            let one = _mm256_set1_ps(1.0);
+            let mant = _mm256_set1_epi32(0x007F_FFFF);
+            let one_bits = _mm256_set1_epi32(0x3F80_0000);
             let mut total = 0.0f64;
             let mut t = t0;
             while t < t1 {
-                let end = t1.min(t + 512);
-                let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let mut low = _mm256_set1_ps(1.0);
-                for tt in (t..end).step_by(16) {
-                    // SAFETY: `tt + 16 <= t1 <= T` (caller's contract).
-                    let (s0, s1) = unsafe { mix16::<K>(table, tt, &lamv) };
-                    low = _mm256_min_ps(low, _mm256_min_ps(s0, s1));
-                    a = _mm256_add_ps(a, ln8(s0));
-                    b = _mm256_add_ps(b, ln8(s1));
+                let end = t1.min(t + BLOCK);
+                let mut acc = _mm256_setzero_ps();
+                let mut ex = _mm256_setzero_si256();
+                let mut low = one;
+                let mut tt = t;
+                while tt < end {
+                    let group_end = end.min(tt + 8 * GROUP);
+                    let mut prod = one;
+                    while tt < group_end {
+                        // SAFETY: `tt + 8 <= end <= T` (caller's contract).
+                        let s = unsafe { mix8::<K>(base, n, tt, &lamv) };
+                        low = _mm256_min_ps(low, s);
+                        let bits = _mm256_castps_si256(s);
+                        ex = _mm256_add_epi32(ex, _mm256_srli_epi32::<23>(bits));
+                        let m = _mm256_or_si256(_mm256_and_si256(bits, mant), one_bits);
+                        prod = _mm256_mul_ps(prod, _mm256_castsi256_ps(m));
+                        tt += 8;
+                    }
+                    acc = _mm256_add_ps(acc, ln8(prod));
                 }
                 let low = _mm256_cmp_ps::<_CMP_LT_OQ>(low, _mm256_set1_ps(TINY));
                 total += if _mm256_movemask_ps(low) == 0 {
-                    hsum_f64(_mm256_add_ps(a, b))
+                    let mut lanes = [0i32; 8];
+                    // SAFETY: `lanes` is 32 bytes.
+                    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), ex) };
+                    let e: i64 = lanes.iter().map(|&x| x as i64).sum();
+                    hsum_f64(acc) + LN_2 * (e - 127 * (end - t) as i64) as f64
                 } else {
                     // SAFETY: same range as the fast pass.
-                    unsafe { careful::<K>(table, t, end, &lamv, ln_lam) }
+                    unsafe { careful::<K>(table, t, end, lam, ln_lam) }
                 };
                 t = end;
             }
             total
+        }
+
+        /// `Σ_i λ_i scaled_i(t..t+8)` (two interleaved chains).
+        ///
+        /// # Safety
+        /// AVX2+FMA available, `base` the k x n buffer, `t + 8 <= n`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn mix8<const K: usize>(
+            base: *const f32,
+            n: usize,
+            t: usize,
+            lamv: &[__m256; K],
+        ) -> __m256 {
+            // SAFETY: row `i < K` of the k x n buffer, `t + 8 <= n`.
+            unsafe {
+                let row = |i: usize| _mm256_loadu_ps(base.add(i * n + t));
+                let mut a = _mm256_mul_ps(lamv[0], row(0));
+                if K == 1 {
+                    return a;
+                }
+                let mut b = _mm256_mul_ps(lamv[1], row(1));
+                let mut i = 2;
+                while i + 1 < K {
+                    a = _mm256_fmadd_ps(lamv[i], row(i), a);
+                    b = _mm256_fmadd_ps(lamv[i + 1], row(i + 1), b);
+                    i += 2;
+                }
+                if i < K {
+                    a = _mm256_fmadd_ps(lamv[i], row(i), a);
+                }
+                _mm256_add_ps(a, b)
+            }
         }
 
         /// `Σ_i λ_i scaled_i(t..t+16)` as two vectors.
@@ -391,26 +613,29 @@ mod kernel {
             }
         }
 
-        /// Like the fast pass, but tokens with `s < TINY` get the exact log-sum-exp value.
+        /// One `ln` per token; tokens with `s < TINY` get the exact log-sum-exp value.
+        /// Used for the rare blocks with underflowing mixture probabilities.
         ///
         /// # Safety
-        /// As for [`sum`].
+        /// AVX2+FMA available, `t1 <= T`, `(t1 - t0) % 16 == 0`, `lam.len() == K`,
+        /// `ln_lam.len() == K`, `K` the table's expert count.
         #[cold]
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn careful<const K: usize>(
+        pub(in super::super) unsafe fn careful<const K: usize>(
             table: &ExpertTable,
             t0: usize,
             t1: usize,
-            lamv: &[__m256; K],
+            lam: &[f32],
             ln_lam: &[f64],
         ) -> f64 {
+            let lamv: [__m256; K] = std::array::from_fn(|i| _mm256_set1_ps(lam[i]));
             let tiny = _mm256_set1_ps(TINY);
             let one = _mm256_set1_ps(1.0);
             let mut acc = _mm256_setzero_ps();
             let mut exact = 0.0f64;
             for t in (t0..t1).step_by(16) {
                 // SAFETY: caller's contract.
-                let (mut s0, mut s1) = unsafe { mix16::<K>(table, t, lamv) };
+                let (mut s0, mut s1) = unsafe { mix16::<K>(table, t, &lamv) };
                 let small0 = _mm256_cmp_ps::<_CMP_LT_OQ>(s0, tiny);
                 let small1 = _mm256_cmp_ps::<_CMP_LT_OQ>(s1, tiny);
                 let mask = (_mm256_movemask_ps(small0) as u32)
@@ -424,5 +649,334 @@ mod kernel {
             }
             hsum_f64(acc) + exact
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use super::*;
+        use crate::fastln::avx512::{hsum_f64, ln16};
+        use std::arch::x86_64::*;
+
+        /// Safe entry point; only handed out after checking AVX-512F, AVX2 and FMA.
+        pub(in super::super) fn entry<const K: usize>(
+            table: &ExpertTable,
+            t0: usize,
+            t1: usize,
+            _: &[f64],
+            lam: &[f32],
+            ln_lam: &[f64],
+            out: &mut [f64],
+        ) {
+            assert!(valid_args(table, K, t0, t1, lam, ln_lam, out));
+            // All MB = 8 mixtures per pass while the K expert vectors, 8 products and 8
+            // exponent sums fit in the 32 registers; 4 per pass for more experts.
+            if K <= 8 {
+                passes::<K, 8>(table, t0, t1, lam, ln_lam, out);
+            } else {
+                passes::<K, 4>(table, t0, t1, lam, ln_lam, out);
+            }
+        }
+
+        /// [`sum`] over the MB mixtures, NB at a time (`valid_args` checked by the caller).
+        #[inline]
+        fn passes<const K: usize, const NB: usize>(
+            table: &ExpertTable,
+            t0: usize,
+            t1: usize,
+            lam: &[f32],
+            ln_lam: &[f64],
+            out: &mut [f64],
+        ) {
+            for (b, out) in out.chunks_exact_mut(NB).enumerate() {
+                let m0 = b * NB;
+                let lam: [[f32; K]; NB] =
+                    std::array::from_fn(|j| std::array::from_fn(|i| lam[(m0 + j) * K + i]));
+                let out: &mut [f64; NB] = out.try_into().expect("NB sums");
+                let ln_lam = &ln_lam[m0 * K..(m0 + NB) * K];
+                // SAFETY: `entry` is handed out only when AVX-512F, AVX2 and FMA are
+                // available, and it checked the bounds.
+                unsafe { sum::<K, NB>(table, t0, t1, &lam, ln_lam, out) }
+            }
+        }
+
+        /// Σ ln s of NB mixtures over `[t0, t1)`: 16 tokens per step, each loaded vector
+        /// of expert probabilities used by all NB mixtures (λ broadcast from memory
+        /// inside the FMAs),
+        /// grouped `ln` of mantissa products, integer exponent sums, and the AVX2
+        /// `careful` pass for blocks whose minimum s is below TINY.
+        ///
+        /// # Safety
+        /// AVX-512F, AVX2 and FMA available, `t1 <= T`, `(t1 - t0) % 16 == 0`,
+        /// `ln_lam.len() == NB * K`, `K` the table's expert count.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn sum<const K: usize, const NB: usize>(
+            table: &ExpertTable,
+            t0: usize,
+            t1: usize,
+            lam: &[[f32; K]; NB],
+            ln_lam: &[f64],
+            out: &mut [f64; NB],
+        ) {
+            let n = table.n_tokens();
+            let base = table.scaled().as_ptr();
+            let one = _mm512_set1_ps(1.0);
+            let mant = _mm512_set1_epi32(0x007F_FFFF);
+            let one_bits = _mm512_set1_epi32(0x3F80_0000);
+            let mut t = t0;
+            while t < t1 {
+                let end = t1.min(t + BLOCK);
+                let mut acc = [_mm512_setzero_ps(); NB];
+                let mut ex = [_mm512_setzero_si512(); NB];
+                // Running minimum of the bits of s (positive floats order like their
+                // bits as unsigned integers; an integer min keeps the FMA ports free).
+                let mut low = _mm512_set1_epi32(i32::MAX);
+                let mut tt = t;
+                while tt < end {
+                    let group_end = end.min(tt + 16 * GROUP);
+                    let mut prod = [one; NB];
+                    while tt < group_end {
+                        let mut p = [one; K];
+                        for (i, p) in p.iter_mut().enumerate() {
+                            // SAFETY: row `i < K` of the k x n buffer, `tt + 16 <= end <= n`.
+                            *p = unsafe { _mm512_loadu_ps(base.add(i * n + tt)) };
+                        }
+                        // An opaque copy of the λ pointer per step, so that the compiler
+                        // broadcasts λ from memory inside the FMAs ({1to16}) instead of
+                        // hoisting 64-byte vectors to the stack.
+                        let mut addr = lam.as_ptr().addr();
+                        // SAFETY: an empty asm block that only passes the address through.
+                        unsafe {
+                            std::arch::asm!(
+                                "/* {0} */",
+                                inout(reg) addr,
+                                options(nomem, nostack, preserves_flags)
+                            );
+                        }
+                        let lp = lam.as_ptr().with_addr(addr);
+                        for j in 0..NB {
+                            // SAFETY: `lp` is `lam.as_ptr()` (same address), `j < NB`.
+                            let s = mix::<K>(&p, unsafe { &*lp.add(j) });
+                            let bits = _mm512_castps_si512(s);
+                            low = _mm512_min_epu32(low, bits);
+                            ex[j] = _mm512_add_epi32(ex[j], _mm512_srli_epi32::<23>(bits));
+                            // (bits & mant) | one_bits
+                            let m = _mm512_ternarylogic_epi32::<0xEA>(bits, mant, one_bits);
+                            prod[j] = _mm512_mul_ps(prod[j], _mm512_castsi512_ps(m));
+                        }
+                        tt += 16;
+                    }
+                    for j in 0..NB {
+                        acc[j] = _mm512_add_ps(acc[j], ln16(prod[j]));
+                    }
+                }
+                if _mm512_cmplt_epu32_mask(low, _mm512_set1_epi32(TINY.to_bits() as i32)) == 0 {
+                    let bias = 127 * (end - t) as i64;
+                    for j in 0..NB {
+                        let e = _mm512_reduce_add_epi32(ex[j]) as i64 - bias;
+                        out[j] += hsum_f64(acc[j]) + LN_2 * e as f64;
+                    }
+                } else {
+                    for (j, o) in out.iter_mut().enumerate() {
+                        // SAFETY: same range as the fast pass; AVX2+FMA available.
+                        *o += unsafe {
+                            super::avx2::careful::<K>(
+                                table,
+                                t,
+                                end,
+                                &lam[j],
+                                &ln_lam[j * K..(j + 1) * K],
+                            )
+                        };
+                    }
+                }
+                t = end;
+            }
+        }
+
+        /// `Σ_i λ_i p_i` for 16 tokens (two interleaved chains, λ broadcast from memory).
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn mix<const K: usize>(p: &[__m512; K], lam: &[f32; K]) -> __m512 {
+            let mut a = _mm512_mul_ps(_mm512_set1_ps(lam[0]), p[0]);
+            if K == 1 {
+                return a;
+            }
+            let mut b = _mm512_mul_ps(_mm512_set1_ps(lam[1]), p[1]);
+            let mut i = 2;
+            while i + 1 < K {
+                a = _mm512_fmadd_ps(_mm512_set1_ps(lam[i]), p[i], a);
+                b = _mm512_fmadd_ps(_mm512_set1_ps(lam[i + 1]), p[i + 1], b);
+                i += 2;
+            }
+            if i < K {
+                a = _mm512_fmadd_ps(_mm512_set1_ps(lam[i]), p[i], a);
+            }
+            _mm512_add_ps(a, b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::ExpertTableBuilder;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A random table with hard cases: per-token difficulty plus per-expert noise, and on
+    /// ~3% of the tokens each expert independently gives p ~ e^-40..e^-90 (scaled values
+    /// from ~1e-18 down to 0 in f32), so mixtures that weight those experts see tiny and
+    /// underflowing mixture probabilities.
+    fn hard_table(k: usize, t: usize, seed: u64) -> ExpertTable {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let base: Vec<f32> = (0..t)
+            .map(|_| 2.0 * rng.random_range(1e-4f32..1.0).ln())
+            .collect();
+        let mut b = ExpertTableBuilder::new("dom", "tok");
+        for i in 0..k {
+            let row: Vec<f32> = base
+                .iter()
+                .map(|&x| {
+                    if rng.random_bool(0.03) {
+                        x - rng.random_range(40.0f32..90.0)
+                    } else {
+                        (x + rng.random_range(-2.0f32..2.0)).min(0.0)
+                    }
+                })
+                .collect();
+            b.add_expert(format!("e{i}"), format!("h{i}"), &row)
+                .unwrap();
+        }
+        b.build().unwrap()
+    }
+
+    /// Random mixtures, about a third of their entries exactly zero, plus the one-hots.
+    fn mixtures(k: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<f64>> {
+        let mut out: Vec<Vec<f64>> = (0..n)
+            .map(|_| {
+                let mut w: Vec<f64> = (0..k)
+                    .map(|_| {
+                        if rng.random_bool(0.33) {
+                            0.0
+                        } else {
+                            -rng.random_range(1e-9f64..1.0).ln()
+                        }
+                    })
+                    .collect();
+                if w.iter().all(|&x| x == 0.0) {
+                    w[0] = 1.0;
+                }
+                let s: f64 = w.iter().sum();
+                w.into_iter().map(|x| x / s).collect()
+            })
+            .collect();
+        out.extend((0..k).map(|i| (0..k).map(|j| f64::from(u8::from(i == j))).collect()));
+        out
+    }
+
+    /// The kernels this CPU can run for `k` experts.
+    fn kernels(k: usize) -> Vec<kernel::Choice> {
+        ["scalar", "avx2", "avx512"]
+            .iter()
+            .filter_map(|name| kernel::by_name(name, k))
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_agrees_with_the_exact_f64_loss() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut worst = std::collections::HashMap::new();
+        // Token counts with and without a tail after the 16-token blocks, shorter and
+        // longer than a 512-token block and a 1024-token task; k = 1..16 (SIMD) and 17.
+        for (k, t) in [
+            (1, 600),
+            (2, 5003),
+            (3, 1040),
+            (5, 2100),
+            (8, 20_000),
+            (13, 777),
+            (16, 3000),
+            (17, 500),
+        ] {
+            let table = hard_table(k, t, k as u64 + 100);
+            // Counts that are not multiples of MB: the last block is padded.
+            let mixtures = mixtures(k, 4 * 9 + 3 - k % 4, &mut rng);
+            let exact: Vec<f64> = mixtures.iter().map(|m| table.loss(m).unwrap()).collect();
+            for choice in kernels(k) {
+                let got = table.losses_with(&mixtures, choice.kernel);
+                assert_eq!(got.len(), mixtures.len());
+                for ((g, e), m) in got.iter().zip(&exact).zip(&mixtures) {
+                    let err = (g - e).abs();
+                    let w = worst.entry(choice.name).or_insert(0.0f64);
+                    *w = w.max(err / e.abs().max(1.0));
+                    assert!(
+                        err <= 1e-6 * e.abs().max(1.0),
+                        "{} k={k} T={t} λ={m:?}: {g} vs exact {e}",
+                        choice.name
+                    );
+                }
+            }
+        }
+        println!("max |batched - exact| / max(1, loss) per kernel: {worst:?}");
+    }
+
+    #[test]
+    fn simd_kernels_agree_with_each_other() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for k in [4, 8, 11] {
+            let table = hard_table(k, 4099, k as u64);
+            let mixtures = mixtures(k, 30, &mut rng);
+            let all: Vec<Vec<f64>> = kernels(k)
+                .iter()
+                .map(|c| table.losses_with(&mixtures, c.kernel))
+                .collect();
+            for pair in all.windows(2) {
+                for (a, b) in pair[0].iter().zip(&pair[1]) {
+                    assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_ln_keeps_underflow_blocks_exact() {
+        // Expert 0 sure, expert 1 e^-60 (s ~ 1e-27: fast path, large exponents), expert 2
+        // e^-300 (0 in f32: careful path), interleaved so both paths meet in one task.
+        let t = 3000;
+        let row = |p: f32, q: f32| -> Vec<f32> {
+            (0..t)
+                .map(|i| if (i / 700) % 2 == 0 { p } else { q })
+                .collect()
+        };
+        let mut b = ExpertTableBuilder::new("dom", "tok");
+        b.add_expert("sure", "h0", &vec![-0.01f32; t]).unwrap();
+        b.add_expert("small", "h1", &row(-60.0, -0.5)).unwrap();
+        b.add_expert("tiny", "h2", &row(-300.0, -1.0)).unwrap();
+        let table = b.build().unwrap();
+        let cases = [
+            vec![0.0, 1.0, 0.0],
+            vec![0.0, 0.0, 1.0],
+            vec![0.0, 0.5, 0.5],
+            vec![0.2, 0.3, 0.5],
+        ];
+        for choice in kernels(3) {
+            let got = table.losses_with(&cases, choice.kernel);
+            for (m, g) in cases.iter().zip(got) {
+                let e = table.loss(m).unwrap();
+                assert!(
+                    (g - e).abs() <= 1e-6 * e.max(1.0),
+                    "{} {m:?}: {g} vs {e}",
+                    choice.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_mixtures_no_losses() {
+        let table = hard_table(3, 100, 1);
+        let none: Vec<Vec<f64>> = Vec::new();
+        assert!(table.losses(&none).unwrap().is_empty());
+        assert!(table.losses_with_kernel(&none, "nonsense").is_err());
     }
 }
