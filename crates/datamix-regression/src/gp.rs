@@ -9,7 +9,7 @@
 //! `predict` returns the posterior mean and the standard deviation of the latent function
 //! (noise excluded), which is zero-ish at training points and grows away from them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use argmin::core::{CostFunction, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
@@ -169,6 +169,11 @@ struct Nll<'a> {
     y: &'a Array1<f64>,
     min_noise: f64,
     cache: RefCell<Option<NllCache>>,
+    /// Evaluations left: argmin's inner line search has no iteration cap and can cycle
+    /// forever on a flat or ill-conditioned likelihood, so the budget ends it with an error.
+    budget: &'a Cell<u64>,
+    /// Lowest-cost point evaluated so far (kept when the budget ends a run).
+    best: &'a RefCell<Option<(f64, Array1<f64>)>>,
 }
 
 /// Last evaluated point: θ, its negative log likelihood and gradient.
@@ -313,6 +318,12 @@ impl Nll<'_> {
         {
             return Ok((*c, g.clone()));
         }
+        if self.budget.get() == 0 {
+            return Err(argmin::core::Error::msg(
+                "likelihood evaluation budget exhausted",
+            ));
+        }
+        self.budget.set(self.budget.get() - 1);
         let (n, d) = (self.pairs.n, self.pairs.d);
         let f = factor(self.kernel, self.pairs, self.y, theta, self.min_noise)
             .ok_or_else(|| argmin::core::Error::msg("covariance is not positive definite"))?;
@@ -357,6 +368,9 @@ impl Nll<'_> {
             };
             cost += 0.5 * PENALTY * over * over;
             grad[k] += PENALTY * over;
+        }
+        if cost.is_finite() && self.best.borrow().as_ref().is_none_or(|(b, _)| cost < *b) {
+            *self.best.borrow_mut() = Some((cost, theta.clone()));
         }
         *self.cache.borrow_mut() = Some((theta.clone(), cost, grad.clone()));
         Ok((cost, grad))
@@ -436,17 +450,29 @@ impl Regressor for GpValidParams {
                 .with_tolerance_grad(1e-5)
                 .and_then(|s| s.with_tolerance_cost(1e-8))
                 .expect("tolerances are positive");
+            // About 20 evaluations per L-BFGS iteration, line searches included.
+            let budget = Cell::new(20 * self.max_iters.max(1));
+            let seen = RefCell::new(None);
             let problem = Nll {
                 kernel: self.kernel,
                 pairs: &pairs,
                 y: &y,
                 min_noise: self.min_noise,
                 cache: RefCell::new(None),
+                budget: &budget,
+                best: &seen,
             };
-            match Executor::new(problem, solver)
+            let run = Executor::new(problem, solver)
                 .configure(|s| s.param(init).max_iters(self.max_iters))
-                .run()
+                .run();
+            if run.is_err()
+                && budget.get() == 0
+                && let Some((c, p)) = seen.borrow().clone()
+                && best.as_ref().is_none_or(|(b, _)| c < *b)
             {
+                best = Some((c, p));
+            }
+            match run {
                 Ok(res) => {
                     let st = res.state();
                     if let Some(p) = st.get_best_param() {
@@ -552,12 +578,15 @@ mod tests {
         let x = array![[0.0, 1.0], [0.5, -0.3], [1.2, 0.4], [-0.7, 0.9], [0.3, 0.3]];
         let y = array![0.3, -1.0, 0.8, 0.1, -0.2];
         for kernel in [Kernel::Rbf, Kernel::Matern32, Kernel::Matern52] {
+            let (budget, best) = (Cell::new(u64::MAX), RefCell::new(None));
             let p = Nll {
                 kernel,
                 pairs: &Pairs::new(x.view()),
                 y: &y,
                 min_noise: 1e-6,
                 cache: RefCell::new(None),
+                budget: &budget,
+                best: &best,
             };
             let theta = array![0.2, -0.4, 0.3, -2.0];
             let (_, g) = p.eval(&theta).unwrap();
@@ -581,6 +610,7 @@ mod tests {
 #[cfg(test)]
 mod linalg_tests {
     use super::*;
+    use ndarray::array;
 
     #[test]
     fn cholesky_and_inverse_reconstruct() {
@@ -597,5 +627,29 @@ mod linalg_tests {
         );
         let mut bad = vec![1.0, 2.0, 2.0, 1.0];
         assert!(!cholesky_in_place(&mut bad, 2));
+    }
+
+    #[test]
+    fn evaluation_budget_ends_with_an_error_and_keeps_the_best_point() {
+        let x = array![[0.0, 1.0], [0.5, -0.3], [1.2, 0.4]];
+        let y = array![0.3, -1.0, 0.8];
+        let (budget, best) = (Cell::new(2), RefCell::new(None));
+        let p = Nll {
+            kernel: Kernel::Rbf,
+            pairs: &Pairs::new(x.view()),
+            y: &y,
+            min_noise: 1e-6,
+            cache: RefCell::new(None),
+            budget: &budget,
+            best: &best,
+        };
+        let a = p.eval(&array![0.2, -0.4, 0.3, -2.0]).unwrap().0;
+        let b = p.eval(&array![0.0, 0.0, 0.0, -1.0]).unwrap().0;
+        // The cached point is free; a third distinct point exceeds the budget.
+        assert_eq!(p.eval(&array![0.0, 0.0, 0.0, -1.0]).unwrap().0, b);
+        assert!(p.eval(&array![1.0, 1.0, 1.0, -3.0]).is_err());
+        assert_eq!(budget.get(), 0);
+        let (c, _) = best.borrow().clone().unwrap();
+        assert_eq!(c, a.min(b));
     }
 }
