@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Training throughput of datamix-decoder's `small` preset (seq 256, batch 8,
-# vocab 4096) on Burn's CPU backends beside its PyTorch twin, plus the sgemm
-# peak and model FLOPs utilisation, in one run. Run on a quiet machine.
+# vocab 4096) on Burn's CPU backends (flex, LibTorch, ndarray) beside its
+# PyTorch twin, plus the sgemm peak and model FLOPs utilisation, in one run.
+# Run on a quiet machine. PyTorch and Burn's LibTorch backend use the same
+# pip torch (scripts/tch-env.sh creates its venv on first use).
 #
 #   benches/decoder.sh [steps]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps="${1:-10}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}"
-python3 -c 'import torch' 2>/dev/null || python3 -m pip install -q torch numpy
-cargo bench -p datamix-decoder --features ndarray --bench train_throughput --no-run -q
+source scripts/tch-env.sh
+cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput --no-run -q
 out=$(mktemp)
 # Two threads everywhere: the CI machine's cores.
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2
 python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 | tee -a "$out"
-cargo bench -p datamix-decoder --features ndarray --bench train_throughput -q -- "$steps" 4096 8 | tee -a "$out"
+cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput -q -- "$steps" 4096 8 | tee -a "$out"
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]

@@ -4,7 +4,9 @@
 #   2. the CUDA and WGPU backends compile (no GPU needed);
 #   3. the WGPU path runs for real on Mesa's lavapipe software Vulkan driver
 #      (installed here with apt-get when missing and we are root);
-#   4. the corpus scripts' unit tests.
+#   4. the LibTorch (`tch`) path, when its torch venv exists (scripts/tch-env.sh; it is
+#      ~7 GB of pip packages, so the tests do not install it);
+#   5. the corpus scripts' unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}"
@@ -25,6 +27,13 @@ if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
     cargo test -p datamix-decoder --features wgpu --test wgpu
 else
   echo "SKIPPED: no Vulkan driver (install mesa-vulkan-drivers to run the WGPU test)"
+fi
+
+echo "== LibTorch (tch)"
+if (source scripts/tch-env.sh --if-present); then
+  (source scripts/tch-env.sh --if-present && cargo test -p datamix-decoder --features tch --test tch)
+else
+  echo "SKIPPED: no torch venv (run 'source scripts/tch-env.sh' once to enable the tch tests)"
 fi
 
 echo "== corpus scripts"

@@ -19,6 +19,11 @@ pub type Wgpu = burn::backend::Wgpu;
 /// Burn's CUDA backend (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
+/// Burn's LibTorch backend on the CPU (feature `tch`): PyTorch's own kernels (MKL sgemm,
+/// vectorised element-wise ops) under Burn's autodiff. Needs libtorch at build and run
+/// time (`LIBTORCH_USE_PYTORCH=1` with a pip `torch`; see docs/backends.md).
+#[cfg(feature = "tch")]
+pub type Tch = burn::backend::LibTorch<f32>;
 
 /// A backend chosen at run time (CLI flag, config file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +37,8 @@ pub enum BackendKind {
     Wgpu,
     /// NVIDIA CUDA.
     Cuda,
+    /// LibTorch (PyTorch's C++ library) on the CPU.
+    Tch,
 }
 
 /// Work that runs on whichever backend the user picked: implement `run`
@@ -46,7 +53,7 @@ pub trait BackendTask {
 
 impl BackendKind {
     /// Every kind, compiled in or not.
-    pub const ALL: [BackendKind; 4] = [Self::Cpu, Self::Ndarray, Self::Wgpu, Self::Cuda];
+    pub const ALL: [BackendKind; 5] = [Self::Cpu, Self::Tch, Self::Ndarray, Self::Wgpu, Self::Cuda];
 
     /// Whether this build includes the backend.
     pub fn is_available(self) -> bool {
@@ -55,6 +62,7 @@ impl BackendKind {
             Self::Ndarray => cfg!(feature = "ndarray"),
             Self::Wgpu => cfg!(feature = "wgpu"),
             Self::Cuda => cfg!(feature = "cuda"),
+            Self::Tch => cfg!(feature = "tch"),
         }
     }
 
@@ -75,6 +83,8 @@ impl BackendKind {
             Self::Wgpu => Ok(task.run::<burn::backend::Autodiff<Wgpu>>(Default::default())),
             #[cfg(feature = "cuda")]
             Self::Cuda => Ok(task.run::<burn::backend::Autodiff<Cuda>>(Default::default())),
+            #[cfg(feature = "tch")]
+            Self::Tch => Ok(task.run::<burn::backend::Autodiff<Tch>>(Default::default())),
             other => Err(DecoderError::BackendUnavailable(other.to_string())),
         }
     }
@@ -87,6 +97,7 @@ impl fmt::Display for BackendKind {
             Self::Ndarray => "ndarray",
             Self::Wgpu => "wgpu",
             Self::Cuda => "cuda",
+            Self::Tch => "tch",
         })
     }
 }
@@ -99,7 +110,7 @@ impl FromStr for BackendKind {
             .find(|k| k.to_string() == s.to_ascii_lowercase())
             .ok_or_else(|| {
                 DecoderError::BackendUnavailable(format!(
-                    "{s} (expected one of: cpu, ndarray, wgpu, cuda)"
+                    "{s} (expected one of: cpu, tch, ndarray, wgpu, cuda)"
                 ))
             })
     }

@@ -10,7 +10,7 @@
 //! It knows nothing about corpora, domains, mixtures, merging or regression:
 //! callers hand it token sequences and get models and per-token numbers back.
 //!
-//! Backends are cargo features: `cpu` (default, Burn's `flex`), `ndarray`,
+//! Backends are cargo features: `cpu` (default, Burn's `flex`), `tch` (LibTorch), `ndarray`,
 //! `wgpu`, `cuda`; [`BackendKind`] picks one of the compiled ones at run time.
 
 pub mod average;

@@ -204,26 +204,27 @@ impl MergeMethod for Linear {
 mod tests {
     use super::*;
 
+    /// `vals` encoded little-endian in every float dtype.
+    fn encode_all(vals: &[f32]) -> [(FloatDtype, Vec<u8>); 4] {
+        let enc = |f: &dyn Fn(f32) -> Vec<u8>| vals.iter().flat_map(|&x| f(x)).collect();
+        [
+            (FloatDtype::F32, enc(&|x| x.to_le_bytes().to_vec())),
+            (FloatDtype::F64, enc(&|x| (x as f64).to_le_bytes().to_vec())),
+            (
+                FloatDtype::BF16,
+                enc(&|x| half::bf16::from_f32(x).to_le_bytes().to_vec()),
+            ),
+            (
+                FloatDtype::F16,
+                enc(&|x| half::f16::from_f32(x).to_le_bytes().to_vec()),
+            ),
+        ]
+    }
+
     #[test]
     fn float_slices_decode_every_dtype() {
-        let v = [1.5f32, -2.25, 0.0];
-        let f32b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let f64b: Vec<u8> = v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect();
-        let bf: Vec<u8> = v
-            .iter()
-            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
-            .collect();
-        let hf: Vec<u8> = v
-            .iter()
-            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-            .collect();
-        for (d, b) in [
-            (FloatDtype::F32, &f32b),
-            (FloatDtype::F64, &f64b),
-            (FloatDtype::BF16, &bf),
-            (FloatDtype::F16, &hf),
-        ] {
-            let s = FloatSlice::new(d, b).unwrap();
+        for (d, b) in encode_all(&[1.5f32, -2.25, 0.0]) {
+            let s = FloatSlice::new(d, &b).unwrap();
             assert_eq!(s.len(), 3);
             let mut out = [0.0; 3];
             s.scale_into(2.0, &mut out, false);
@@ -241,25 +242,7 @@ mod tests {
         let vals: Vec<f32> = (0..1001)
             .map(|i| ((i * 7919) % 2003) as f32 * 1e-3 - 1.0)
             .collect();
-        let f32b: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let f64b: Vec<u8> = vals
-            .iter()
-            .flat_map(|&x| (x as f64).to_le_bytes())
-            .collect();
-        let bf: Vec<u8> = vals
-            .iter()
-            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
-            .collect();
-        let hf: Vec<u8> = vals
-            .iter()
-            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-            .collect();
-        for (d, b) in [
-            (FloatDtype::F32, &f32b),
-            (FloatDtype::F64, &f64b),
-            (FloatDtype::BF16, &bf),
-            (FloatDtype::F16, &hf),
-        ] {
+        for (d, b) in encode_all(&vals) {
             let x = FloatSlice::new(d, &b[d.size()..]).unwrap();
             for add in [false, true] {
                 let start: Vec<f64> = (0..x.len()).map(|i| i as f64 / 3.0).collect();
