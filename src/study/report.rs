@@ -142,31 +142,37 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
     s
 }
 
+/// One scatter panel: each trained mixture's loss against its two proxies.
+struct Panel {
+    name: String,
+    truth: Vec<f64>,
+    mde: Vec<f64>,
+    merged: Vec<f64>,
+}
+
 /// One scatter panel per eval domain (and one for the objective): both proxies (MDE
 /// blue, merged red) against the trained models' losses.
 fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
     let plot_err = |e: String| Error::Invalid(format!("plot {}: {e}", path.display()));
     let col = |m: &Vec<Vec<f64>>, j: usize| m.iter().map(|r| r[j]).collect::<Vec<_>>();
     let obj = |m: &Vec<Vec<f64>>| m.iter().map(|r| objective(r)).collect::<Vec<_>>();
-    let mut panels: Vec<(String, Vec<f64>, Vec<f64>, Vec<f64>)> = o
+    let mut panels: Vec<Panel> = o
         .eval_domains
         .iter()
         .enumerate()
-        .map(|(j, e)| {
-            (
-                e.clone(),
-                col(&o.true_loss, j),
-                col(&o.mde_loss, j),
-                col(&o.merged_loss, j),
-            )
+        .map(|(j, e)| Panel {
+            name: e.clone(),
+            truth: col(&o.true_loss, j),
+            mde: col(&o.mde_loss, j),
+            merged: col(&o.merged_loss, j),
         })
         .collect();
-    panels.push((
-        "objective (mean)".into(),
-        obj(&o.true_loss),
-        obj(&o.mde_loss),
-        obj(&o.merged_loss),
-    ));
+    panels.push(Panel {
+        name: "objective (mean)".into(),
+        truth: obj(&o.true_loss),
+        mde: obj(&o.mde_loss),
+        merged: obj(&o.merged_loss),
+    });
     let cols = 3;
     let rows = panels.len().div_ceil(cols);
     let tmp = path.with_extension("svg.tmp");
@@ -174,7 +180,16 @@ fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
         let root = SVGBackend::new(&tmp, (1200, 340 * rows as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
         let areas = root.split_evenly((rows, cols));
-        for (area, (name, truth, mde, merged)) in areas.iter().zip(&panels) {
+        for (
+            area,
+            Panel {
+                name,
+                truth,
+                mde,
+                merged,
+            },
+        ) in areas.iter().zip(&panels)
+        {
             let all: Vec<f64> = mde.iter().chain(merged).copied().collect();
             let range = |v: &[f64]| {
                 let (lo, hi) = v

@@ -5,11 +5,17 @@
 //! Prints the full pipeline's MB/s of input text (read, hash, tokenize, cache, pack, write
 //! shards and manifest; cold cache) and the raw `tokenizers` batch-encode MB/s on the same
 //! texts already in memory; each the best of `--repeat` runs from a cold tokenizer.
+//!
+//! Like the `datamix` binary, the bench uses mimalloc: `tokenizers` allocates a few small
+//! buffers per token, and glibc malloc/free took ~38% of a profile of this bench.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use datamix_partition::*;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let mut args = std::env::args().skip(1);
