@@ -15,6 +15,11 @@
 //! 5. **Sampling** ([`MixtureSampler`]): fixed-length sequences for a mixture over domains
 //!    or a 0/1 inclusion vector over units, deterministic and resumable ([`SamplerCursor`]).
 //!
+//! Speed: tokenization allocates a few small buffers per token inside `tokenizers`; with
+//! glibc's allocator that was ~38% of the pipeline's time in docs/bench-partition.md. A
+//! binary that tokenizes large corpora should install a fast global allocator such as
+//! `mimalloc`, as the `datamix` CLI does.
+//!
 //! This crate knows nothing about models, training, merging or mixture search: it depends
 //! on no higher datamix crate (and not on Burn). The decoder consumes [`MixtureSampler`]
 //! (an `Iterator<Item = Vec<u32>>`, or borrowed [`Seq`] slices) and held-out shards.
