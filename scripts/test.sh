@@ -30,11 +30,13 @@ else
 fi
 
 echo "== LibTorch (tch)"
-if (source scripts/tch-env.sh --if-present); then
-  (source scripts/tch-env.sh --if-present && cargo test -p datamix-decoder --features tch --test tch)
-else
-  echo "SKIPPED: no torch venv (run 'source scripts/tch-env.sh' once to enable the tch tests)"
-fi
+(
+  if source scripts/tch-env.sh --if-present; then
+    cargo test -p datamix-decoder --features tch --test tch
+  else
+    echo "SKIPPED: no torch venv (run 'source scripts/tch-env.sh' once to enable the tch tests)"
+  fi
+)
 
 echo "== corpus scripts"
 ./scripts/test-corpus.sh --unit

@@ -11,14 +11,6 @@ use datamix_decoder::backend::Tch;
 use datamix_decoder::checkpoint::to_host;
 use datamix_decoder::{EvalConfig, Packer, Trainer, evaluate};
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn tch_matches_cpu_evaluation() {
     let tokens = grammar_text(60, 9);

@@ -26,12 +26,7 @@ fn wgpu_matches_cpu_and_trains() {
     let a = evaluate(&cpu_model, &tokens, &cfg, &Default::default()).unwrap();
     let b = evaluate(&gpu_model, &tokens, &cfg, &device).unwrap();
     assert_eq!(a.logprobs.len(), b.logprobs.len());
-    let max_diff = a
-        .logprobs
-        .iter()
-        .zip(&b.logprobs)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let max_diff = max_abs_diff(&a.logprobs, &b.logprobs);
     assert!(max_diff < 1e-3, "max |cpu - wgpu| = {max_diff}");
 
     let mut train = train_cfg(2);

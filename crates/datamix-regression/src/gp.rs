@@ -573,21 +573,33 @@ mod tests {
     use super::*;
     use ndarray::array;
 
+    /// The likelihood of `(x, y)` under `kernel`, with the fit's bookkeeping cells.
+    fn nll<'a>(
+        kernel: Kernel,
+        pairs: &'a Pairs,
+        y: &'a Array1<f64>,
+        budget: &'a Cell<u64>,
+        best: &'a RefCell<Option<(f64, Array1<f64>)>>,
+    ) -> Nll<'a> {
+        Nll {
+            kernel,
+            pairs,
+            y,
+            min_noise: 1e-6,
+            cache: RefCell::new(None),
+            budget,
+            best,
+        }
+    }
+
     #[test]
     fn analytic_gradient_matches_finite_differences() {
         let x = array![[0.0, 1.0], [0.5, -0.3], [1.2, 0.4], [-0.7, 0.9], [0.3, 0.3]];
         let y = array![0.3, -1.0, 0.8, 0.1, -0.2];
         for kernel in [Kernel::Rbf, Kernel::Matern32, Kernel::Matern52] {
             let (budget, best) = (Cell::new(u64::MAX), RefCell::new(None));
-            let p = Nll {
-                kernel,
-                pairs: &Pairs::new(x.view()),
-                y: &y,
-                min_noise: 1e-6,
-                cache: RefCell::new(None),
-                budget: &budget,
-                best: &best,
-            };
+            let pairs = Pairs::new(x.view());
+            let p = nll(kernel, &pairs, &y, &budget, &best);
             let theta = array![0.2, -0.4, 0.3, -2.0];
             let (_, g) = p.eval(&theta).unwrap();
             for k in 0..theta.len() {
@@ -605,12 +617,28 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn evaluation_budget_ends_with_an_error_and_keeps_the_best_point() {
+        let x = array![[0.0, 1.0], [0.5, -0.3], [1.2, 0.4]];
+        let y = array![0.3, -1.0, 0.8];
+        let (budget, best) = (Cell::new(2), RefCell::new(None));
+        let pairs = Pairs::new(x.view());
+        let p = nll(Kernel::Rbf, &pairs, &y, &budget, &best);
+        let a = p.eval(&array![0.2, -0.4, 0.3, -2.0]).unwrap().0;
+        let b = p.eval(&array![0.0, 0.0, 0.0, -1.0]).unwrap().0;
+        // The cached point is free; a third distinct point exceeds the budget.
+        assert_eq!(p.eval(&array![0.0, 0.0, 0.0, -1.0]).unwrap().0, b);
+        assert!(p.eval(&array![1.0, 1.0, 1.0, -3.0]).is_err());
+        assert_eq!(budget.get(), 0);
+        let (c, _) = best.borrow().clone().unwrap();
+        assert_eq!(c, a.min(b));
+    }
 }
 
 #[cfg(test)]
 mod linalg_tests {
     use super::*;
-    use ndarray::array;
 
     #[test]
     fn cholesky_and_inverse_reconstruct() {
@@ -627,29 +655,5 @@ mod linalg_tests {
         );
         let mut bad = vec![1.0, 2.0, 2.0, 1.0];
         assert!(!cholesky_in_place(&mut bad, 2));
-    }
-
-    #[test]
-    fn evaluation_budget_ends_with_an_error_and_keeps_the_best_point() {
-        let x = array![[0.0, 1.0], [0.5, -0.3], [1.2, 0.4]];
-        let y = array![0.3, -1.0, 0.8];
-        let (budget, best) = (Cell::new(2), RefCell::new(None));
-        let p = Nll {
-            kernel: Kernel::Rbf,
-            pairs: &Pairs::new(x.view()),
-            y: &y,
-            min_noise: 1e-6,
-            cache: RefCell::new(None),
-            budget: &budget,
-            best: &best,
-        };
-        let a = p.eval(&array![0.2, -0.4, 0.3, -2.0]).unwrap().0;
-        let b = p.eval(&array![0.0, 0.0, 0.0, -1.0]).unwrap().0;
-        // The cached point is free; a third distinct point exceeds the budget.
-        assert_eq!(p.eval(&array![0.0, 0.0, 0.0, -1.0]).unwrap().0, b);
-        assert!(p.eval(&array![1.0, 1.0, 1.0, -3.0]).is_err());
-        assert_eq!(budget.get(), 0);
-        let (c, _) = best.borrow().clone().unwrap();
-        assert_eq!(c, a.min(b));
     }
 }

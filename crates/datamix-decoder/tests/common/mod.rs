@@ -73,3 +73,12 @@ pub fn train_cfg(total_steps: u64) -> TrainConfig {
 pub fn chunks(tokens: &[u32], n: usize) -> impl Iterator<Item = Vec<u32>> + Clone + '_ {
     tokens.chunks(n).map(<[u32]>::to_vec)
 }
+
+/// Largest absolute difference between two equally long sequences of log-probabilities.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
