@@ -16,6 +16,8 @@ out=$(mktemp)
 # Two threads everywhere: the CI machine's cores.
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2
 python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 | tee -a "$out"
+# The twin again with the composites Burn records (no fused SDPA / cross-entropy).
+python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 --unfused | tee -a "$out"
 cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput -q -- "$steps" 4096 8 | tee -a "$out"
 python3 - "$out" <<'PY'
 import json, sys

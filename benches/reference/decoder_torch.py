@@ -5,6 +5,10 @@ Same architecture and step as the Rust bench: parallel blocks from one shared
 RMSNorm, multi-query attention (1 kv head) with RoPE, SwiGLU MLP (4x), no
 biases, tied embeddings; AdamW (0.9, 0.95, wd 0.1 on matrices), global-norm
 clipping at 1.0; batch 8 x 256 tokens. Prints JSON lines.
+
+`--unfused` swaps PyTorch's fused kernels for the composites Burn records under
+autodiff (attention as matmul + masked softmax + matmul, the loss as
+log_softmax + gather), to measure what those fused kernels are worth.
 """
 import argparse
 import json
@@ -14,6 +18,9 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+UNFUSED = False
 
 
 class Block(nn.Module):
@@ -48,7 +55,12 @@ class Block(nn.Module):
         q, k = self.rotate(q), self.rotate(k)
         k = k.expand(b, self.nh, s, self.hd)
         v = v.expand(b, self.nh, s, self.hd)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if UNFUSED:
+            w = (q @ k.transpose(-2, -1)) / math.sqrt(self.hd)
+            w = w.masked_fill(torch.ones(s, s, dtype=torch.bool).triu(1), float("-inf"))
+            a = w.softmax(-1) @ v
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         a = self.o_proj(a.transpose(1, 2).reshape(b, s, d))
         m = self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
         return x + a + m
@@ -92,7 +104,10 @@ def main():
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--unfused", action="store_true")
     args = ap.parse_args()
+    global UNFUSED
+    UNFUSED = args.unfused
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(json.dumps({"impl": "sgemm-peak-torch", "threads": args.threads, "gflops": sgemm_peak() / 1e9}))
@@ -110,7 +125,11 @@ def main():
     def step(i):
         x, y = data[i, :, :-1], data[i, :, 1:]
         logits = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, args.vocab), y.reshape(-1))
+        if UNFUSED:
+            lp = logits.reshape(-1, args.vocab).log_softmax(-1)
+            loss = -lp.gather(1, y.reshape(-1, 1)).mean()
+        else:
+            loss = F.cross_entropy(logits.reshape(-1, args.vocab), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -123,7 +142,7 @@ def main():
         step(i + 2)
     secs = time.perf_counter() - t
     print(json.dumps({
-        "impl": "pytorch", "torch": torch.__version__, "params": params, "batch": batch, "seq": seq,
+        "impl": "pytorch-unfused" if UNFUSED else "pytorch", "torch": torch.__version__, "params": params, "batch": batch, "seq": seq,
         "layers": args.layers, "vocab": args.vocab, "steps": args.steps,
         "tokens_per_s": args.steps * batch * seq / secs,
     }))

@@ -146,6 +146,8 @@ pub struct ForwardCtx<B: Backend> {
     rope: RopeTables<B>,
     seq: usize,
     device: B::Device,
+    /// The multi-query mask, built by the first layer that needs it: (heads, mask).
+    mask: std::cell::OnceCell<(usize, Tensor<B, 2>)>,
 }
 
 impl<B: Backend> ForwardCtx<B> {
@@ -155,16 +157,30 @@ impl<B: Backend> ForwardCtx<B> {
             rope: RopeTables::new(rope, seq, device),
             seq,
             device: device.clone(),
+            mask: std::cell::OnceCell::new(),
         }
     }
 
     /// Additive causal mask for the multi-query layout: `[seq * heads, seq]`, row
-    /// `i * heads + h` is 0 at keys `j <= i` and -1e9 after.
+    /// `i * heads + h` is 0 at keys `j <= i` and -inf after (every row keeps its own
+    /// position, so no row is all -inf). `-inf` rather than a large finite value: `exp`
+    /// of it is exactly 0, and libtorch's vectorised `exp` takes ~3.6x as long on
+    /// inputs that underflow (`-1e9`) as on `-inf` (docs/benchmarks.md).
     fn mqa_mask(&self, heads: usize) -> Tensor<B, 2> {
+        match self
+            .mask
+            .get_or_init(|| (heads, self.build_mqa_mask(heads)))
+        {
+            (h, mask) if *h == heads => mask.clone(),
+            _ => self.build_mqa_mask(heads),
+        }
+    }
+
+    fn build_mqa_mask(&self, heads: usize) -> Tensor<B, 2> {
         let s = self.seq;
         let mut m = vec![0f32; s * heads * s];
         for (r, row) in m.chunks_exact_mut(s).enumerate() {
-            row[r / heads + 1..].fill(-1e9);
+            row[r / heads + 1..].fill(f32::NEG_INFINITY);
         }
         Tensor::from_data(TensorData::new(m, [s * heads, s]), &self.device)
     }

@@ -184,6 +184,11 @@ impl ExpertTable {
     }
 
     /// The batched losses with a given kernel (also used by the tests to compare kernels).
+    ///
+    /// The mixtures are processed in a stable order by their reference expert (the first
+    /// largest λ_i), so that most blocks of [`MB`] mixtures share it and the AVX-512 kernel
+    /// can use the reference-expert form (see the `kernel` module); the results are put
+    /// back in the caller's order.
     fn losses_with<M: AsRef<[f64]> + Sync>(
         &self,
         mixtures: &[M],
@@ -194,18 +199,28 @@ impl ExpertTable {
         if mixtures.is_empty() {
             return Vec::new();
         }
-        // Row-major λ, padded to a multiple of MB mixtures with copies of the last one
-        // (their results are dropped).
+        let mut order: Vec<usize> = (0..mixtures.len()).collect();
+        order.sort_by_key(|&j| reference_expert(mixtures[j].as_ref()));
+        // Row-major λ in that order, padded to a multiple of MB mixtures with copies of the
+        // last one (their results are dropped).
         let padded = mixtures.len().div_ceil(MB) * MB;
-        let last = mixtures[mixtures.len() - 1].as_ref();
-        let lam: Vec<f64> = mixtures
+        let last = order[order.len() - 1];
+        let rows: Vec<&[f64]> = order
             .iter()
-            .map(|m| m.as_ref())
-            .chain(std::iter::repeat_n(last, padded - mixtures.len()))
-            .flat_map(|m| m.iter().copied())
+            .chain(std::iter::repeat_n(&last, padded - mixtures.len()))
+            .map(|&j| mixtures[j].as_ref())
             .collect();
+        let lam: Vec<f64> = rows.iter().flat_map(|m| m.iter().copied()).collect();
         let lam32: Vec<f32> = lam.iter().map(|&l| l as f32).collect();
         let ln_lam: Vec<f64> = lam.iter().map(|l| l.ln()).collect();
+        let reference: Vec<usize> = rows.iter().map(|m| reference_expert(m)).collect();
+        let sums: Vec<f64> = rows.iter().map(|m| m.iter().sum()).collect();
+        let ln_sum: Vec<f64> = sums.iter().map(|s| s.ln()).collect();
+        let unit32: Vec<f32> = rows
+            .iter()
+            .zip(&sums)
+            .flat_map(|(m, s)| m.iter().map(move |&l| (l / s) as f32))
+            .collect();
         let main = n - n % 16;
         let n_chunks = main.div_ceil(TOKEN_CHUNK);
         let mut out = vec![0.0f64; mixtures.len()];
@@ -221,16 +236,17 @@ impl ExpertTable {
                         |mut acc, tc| {
                             let (t0, t1) = (tc * TOKEN_CHUNK, main.min((tc + 1) * TOKEN_CHUNK));
                             for (b, acc) in acc.chunks_exact_mut(MB).enumerate() {
-                                let r = (m0 + b * MB) * k..(m0 + (b + 1) * MB) * k;
-                                kernel(
-                                    self,
-                                    t0,
-                                    t1,
-                                    &lam[r.clone()],
-                                    &lam32[r.clone()],
-                                    &ln_lam[r],
-                                    acc,
-                                );
+                                let j = m0 + b * MB..m0 + (b + 1) * MB;
+                                let r = j.start * k..j.end * k;
+                                let block = kernel::Block {
+                                    lam: &lam[r.clone()],
+                                    lam32: &lam32[r.clone()],
+                                    ln_lam: &ln_lam[r.clone()],
+                                    unit32: &unit32[r],
+                                    reference: &reference[j.clone()],
+                                    ln_sum: &ln_sum[j],
+                                };
+                                kernel(self, t0, t1, &block, acc);
                             }
                             acc
                         },
@@ -250,8 +266,23 @@ impl ExpertTable {
                     *o = -(self.shift_sum() + s + tail) / n as f64;
                 }
             });
-        out
+        let mut result = vec![0.0f64; mixtures.len()];
+        for (&j, v) in order.iter().zip(out) {
+            result[j] = v;
+        }
+        result
     }
+}
+
+/// The reference expert of a mixture: the first index of its largest weight.
+fn reference_expert(lambda: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &l) in lambda.iter().enumerate() {
+        if l > lambda[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// Which batched kernel [`ExpertTable::losses`] uses for `k` experts on this CPU: its
@@ -308,20 +339,46 @@ pub fn mde_features<M: AsRef<[f64]> + Sync>(
 /// The batched kernels: for a block of [`MB`] mixtures `j`, add
 /// `Σ_{t0 <= t < t1} ln s_j(t)`, `s_j(t) = Σ_i λ_ji scaled_i(t)`, to `out[j]`.
 ///
-/// The SIMD kernels take far fewer logarithms with the same formula. Each `s` (a positive
-/// f32) is split by bit operations into its biased exponent `e` and mantissa
-/// `m ∈ [1, 2)`, `s = 2^(e - 127) · m`, so
-/// `Σ_t ln s_t = ln 2 · Σ_t (e_t - 127) + ln Π_t m_t`: the exponents are summed as
-/// integers, the mantissas of [`GROUP`] consecutive tokens of a lane are multiplied
-/// (the product stays in `[1, 2^GROUP)`: no overflow or underflow) and one `ln` is taken
-/// per product. Blocks of [`BLOCK`] tokens in which some `s < TINY` (zero weights,
-/// underflow) are redone token by token, with the exact log-sum-exp for those tokens.
+/// The SIMD kernels take far fewer logarithms with the same formula. A positive normal
+/// f32 `x` is split by bit operations into its biased exponent `e` and mantissa
+/// `m ∈ [1, 2)`, `x = 2^(e - 127) · m`, so a sum of logarithms becomes an integer sum of
+/// exponents plus the `ln` of a product of mantissas:
+/// - AVX2: each `s` is split, `Σ_t ln s_t = ln 2 · Σ_t (e_t - 127) + ln Π_t m_t`, and the
+///   mantissas of [`GROUP`] consecutive tokens of a lane are multiplied (the product stays
+///   in `[1, 2^GROUP)`: no overflow or underflow) before one `ln`.
+/// - AVX-512: each lane keeps a running product, multiplied by [`SPLIT`] consecutive `s`
+///   and then split (exponent summed, mantissa kept), so half the integer operations; one
+///   `ln` of the running mantissa per [`GROUP`] tokens of a lane. The fast pass requires
+///   every running product to stay at or above [`PRODUCT_MIN`] (then every factor and
+///   partial product was a normal f32). It also uses the reference-expert form of `s`
+///   for blocks of mixtures that share their largest weight (see `avx512::sum`).
+///
+/// Blocks of [`BLOCK`] tokens in which some `s < TINY` (AVX2) or some running product
+/// `< PRODUCT_MIN` (AVX-512; zero weights, underflow) are redone token by token in the
+/// plain form, with the exact log-sum-exp for the tokens with `s < TINY`.
 mod kernel {
     use super::*;
 
-    /// Arguments: table, t0, t1 (`t1 - t0` a multiple of 16), then for [`MB`] mixtures
-    /// (row-major, `MB * k` each) λ (f64), λ (f32), ln λ (f64), and the `MB` sums to add to.
-    pub(super) type Kernel = fn(&ExpertTable, usize, usize, &[f64], &[f32], &[f64], &mut [f64]);
+    /// Arguments: table, t0, t1 (`t1 - t0` a multiple of 16), a [`Block`] of [`MB`]
+    /// mixtures, and the `MB` sums to add to.
+    pub(super) type Kernel = fn(&ExpertTable, usize, usize, &Block, &mut [f64]);
+
+    /// [`MB`] mixtures `j` over `k` experts, as each kernel wants them (row-major,
+    /// `MB * k` entries per slice).
+    pub(super) struct Block<'a> {
+        /// λ (f64).
+        pub(super) lam: &'a [f64],
+        /// λ (f32).
+        pub(super) lam32: &'a [f32],
+        /// ln λ (f64; `-inf` for zero weights).
+        pub(super) ln_lam: &'a [f64],
+        /// `λ_ji / Σ_i λ_ji` (f32), the weights of the reference-expert form.
+        pub(super) unit32: &'a [f32],
+        /// Reference expert `r_j` of each mixture (the first largest λ_ji).
+        pub(super) reference: &'a [usize],
+        /// `ln Σ_i λ_ji` (f64; 0 up to the [`SUM_TOLERANCE`] of validation).
+        pub(super) ln_sum: &'a [f64],
+    }
 
     /// A kernel and what it is.
     #[derive(Clone, Copy)]
@@ -331,12 +388,21 @@ mod kernel {
         pub(super) kernel: Kernel,
     }
 
-    /// Tokens (per SIMD lane) whose mantissas are multiplied before one `ln`.
+    /// Tokens (per SIMD lane) per `ln`: whose mantissas are multiplied (AVX2; the product
+    /// stays below 2^GROUP), or over which the running product is kept (AVX-512).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    const GROUP: usize = 16;
+    const GROUP: usize = 64;
+    /// Vectors of 16 tokens whose mixture probabilities the AVX-512 kernel multiplies
+    /// into its running products before splitting those into exponent and mantissa.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const SPLIT: usize = 2;
+    /// Smallest running product (after SPLIT factors) of the AVX-512 fast pass: above it
+    /// every factor and partial product was a normal f32 (see `avx512::sum`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const PRODUCT_MIN: f32 = f32::MIN_POSITIVE * 4.0;
     /// Tokens per underflow check of the SIMD kernels.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    const BLOCK: usize = 512;
+    const BLOCK: usize = 1024;
 
     /// The portable kernel.
     pub(super) const SCALAR: Choice = Choice {
@@ -419,20 +485,12 @@ mod kernel {
     }
 
     /// Portable kernel (f64, one `ln` per token, exact fallback per token).
-    fn scalar(
-        table: &ExpertTable,
-        t0: usize,
-        t1: usize,
-        lam: &[f64],
-        _: &[f32],
-        ln_lam: &[f64],
-        out: &mut [f64],
-    ) {
+    fn scalar(table: &ExpertTable, t0: usize, t1: usize, block: &Block, out: &mut [f64]) {
         let k = table.n_experts();
         for (j, o) in out.iter_mut().enumerate() {
             let r = j * k..(j + 1) * k;
             *o += (t0..t1)
-                .map(|t| ln_mix(table, t, &lam[r.clone()], &ln_lam[r.clone()]))
+                .map(|t| ln_mix(table, t, &block.lam[r.clone()], &block.ln_lam[r.clone()]))
                 .sum::<f64>();
         }
     }
@@ -455,13 +513,17 @@ mod kernel {
         k: usize,
         t0: usize,
         t1: usize,
-        lam: &[f32],
-        ln_lam: &[f64],
+        block: &Block,
         out: &[f64],
     ) -> bool {
         table.n_experts() == k
-            && lam.len() == k * MB
-            && ln_lam.len() == k * MB
+            && block.lam.len() == k * MB
+            && block.lam32.len() == k * MB
+            && block.ln_lam.len() == k * MB
+            && block.unit32.len() == k * MB
+            && block.reference.len() == MB
+            && block.reference.iter().all(|&r| r < k)
+            && block.ln_sum.len() == MB
             && out.len() == MB
             && t0 <= t1
             && t1 <= table.n_tokens()
@@ -479,12 +541,11 @@ mod kernel {
             table: &ExpertTable,
             t0: usize,
             t1: usize,
-            _: &[f64],
-            lam: &[f32],
-            ln_lam: &[f64],
+            block: &Block,
             out: &mut [f64],
         ) {
-            assert!(valid_args(table, K, t0, t1, lam, ln_lam, out));
+            assert!(valid_args(table, K, t0, t1, block, out));
+            let (lam, ln_lam) = (block.lam32, block.ln_lam);
             for (j, o) in out.iter_mut().enumerate() {
                 let r = j * K..(j + 1) * K;
                 // SAFETY: handed out only when AVX2 and FMA are available; the bounds
@@ -646,6 +707,11 @@ mod kernel {
                     s1 = _mm256_blendv_ps(s1, one, small1);
                 }
                 acc = _mm256_add_ps(acc, _mm256_add_ps(ln8(s0), ln8(s1)));
+                // Into f64 every 256 tokens, so that long blocks keep f32 sums short.
+                if (t - t0) % 256 == 240 {
+                    exact += hsum_f64(acc);
+                    acc = _mm256_setzero_ps();
+                }
             }
             hsum_f64(acc) + exact
         }
@@ -662,63 +728,109 @@ mod kernel {
             table: &ExpertTable,
             t0: usize,
             t1: usize,
-            _: &[f64],
-            lam: &[f32],
-            ln_lam: &[f64],
+            block: &Block,
             out: &mut [f64],
         ) {
-            assert!(valid_args(table, K, t0, t1, lam, ln_lam, out));
+            assert!(valid_args(table, K, t0, t1, block, out));
             // All MB = 8 mixtures per pass while the K expert vectors, 8 products and 8
             // exponent sums fit in the 32 registers; 4 per pass for more experts.
             if K <= 8 {
-                passes::<K, 8>(table, t0, t1, lam, ln_lam, out);
+                passes::<K, 8>(table, t0, t1, block, out);
             } else {
-                passes::<K, 4>(table, t0, t1, lam, ln_lam, out);
+                passes::<K, 4>(table, t0, t1, block, out);
             }
         }
 
-        /// [`sum`] over the MB mixtures, NB at a time (`valid_args` checked by the caller).
+        /// [`sum`] over the MB mixtures, NB at a time (`valid_args` checked by the caller):
+        /// in the reference-expert form when the NB mixtures share their reference expert,
+        /// else in the plain form.
         #[inline]
         fn passes<const K: usize, const NB: usize>(
             table: &ExpertTable,
             t0: usize,
             t1: usize,
-            lam: &[f32],
-            ln_lam: &[f64],
+            block: &Block,
             out: &mut [f64],
         ) {
             for (b, out) in out.chunks_exact_mut(NB).enumerate() {
                 let m0 = b * NB;
                 let lam: [[f32; K]; NB] =
-                    std::array::from_fn(|j| std::array::from_fn(|i| lam[(m0 + j) * K + i]));
+                    std::array::from_fn(|j| std::array::from_fn(|i| block.lam32[(m0 + j) * K + i]));
                 let out: &mut [f64; NB] = out.try_into().expect("NB sums");
-                let ln_lam = &ln_lam[m0 * K..(m0 + NB) * K];
-                // SAFETY: `entry` is handed out only when AVX-512F, AVX2 and FMA are
-                // available, and it checked the bounds.
-                unsafe { sum::<K, NB>(table, t0, t1, &lam, ln_lam, out) }
+                let ln_lam = &block.ln_lam[m0 * K..(m0 + NB) * K];
+                let r = block.reference[m0];
+                // SAFETY (both calls): `entry` is handed out only when AVX-512F, AVX2 and
+                // FMA are available, and it checked the bounds (`rows` are < K).
+                if block.reference[m0..m0 + NB].iter().all(|&x| x == r) {
+                    // Rows in the order r, then the others; weights in that order.
+                    let rows: [usize; K] =
+                        std::array::from_fn(|i| if i == 0 { r } else { i - usize::from(i <= r) });
+                    let coef: [[f32; K]; NB] = std::array::from_fn(|j| {
+                        std::array::from_fn(|i| block.unit32[(m0 + j) * K + rows[i]])
+                    });
+                    let ln_sum: [f64; NB] = std::array::from_fn(|j| block.ln_sum[m0 + j]);
+                    unsafe {
+                        sum::<K, NB, true>(table, t0, t1, &rows, &coef, &lam, ln_lam, &ln_sum, out)
+                    }
+                } else {
+                    let rows: [usize; K] = std::array::from_fn(|i| i);
+                    unsafe {
+                        sum::<K, NB, false>(
+                            table, t0, t1, &rows, &lam, &lam, ln_lam, &[0.0; NB], out,
+                        )
+                    }
+                }
             }
         }
 
         /// Σ ln s of NB mixtures over `[t0, t1)`: 16 tokens per step, each loaded vector
-        /// of expert probabilities used by all NB mixtures (λ broadcast from memory
-        /// inside the FMAs),
-        /// grouped `ln` of mantissa products, integer exponent sums, and the AVX2
-        /// `careful` pass for blocks whose minimum s is below TINY.
+        /// of expert probabilities used by all NB mixtures (weights broadcast from memory
+        /// inside the FMAs), per-lane running products split every SPLIT steps (integer
+        /// exponent sums, one `ln` of the mantissa per GROUP tokens of a lane), and the
+        /// AVX2 `careful` pass (plain form, raw λ) for blocks where a running product fell
+        /// below PRODUCT_MIN (or was negative: signed integer min of the bits).
+        ///
+        /// Plain form (`REF = false`, `rows` the identity, `coef` = λ):
+        /// `s = Σ_i λ_i q_i`, K multiplies or FMAs per mixture in two chains.
+        /// Reference-expert form (`REF = true`, `rows[0] = r`, the NB mixtures' common
+        /// reference expert, then the other rows; `coef[j][i]` the normalised weight
+        /// `λ'_i = λ_j,rows[i] / Σλ_j` (f32) for `i >= 1`):
+        /// `s' = q_r + Σ_{i≠r} λ'_i (q_i − q_r)`, which is `s / Σλ` because `Σ λ' = 1`
+        /// (the f32 rounding of the λ' only perturbs the implicit weight of `q_r` by
+        /// ~`kε`); `ln Σλ` per token is added back in f64, so `Σλ ≠ 1` within
+        /// SUM_TOLERANCE stays exact. The differences `q_i − q_r` are taken once per 16
+        /// tokens for all NB mixtures (on the add pipes), so each mixture costs K − 1
+        /// multiplies/FMAs (two chains) instead of K.
+        ///
+        /// Error of the reference form: with `r = argmax λ`, `λ_r ≥ 1/k`, so
+        /// `q_r ≤ k·s'`; every partial sum is at most `q_r + s' ≤ (k+1)·s'` and each of the
+        /// ~k roundings (and of the differences) adds at most ε times that, so
+        /// `|error| ≲ k(k+1)·ε·s'` relative in the worst case (about 4e-6 for k = 8,
+        /// against `k·ε` for the plain form); these errors are unbiased roundings and
+        /// average out over tokens (the tests measure ~5e-8 relative on the loss).
+        /// s' can only come out negative where it is subnormal, which the signed
+        /// minimum catches.
         ///
         /// # Safety
         /// AVX-512F, AVX2 and FMA available, `t1 <= T`, `(t1 - t0) % 16 == 0`,
-        /// `ln_lam.len() == NB * K`, `K` the table's expert count.
+        /// `ln_lam.len() == NB * K`, `K` the table's expert count, `rows[i] < K`.
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn sum<const K: usize, const NB: usize>(
+        unsafe fn sum<const K: usize, const NB: usize, const REF: bool>(
             table: &ExpertTable,
             t0: usize,
             t1: usize,
+            rows: &[usize; K],
+            coef: &[[f32; K]; NB],
             lam: &[[f32; K]; NB],
             ln_lam: &[f64],
+            ln_sum: &[f64; NB],
             out: &mut [f64; NB],
         ) {
             let n = table.n_tokens();
             let base = table.scaled().as_ptr();
+            // SAFETY: `rows[i] < K`: row starts inside the k x n buffer.
+            let row: [*const f32; K] = std::array::from_fn(|i| unsafe { base.add(rows[i] * n) });
             let one = _mm512_set1_ps(1.0);
             let mant = _mm512_set1_epi32(0x007F_FFFF);
             let one_bits = _mm512_set1_epi32(0x3F80_0000);
@@ -727,53 +839,57 @@ mod kernel {
                 let end = t1.min(t + BLOCK);
                 let mut acc = [_mm512_setzero_ps(); NB];
                 let mut ex = [_mm512_setzero_si512(); NB];
-                // Running minimum of the bits of s (positive floats order like their
-                // bits as unsigned integers; an integer min keeps the FMA ports free).
+                // Running minimum of the bits of s as signed integers (non-negative floats
+                // order like their bits; a negative s, which rounding could only give for
+                // a subnormal s in the reference form, has negative bits and is caught
+                // too; an integer min keeps the FMA ports free).
                 let mut low = _mm512_set1_epi32(i32::MAX);
                 let mut tt = t;
+                let mut splits = 0i64;
                 while tt < end {
                     let group_end = end.min(tt + 16 * GROUP);
                     let mut prod = [one; NB];
                     while tt < group_end {
-                        let mut p = [one; K];
-                        for (i, p) in p.iter_mut().enumerate() {
-                            // SAFETY: row `i < K` of the k x n buffer, `tt + 16 <= end <= n`.
-                            *p = unsafe { _mm512_loadu_ps(base.add(i * n + tt)) };
+                        // Multiply up to SPLIT vectors of s into the running products,
+                        // then split those into exponent and mantissa.
+                        let v = ((group_end - tt) / 16).min(SPLIT);
+                        for h in 0..SPLIT {
+                            if h < v {
+                                // SAFETY: `tt + 16 * (h + 1) <= group_end <= n`, caller's
+                                // contract for the rest.
+                                let s = unsafe { mix_all::<K, NB, REF>(&row, tt + 16 * h, coef) };
+                                for j in 0..NB {
+                                    prod[j] = _mm512_mul_ps(prod[j], s[j]);
+                                }
+                            }
                         }
-                        // An opaque copy of the λ pointer per step, so that the compiler
-                        // broadcasts λ from memory inside the FMAs ({1to16}) instead of
-                        // hoisting 64-byte vectors to the stack.
-                        let mut addr = lam.as_ptr().addr();
-                        // SAFETY: an empty asm block that only passes the address through.
-                        unsafe {
-                            std::arch::asm!(
-                                "/* {0} */",
-                                inout(reg) addr,
-                                options(nomem, nostack, preserves_flags)
-                            );
-                        }
-                        let lp = lam.as_ptr().with_addr(addr);
                         for j in 0..NB {
-                            // SAFETY: `lp` is `lam.as_ptr()` (same address), `j < NB`.
-                            let s = mix::<K>(&p, unsafe { &*lp.add(j) });
-                            let bits = _mm512_castps_si512(s);
-                            low = _mm512_min_epu32(low, bits);
+                            let bits = _mm512_castps_si512(prod[j]);
+                            low = _mm512_min_epi32(low, bits);
                             ex[j] = _mm512_add_epi32(ex[j], _mm512_srli_epi32::<23>(bits));
                             // (bits & mant) | one_bits
                             let m = _mm512_ternarylogic_epi32::<0xEA>(bits, mant, one_bits);
-                            prod[j] = _mm512_mul_ps(prod[j], _mm512_castsi512_ps(m));
+                            prod[j] = _mm512_castsi512_ps(m);
                         }
-                        tt += 16;
+                        splits += 1;
+                        tt += 16 * v;
                     }
                     for j in 0..NB {
                         acc[j] = _mm512_add_ps(acc[j], ln16(prod[j]));
                     }
                 }
-                if _mm512_cmplt_epu32_mask(low, _mm512_set1_epi32(TINY.to_bits() as i32)) == 0 {
-                    let bias = 127 * (end - t) as i64;
+                if _mm512_cmplt_epi32_mask(low, _mm512_set1_epi32(PRODUCT_MIN.to_bits() as i32))
+                    == 0
+                {
+                    let bias = 127 * 16 * splits;
                     for j in 0..NB {
                         let e = _mm512_reduce_add_epi32(ex[j]) as i64 - bias;
-                        out[j] += hsum_f64(acc[j]) + LN_2 * e as f64;
+                        let scale = if REF {
+                            ln_sum[j] * (end - t) as f64
+                        } else {
+                            0.0
+                        };
+                        out[j] += hsum_f64(acc[j]) + LN_2 * e as f64 + scale;
                     }
                 } else {
                     for (j, o) in out.iter_mut().enumerate() {
@@ -791,6 +907,79 @@ mod kernel {
                 }
                 t = end;
             }
+        }
+
+        /// s of NB mixtures for the 16 tokens at `tt` (see [`sum`]).
+        ///
+        /// # Safety
+        /// AVX-512F and FMA available, `row[i].add(tt + 16)` inside row `i`.
+        #[inline]
+        #[target_feature(enable = "avx512f,fma")]
+        unsafe fn mix_all<const K: usize, const NB: usize, const REF: bool>(
+            row: &[*const f32; K],
+            tt: usize,
+            coef: &[[f32; K]; NB],
+        ) -> [__m512; NB] {
+            let mut p = [_mm512_setzero_ps(); K];
+            for (i, p) in p.iter_mut().enumerate() {
+                // SAFETY: caller's contract.
+                *p = unsafe { _mm512_loadu_ps(row[i].add(tt)) };
+            }
+            if REF {
+                for i in 1..K {
+                    p[i] = _mm512_sub_ps(p[i], p[0]);
+                }
+            }
+            // An opaque copy of the weights' pointer per step, so that the compiler
+            // broadcasts them from memory inside the FMAs ({1to16}) instead of hoisting
+            // 64-byte vectors to the stack.
+            let mut addr = coef.as_ptr().addr();
+            // SAFETY: an empty asm block that only passes the address through.
+            unsafe {
+                std::arch::asm!(
+                    "/* {0} */",
+                    inout(reg) addr,
+                    options(nomem, nostack, preserves_flags)
+                );
+            }
+            let lp = coef.as_ptr().with_addr(addr);
+            std::array::from_fn(|j| {
+                // SAFETY: `lp` is `coef.as_ptr()` (same address), `j < NB`.
+                let c = unsafe { &*lp.add(j) };
+                if REF {
+                    mix_ref::<K>(&p, c)
+                } else {
+                    mix::<K>(&p, c)
+                }
+            })
+        }
+
+        /// `q_0 + Σ_{i>=1} c_i d_i` for 16 tokens (`d_i = q_i − q_0`, `c_0` not used):
+        /// two interleaved chains, one starting from `q_0` (odd `i`), one from a multiply
+        /// (even `i`), so K − 1 multiplies or FMAs (and one add) with half the latency
+        /// of a single chain; weights broadcast from memory.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn mix_ref<const K: usize>(d: &[__m512; K], c: &[f32; K]) -> __m512 {
+            let mut a = d[0];
+            if K == 1 {
+                return a;
+            }
+            a = _mm512_fmadd_ps(_mm512_set1_ps(c[1]), d[1], a);
+            if K == 2 {
+                return a;
+            }
+            let mut b = _mm512_mul_ps(_mm512_set1_ps(c[2]), d[2]);
+            let mut i = 3;
+            while i + 1 < K {
+                a = _mm512_fmadd_ps(_mm512_set1_ps(c[i]), d[i], a);
+                b = _mm512_fmadd_ps(_mm512_set1_ps(c[i + 1]), d[i + 1], b);
+                i += 2;
+            }
+            if i < K {
+                a = _mm512_fmadd_ps(_mm512_set1_ps(c[i]), d[i], a);
+            }
+            _mm512_add_ps(a, b)
         }
 
         /// `Σ_i λ_i p_i` for 16 tokens (two interleaved chains, λ broadcast from memory).
@@ -940,7 +1129,7 @@ mod tests {
 
     #[test]
     fn grouped_ln_keeps_underflow_blocks_exact() {
-        // Expert 0 sure, expert 1 e^-60 (s ~ 1e-27: fast path, large exponents), expert 2
+        // Expert 0 sure, expert 1 e^-40 (s ~ 4e-18: fast path, large exponents), expert 2
         // e^-300 (0 in f32: careful path), interleaved so both paths meet in one task.
         let t = 3000;
         let row = |p: f32, q: f32| -> Vec<f32> {
@@ -950,7 +1139,7 @@ mod tests {
         };
         let mut b = ExpertTableBuilder::new("dom", "tok");
         b.add_expert("sure", "h0", &vec![-0.01f32; t]).unwrap();
-        b.add_expert("small", "h1", &row(-60.0, -0.5)).unwrap();
+        b.add_expert("small", "h1", &row(-40.0, -0.5)).unwrap();
         b.add_expert("tiny", "h2", &row(-300.0, -1.0)).unwrap();
         let table = b.build().unwrap();
         let cases = [
@@ -970,6 +1159,59 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn mixed_reference_experts_in_shuffled_order_match_one_at_a_time() {
+        // Mixtures with every expert as the largest weight, in shuffled order (so blocks
+        // of MB mix reference experts and take the plain form, and sorted runs take the
+        // reference-expert form), near-uniform ones whose largest weight wins by 1e-7,
+        // and sums off 1 by up to 5e-7 (inside SUM_TOLERANCE): each batched result must
+        // match the same mixture alone (a block of MB copies: reference form) and the
+        // exact f64 loss.
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        for k in [2, 5, 8, 12] {
+            let table = hard_table(k, 2077, 40 + k as u64);
+            let mut all = mixtures(k, 6 * k, &mut rng);
+            for r in 0..k {
+                let mut w = vec![1.0 / k as f64 - 1e-7 / k as f64; k];
+                w[r] += 1e-7;
+                all.push(w);
+            }
+            for (j, m) in all.iter_mut().enumerate() {
+                let scale = 1.0 + 5e-7 * ((j % 3) as f64 - 1.0);
+                m.iter_mut().for_each(|x| *x *= scale);
+            }
+            for j in (1..all.len()).rev() {
+                all.swap(j, rng.random_range(0..=j));
+            }
+            for choice in kernels(k) {
+                let got = table.losses_with(&all, choice.kernel);
+                for (m, g) in all.iter().zip(&got) {
+                    let alone = table.losses_with(std::slice::from_ref(m), choice.kernel)[0];
+                    let e = table.loss(m).unwrap();
+                    let tol = 1e-6 * e.abs().max(1.0);
+                    assert!(
+                        (g - alone).abs() <= tol,
+                        "{} k={k} {m:?}: {g} vs alone {alone}",
+                        choice.name
+                    );
+                    assert!(
+                        (g - e).abs() <= tol,
+                        "{} k={k} {m:?}: {g} vs exact {e}",
+                        choice.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reference_expert_is_the_first_largest_weight() {
+        assert_eq!(reference_expert(&[0.2, 0.5, 0.3]), 1);
+        assert_eq!(reference_expert(&[0.4, 0.2, 0.4]), 0);
+        assert_eq!(reference_expert(&[1.0]), 0);
+        assert_eq!(reference_expert(&[0.0, 0.0, 1.0]), 2);
     }
 
     #[test]

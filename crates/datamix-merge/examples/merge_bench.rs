@@ -8,8 +8,9 @@
 //!   touching every byte of the memory-mapped files on all threads.
 //! - `writebw FILE OUT`: the disk's write floor for one output: copy FILE
 //!   (hot in the page cache) to OUT with 4 MiB `write(2)`s, then `fsync`.
-//! - `merge OUT FILE... [--bf16] [--no-hash] [--huge] [--mem] [--batch-mb=N]`: uniform linear merge
-//!   with datamix, to OUT (or in memory with `--mem`), timed.
+//! - `merge OUT FILE... [--bf16] [--no-hash] [--huge] [--mem [--reuse=REPS]] [--batch-mb=N]`: uniform linear merge
+//!   with datamix, to OUT (or in memory with `--mem`), timed; `--reuse=REPS`
+//!   then times REPS more in-memory merges into the first one's buffers.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -181,9 +182,70 @@ fn writebw(file: &Path, out: &Path) {
     );
 }
 
+fn merge(merger: Merger, out: &Path, files: &[PathBuf], args: &[String]) {
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let value = |key: &str| args.iter().find_map(|a| a.strip_prefix(key));
+    let mut merger = merger
+        .hash_inputs(!flag("--no-hash"))
+        .huge_pages(flag("--huge"));
+    if let Some(mb) = value("--batch-mb=") {
+        merger = merger.batch_bytes(mb.parse::<usize>().unwrap() << 20);
+    }
+    if flag("--bf16") {
+        merger = merger.out_dtype(OutDtype::BF16);
+    }
+    let plan = MergePlan::uniform(files.to_vec());
+    let bytes = total_bytes(files) as f64;
+    let start = Instant::now();
+    if !flag("--mem") {
+        merger.merge_to_file(&plan, &PathsOnly, out).unwrap();
+        let t = start.elapsed().as_secs_f64();
+        println!(
+            "datamix merge of {} inputs ({:.2} GB) to {}: {t:.3} s, {:.2} GB/s of input",
+            files.len(),
+            bytes / 1e9,
+            out.display(),
+            bytes / t / 1e9
+        );
+        return;
+    }
+    let mut m = merger.merge(&plan, &PathsOnly).unwrap();
+    std::hint::black_box(&m);
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "datamix merge of {} inputs ({:.2} GB) in memory, {} tensors: {t:.3} s, {:.2} GB/s of input",
+        files.len(),
+        bytes / 1e9,
+        m.len(),
+        bytes / t / 1e9
+    );
+    let reps: usize = value("--reuse=").map_or(0, |r| r.parse().unwrap());
+    if reps == 0 {
+        return;
+    }
+    // Merges into the first one's buffers, as a study scoring many mixtures
+    // does: median wall and CPU time over the repetitions.
+    let (mut walls, mut cpus) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (cpu, start) = (cpu_seconds(), Instant::now());
+        merger.merge_into(&plan, &PathsOnly, &mut m).unwrap();
+        std::hint::black_box(&m);
+        walls.push(start.elapsed().as_secs_f64());
+        cpus.push(cpu_seconds() - cpu);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (wall, cpu) = (median(&mut walls), median(&mut cpus));
+    println!(
+        "datamix merge_into reused buffers: median {wall:.3} s, cpu {cpu:.2} s, {:.2} GB/s of input (of {reps}: {walls:.3?})",
+        bytes / wall / 1e9
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |f: &str| args.iter().any(|a| a == f);
     let pos: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     match pos.first().map(|s| s.as_str()) {
         Some("gen") => {
@@ -200,38 +262,11 @@ fn main() {
         Some("merge") => {
             let out = PathBuf::from(pos[1]);
             let files: Vec<PathBuf> = pos[2..].iter().map(PathBuf::from).collect();
-            let mut merger = Merger::linear()
-                .hash_inputs(!flag("--no-hash"))
-                .huge_pages(flag("--huge"));
-            if let Some(mb) = args.iter().find_map(|a| a.strip_prefix("--batch-mb=")) {
-                merger = merger.batch_bytes(mb.parse::<usize>().unwrap() << 20);
-            }
-            if flag("--bf16") {
-                merger = merger.out_dtype(OutDtype::BF16);
-            }
-            let plan = MergePlan::uniform(files.clone());
-            let bytes = total_bytes(&files) as f64;
-            let start = Instant::now();
-            let what = if flag("--mem") {
-                let m = merger.merge(&plan, &PathsOnly).unwrap();
-                std::hint::black_box(&m);
-                format!("in memory, {} tensors", m.len())
-            } else {
-                merger.merge_to_file(&plan, &PathsOnly, &out).unwrap();
-                format!("to {}", out.display())
-            };
-            let t = start.elapsed().as_secs_f64();
-            println!(
-                "datamix merge of {} inputs ({:.2} GB) {what}: {:.3} s, {:.2} GB/s of input",
-                files.len(),
-                bytes / 1e9,
-                t,
-                bytes / t / 1e9
-            );
+            merge(Merger::linear(), &out, &files, &args);
         }
         _ => {
             eprintln!(
-                "usage: merge_bench gen DIR N | readbw FILE... | writebw FILE OUT | merge OUT FILE... [--bf16] [--no-hash] [--huge] [--mem] [--batch-mb=N]"
+                "usage: merge_bench gen DIR N | readbw FILE... | writebw FILE OUT | merge OUT FILE... [--bf16] [--no-hash] [--huge] [--mem [--reuse=REPS]] [--batch-mb=N]"
             );
             std::process::exit(2);
         }

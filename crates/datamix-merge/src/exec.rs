@@ -218,29 +218,80 @@ impl<M: MergeMethod> Merger<M> {
         plan: &MergePlan,
         resolver: &impl Resolver,
     ) -> Result<MergedTensors, MergeError> {
-        let (job, mut record) = self.prepare(plan, resolver, OutDtype::F32)?;
-        let mut data: Vec<TensorData> = job
-            .specs
-            .iter()
-            .map(|s| match s.kind {
-                Kind::Float(_) => {
-                    // Zeroed pages straight from the kernel (calloc), not yet
-                    // touched, so the advice applies before the first fault.
-                    let mut v = vec![0.0f32; s.numel];
-                    if self.huge_pages {
-                        advise_huge_pages(bytemuck::cast_slice_mut(v.as_mut_slice()));
+        let (job, record) = self.prepare(plan, resolver, OutDtype::F32)?;
+        let mut out = MergedTensors::new(self.alloc(&job), record);
+        self.run_in_memory(&job, &mut out)?;
+        Ok(out)
+    }
+
+    /// Merges into `out`, reusing its buffers when it already holds a model
+    /// of the same layout (same tensor names in the same order, same shapes
+    /// and dtypes, e.g. the previous proxy of a study), else replacing it.
+    /// Scoring many mixtures this way skips allocating, page-faulting and
+    /// zeroing a fresh output model per merge.
+    ///
+    /// Inputs are validated before `out` is touched: on a bad input `out` is
+    /// left as it was. Only a merge method that fails part-way (the built-in
+    /// linear method does not) leaves `out` partly overwritten.
+    pub fn merge_into(
+        &self,
+        plan: &MergePlan,
+        resolver: &impl Resolver,
+        out: &mut MergedTensors,
+    ) -> Result<(), MergeError> {
+        let (job, record) = self.prepare(plan, resolver, OutDtype::F32)?;
+        let same_layout = out.tensors.len() == job.specs.len()
+            && out.tensors.iter().zip(&job.specs).all(|(t, s)| {
+                t.name == s.name
+                    && t.shape == s.shape
+                    && match (&t.data, s.kind) {
+                        (TensorData::F32(v), Kind::Float(_)) => v.len() == s.numel,
+                        (TensorData::Raw { dtype, bytes }, Kind::Raw) => {
+                            *dtype == s.dtype && bytes.len() == s.out_bytes()
+                        }
+                        _ => false,
                     }
-                    TensorData::F32(v)
-                }
-                Kind::Raw => TensorData::Raw {
-                    dtype: s.dtype,
-                    bytes: vec![0; s.out_bytes()],
+            });
+        if same_layout {
+            out.record = record;
+        } else {
+            *out = MergedTensors::new(self.alloc(&job), record);
+        }
+        self.run_in_memory(&job, out)
+    }
+
+    /// Fresh output tensors for `job` (contents to be overwritten).
+    fn alloc(&self, job: &Job) -> Vec<MergedTensor> {
+        job.specs
+            .iter()
+            .map(|s| MergedTensor {
+                name: s.name.clone(),
+                shape: s.shape.clone(),
+                data: match s.kind {
+                    Kind::Float(_) => {
+                        // Zeroed pages straight from the kernel (calloc), not
+                        // yet touched, so the advice applies before the first
+                        // fault.
+                        let mut v = vec![0.0f32; s.numel];
+                        if self.huge_pages {
+                            advise_huge_pages(bytemuck::cast_slice_mut(v.as_mut_slice()));
+                        }
+                        TensorData::F32(v)
+                    }
+                    Kind::Raw => TensorData::Raw {
+                        dtype: s.dtype,
+                        bytes: vec![0; s.out_bytes()],
+                    },
                 },
             })
-            .collect();
+            .collect()
+    }
+
+    /// Runs `job` into `out`, whose tensors have the job's layout.
+    fn run_in_memory(&self, job: &Job, out: &mut MergedTensors) -> Result<(), MergeError> {
         let mut dsts: Vec<&mut [u8]> = Vec::with_capacity(job.segments.len());
-        for (t, d) in data.iter_mut().enumerate() {
-            let bytes: &mut [u8] = match d {
+        for (t, tensor) in out.tensors.iter_mut().enumerate() {
+            let bytes: &mut [u8] = match &mut tensor.data {
                 TensorData::F32(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
                 TensorData::Raw { bytes, .. } => bytes,
             };
@@ -249,25 +300,15 @@ impl<M: MergeMethod> Merger<M> {
                 .map(|s| s.len() * job.specs[t].out_size());
             dsts.extend(split(bytes, lens));
         }
-        let mut hashes = self.hash_states(&job);
+        let mut hashes = self.hash_states(job);
         let mut rest = dsts.as_mut_slice();
         for (b, batch) in job.batches.iter().enumerate() {
             let (cur, tail) = rest.split_at_mut(batch.len());
             job.run_batch(&self.method, b, cur, hashes.as_deref_mut())?;
             rest = tail;
         }
-        job.finish_hashes(hashes, &mut record);
-        let tensors = job
-            .specs
-            .iter()
-            .zip(data)
-            .map(|(s, data)| MergedTensor {
-                name: s.name.clone(),
-                shape: s.shape.clone(),
-                data,
-            })
-            .collect();
-        Ok(MergedTensors::new(tensors, record))
+        job.finish_hashes(hashes, &mut out.record);
+        Ok(())
     }
 
     /// Merges into a safetensors file, atomically (temporary file in the same
@@ -870,16 +911,7 @@ impl Job {
     /// stay in the page cache), so resident memory does not grow with inputs.
     fn release(&self, segs: &[Segment]) {
         for (i, input) in self.inputs.iter().enumerate() {
-            let mut ranges: Vec<Range<usize>> = segs.iter().map(|s| self.in_range(s, i)).collect();
-            ranges.sort_by_key(|r| r.start);
-            let mut merged: Vec<Range<usize>> = Vec::new();
-            for r in ranges {
-                match merged.last_mut() {
-                    Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
-                    _ => merged.push(r),
-                }
-            }
-            for r in merged {
+            for r in merge_ranges(segs.iter().map(|s| self.in_range(s, i)).collect()) {
                 input.release(r);
             }
         }
@@ -1162,4 +1194,17 @@ fn atomic_write(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Sorts byte ranges and merges the overlapping or touching ones.
+fn merge_ranges(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<usize>> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
 }

@@ -15,7 +15,9 @@
 //!   any float input dtype, and either returns [`MergedTensors`] in memory (to
 //!   evaluate a proxy without writing it) or writes a safetensors file
 //!   atomically whose metadata records the flattened plan and input hashes
-//!   (BLAKE3, computed while merging).
+//!   (BLAKE3, computed while merging). [`Merger::merge_into`] merges into the
+//!   buffers of a previous result, so scoring many mixtures in one process
+//!   does not allocate, fault in and zero a fresh model each time.
 //!
 //! ```no_run
 //! use datamix_merge::{MergePlan, Merger, OutDtype, PathsOnly};

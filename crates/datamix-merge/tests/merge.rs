@@ -617,3 +617,45 @@ fn records_from_older_versions_keep_their_sha256() {
     assert!(json.contains(r#""hash":"sha256:ab12""#) && !json.contains(r#""sha256""#));
     assert_eq!(serde_json::from_str::<MergeRecord>(&json).unwrap(), record);
 }
+
+#[test]
+fn merge_into_reuses_buffers_and_equals_a_fresh_merge() {
+    let dir = Dir::new();
+    let paths: Vec<_> = (0..3)
+        .map(|i| dir.put(&format!("{i}.st"), &model(10 + i)))
+        .collect();
+    let first = MergePlan::weighted([(paths[0].clone(), 1.0), (paths[1].clone(), 3.0)]);
+    let second = MergePlan::weighted([(paths[1].clone(), 2.0), (paths[2].clone(), 1.0)]);
+    let mut out = small_batches().merge(&first, &PathsOnly).unwrap();
+    let before = out.get("w").unwrap().as_f32().unwrap().as_ptr();
+    small_batches()
+        .merge_into(&second, &PathsOnly, &mut out)
+        .unwrap();
+    let fresh = small_batches().merge(&second, &PathsOnly).unwrap();
+    // Same buffers, now holding exactly what a fresh merge gives.
+    assert_eq!(out.get("w").unwrap().as_f32().unwrap().as_ptr(), before);
+    for t in fresh.tensors() {
+        assert_eq!(out.get(t.name()).unwrap(), t, "{}", t.name());
+    }
+    assert_eq!(out.record(), fresh.record());
+
+    // A model of another layout is replaced, not reused.
+    let other: Vec<Tensor> = vec![("v".into(), Dtype::F32, vec![5], f32_bytes(&[1.0; 5]))];
+    let plan = MergePlan::uniform([dir.put("o1", &other), dir.put("o2", &other)]);
+    small_batches()
+        .merge_into(&plan, &PathsOnly, &mut out)
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out.get("v").unwrap().as_f32().unwrap(), &[1.0; 5]);
+
+    // A bad input leaves the previous result untouched.
+    let keep = out.clone();
+    std::fs::write(dir.path("bad"), b"not a safetensors file").unwrap();
+    let bad = MergePlan::uniform([dir.path("o1"), dir.path("bad")]);
+    assert!(matches!(
+        small_batches().merge_into(&bad, &PathsOnly, &mut out),
+        Err(MergeError::InvalidFile { .. })
+    ));
+    assert_eq!(out.tensors(), keep.tensors());
+    assert_eq!(out.record(), keep.record());
+}
