@@ -19,6 +19,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod eval;
+#[cfg(feature = "tch")]
+mod fused_tch;
 pub mod model;
 pub mod optim;
 pub mod train;

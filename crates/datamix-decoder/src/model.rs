@@ -89,6 +89,10 @@ impl<B: Backend> Attention<B> {
             .apply(self.k_proj.forward(x.clone()).reshape([b, s, 1, hd]));
         let v = self.v_proj.forward(x); // [b, s, hd]
         let scale = (hd as f64).powf(-0.5);
+        #[cfg(feature = "tch")]
+        if let Some(out) = crate::fused_tch::mqa_attention(&q, &k, &v, scale) {
+            return self.o_proj.forward(out); // [b, s, h * hd]
+        }
         // [b, s * h, hd] x [b, hd, s] -> [b, s * h, s]: row `i * h + head` is query i.
         let scores = q
             .reshape([b, s * nh, hd])
@@ -352,7 +356,12 @@ impl<B: Backend> Decoder<B> {
         inputs: Tensor<B, 2, Int>,
         targets: Tensor<B, 2, Int>,
     ) -> Tensor<B, 2> {
-        let logp = log_softmax(self.forward(inputs), 2); // [b, s, vocab]
+        let logits = self.forward(inputs); // [b, s, vocab]
+        #[cfg(feature = "tch")]
+        if let Some(out) = crate::fused_tch::target_logprobs(&logits, &targets) {
+            return out;
+        }
+        let logp = log_softmax(logits, 2);
         logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim(2)
     }
 

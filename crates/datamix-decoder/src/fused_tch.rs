@@ -1,0 +1,263 @@
+//! Fused ops on LibTorch (feature `tch`), each one Burn autodiff op with a hand-written
+//! backward instead of the composite that Burn's autodiff records and replays op by op:
+//! - [`mqa_attention`]: causal multi-query attention by PyTorch's CPU flash-attention
+//!   kernel forward and backward (instead of matmul + masked softmax + matmul);
+//! - [`target_logprobs`]: the log-probability of each target token, by libtorch's fused
+//!   `log_softmax` and its fused backward (instead of Burn's `log_softmax` composite +
+//!   gather).
+//!
+//! Rust has no specialisation, so each checks at run time whether the generic backend
+//! *is* [`Tch`] or `Autodiff<Tch>` (a `TypeId` comparison) and returns `None` for every
+//! other backend, which keep the portable composites.
+
+use std::any::{Any, TypeId};
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::libtorch::TchTensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+use crate::backend::Tch;
+
+type Ad = Autodiff<Tch>;
+
+/// Causal multi-query attention if `B` is LibTorch (with or without autodiff).
+/// `q`: `[batch, seq, heads, head_dim]` (rotated), `k`: `[batch, seq, 1, head_dim]`
+/// (rotated), `v`: `[batch, seq, head_dim]` -> `[batch, seq, heads * head_dim]`;
+/// `None` (inputs untouched) for any other backend.
+pub(crate) fn mqa_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 3>,
+    scale: f64,
+) -> Option<Tensor<B, 3>> {
+    if TypeId::of::<B>() == TypeId::of::<Ad>() {
+        let out = autodiff_forward(cast(q.clone()), cast(k.clone()), cast(v.clone()), scale);
+        return Some(cast(out));
+    }
+    if TypeId::of::<B>() == TypeId::of::<Tch>() {
+        let (q, k, v): (Tensor<Tch, 4>, Tensor<Tch, 4>, Tensor<Tch, 3>) =
+            (cast(q.clone()), cast(k.clone()), cast(v.clone()));
+        let (out, _) = flash_forward(
+            &q.into_primitive().tensor(),
+            &k.into_primitive().tensor(),
+            &v.into_primitive().tensor(),
+            scale,
+        );
+        return Some(cast(Tensor::<Tch, 3>::from_primitive(
+            TensorPrimitive::Float(out),
+        )));
+    }
+    None
+}
+
+/// `x` as `T`, which the caller has checked (by `TypeId`) to be `A`'s type.
+fn cast<A: 'static, T: 'static>(x: A) -> T {
+    *(Box::new(x) as Box<dyn Any>)
+        .downcast::<T>()
+        .expect("types checked by TypeId")
+}
+
+/// What the backward pass needs: the `[b, h, s, d]` views the kernel saw, its output and
+/// log-sum-exp, and the scale.
+#[derive(Debug, Clone)]
+struct Saved {
+    q: TchTensor,
+    k: TchTensor,
+    v: TchTensor,
+    out: TchTensor,
+    lse: TchTensor,
+    scale: f64,
+}
+
+/// The autodiff op: parents q, k, v.
+#[derive(Debug)]
+struct FlashMqa;
+
+impl Backward<Tch, 3> for FlashMqa {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let grad = grads.consume::<Tch>(&ops.node).tensor; // [b, s, h * d]
+        let s = ops.state;
+        let size = s.q.tensor.size(); // [b, h, s, d]
+        let (b, h, n, d) = (size[0], size[1], size[2], size[3]);
+        let grad = grad.view([b, n, h, d]).permute([0, 2, 1, 3]);
+        let (gq, gk, gv) =
+            tch::Tensor::internal_scaled_dot_product_flash_attention_for_cpu_backward(
+                &grad,
+                &s.q.tensor,
+                &s.k.tensor,
+                &s.v.tensor,
+                &s.out.tensor,
+                &s.lse.tensor,
+                0.0,
+                true,
+                None::<tch::Tensor>,
+                s.scale,
+            );
+        if let Some(node) = node_q {
+            // [b, h, s, d] -> [b, s, h, d]
+            let g = gq.permute([0, 2, 1, 3]).contiguous();
+            grads.register::<Tch>(node.id, TchTensor::new(g));
+        }
+        if let Some(node) = node_k {
+            // The single key head was expanded over h query heads: sum them back.
+            let g = gk
+                .sum_dim_intlist(1, true, None)
+                .permute([0, 2, 1, 3])
+                .contiguous();
+            grads.register::<Tch>(node.id, TchTensor::new(g));
+        }
+        if let Some(node) = node_v {
+            let g = gv.sum_dim_intlist(1, false, None).contiguous(); // [b, s, d]
+            grads.register::<Tch>(node.id, TchTensor::new(g));
+        }
+    }
+}
+
+fn autodiff_forward(
+    q: Tensor<Ad, 4>,
+    k: Tensor<Ad, 4>,
+    v: Tensor<Ad, 3>,
+    scale: f64,
+) -> Tensor<Ad, 3> {
+    let (q, k, v) = (
+        q.into_primitive().tensor(),
+        k.into_primitive().tensor(),
+        v.into_primitive().tensor(),
+    );
+    let out = match FlashMqa
+        .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (out, saved) = flash_forward(&q.primitive, &k.primitive, &v.primitive, scale);
+            prep.finish(saved, out)
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(flash_forward(&q.primitive, &k.primitive, &v.primitive, scale).0)
+        }
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// PyTorch's CPU flash attention, causal, the single key/value head expanded (a view)
+/// over the query heads. Shapes as in [`mqa_attention`]; returns the output
+/// `[b, s, h * d]` and what the backward pass needs.
+fn flash_forward(q: &TchTensor, k: &TchTensor, v: &TchTensor, scale: f64) -> (TchTensor, Saved) {
+    let size = q.tensor.size(); // [b, s, h, d]
+    let (b, n, h, d) = (size[0], size[1], size[2], size[3]);
+    // Views share their parent's storage handle, so Burn never mutates the inputs in
+    // place while the backward pass still needs them.
+    let view =
+        |parent: &TchTensor, t: tch::Tensor| TchTensor::from_existing(t, parent.storage.clone());
+    let qv = q.tensor.permute([0, 2, 1, 3]); // [b, h, s, d]
+    let kv = k.tensor.permute([0, 2, 1, 3]).expand([b, h, n, d], false);
+    let vv = v.tensor.unsqueeze(1).expand([b, h, n, d], false);
+    let (out, lse) = tch::Tensor::internal_scaled_dot_product_flash_attention_for_cpu(
+        &qv,
+        &kv,
+        &vv,
+        0.0,
+        true,
+        None::<tch::Tensor>,
+        scale,
+    );
+    let merged = out.permute([0, 2, 1, 3]).contiguous().view([b, n, h * d]);
+    let saved = Saved {
+        q: view(q, qv),
+        k: view(k, kv),
+        v: view(v, vv),
+        out: TchTensor::new(out),
+        lse: TchTensor::new(lse),
+        scale,
+    };
+    (TchTensor::new(merged), saved)
+}
+
+/// `log_softmax(logits)[target]` if `B` is LibTorch (with or without autodiff).
+/// `logits`: `[batch, seq, vocab]`, `targets`: `[batch, seq]` -> `[batch, seq]`;
+/// `None` for any other backend.
+pub(crate) fn target_logprobs<B: Backend>(
+    logits: &Tensor<B, 3>,
+    targets: &Tensor<B, 2, Int>,
+) -> Option<Tensor<B, 2>> {
+    if TypeId::of::<B>() == TypeId::of::<Ad>() {
+        let logits: Tensor<Ad, 3> = cast(logits.clone());
+        let targets: Tensor<Ad, 2, Int> = cast(targets.clone());
+        let logits = logits.into_primitive().tensor();
+        let targets = targets.into_primitive();
+        let out = match TargetLogprobs
+            .prepare::<NoCheckpointing>([logits.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, lsm) = logprobs_forward(&logits.primitive, &targets);
+                prep.finish((lsm, targets), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(logprobs_forward(&logits.primitive, &targets).0)
+            }
+        };
+        return Some(cast(Tensor::<Ad, 2>::from_primitive(
+            TensorPrimitive::Float(out),
+        )));
+    }
+    if TypeId::of::<B>() == TypeId::of::<Tch>() {
+        let logits: Tensor<Tch, 3> = cast(logits.clone());
+        let targets: Tensor<Tch, 2, Int> = cast(targets.clone());
+        let (out, _) =
+            logprobs_forward(&logits.into_primitive().tensor(), &targets.into_primitive());
+        return Some(cast(Tensor::<Tch, 2>::from_primitive(
+            TensorPrimitive::Float(out),
+        )));
+    }
+    None
+}
+
+/// Log-probabilities of the targets and the full `log_softmax` (for the backward pass).
+fn logprobs_forward(logits: &TchTensor, targets: &TchTensor) -> (TchTensor, TchTensor) {
+    let lsm = logits.tensor.log_softmax(-1, tch::Kind::Float); // [b, s, v]
+    let out = lsm
+        .gather(-1, &targets.tensor.unsqueeze(-1), false)
+        .squeeze_dim(-1);
+    (TchTensor::new(out), TchTensor::new(lsm))
+}
+
+/// The autodiff op of [`target_logprobs`]: parent the logits.
+#[derive(Debug)]
+struct TargetLogprobs;
+
+impl Backward<Tch, 1> for TargetLogprobs {
+    /// `log_softmax(logits)` and the targets.
+    type State = (TchTensor, TchTensor);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<Tch>(&ops.node).tensor; // [b, s]
+        let Some(node) = node else { return };
+        let (lsm, targets) = ops.state;
+        // d out / d log_softmax is `grad` at the target, 0 elsewhere; libtorch's fused
+        // log_softmax backward turns that into `g_target - softmax * g` in one pass.
+        let index = targets.tensor.unsqueeze(-1);
+        let sparse = lsm
+            .tensor
+            .zeros_like()
+            .scatter(-1, &index, &grad.unsqueeze(-1));
+        let g = tch::Tensor::internal_log_softmax_backward_data(
+            &sparse,
+            &lsm.tensor,
+            -1,
+            tch::Kind::Float,
+        );
+        grads.register::<Tch>(node.id, TchTensor::new(g));
+    }
+}
