@@ -62,9 +62,9 @@ for r in $(seq "$RUNS"); do
   timed datamix-mem-thp "$BIN" merge - "${FILES[@]}" --mem --no-hash --huge
   # Three more merges into the first one's buffers (a study scoring many
   # mixtures): their median wall and CPU time, and the process's peak RSS.
-  timed datamix-mem-fresh+3-reused "$BIN" merge - "${FILES[@]}" --mem --no-hash --reuse=3
+  /usr/bin/time -o "$DIR/time.txt" -f "%e %U %S %M" \
+    "$BIN" merge - "${FILES[@]}" --mem --no-hash --reuse=3 > "$DIR/last.log" 2>&1
   reused=$(sed -n 's/.*reused buffers: median \([0-9.]*\) s, cpu \([0-9.]*\) s.*/\1 \2/p' "$DIR/last.log")
-  sed -i '$d' "$RESULTS"
   echo "datamix-mem-reused $reused 0 $(cut -d' ' -f4 "$DIR/time.txt")" >> "$RESULTS"
   echo "datamix-mem-reused: $(tail -n 1 "$DIR/last.log")"
   timed datamix-mem-blake3 "$BIN" merge - "${FILES[@]}" --mem

@@ -36,23 +36,56 @@ pub(crate) fn mqa_attention<B: Backend>(
     scale: f64,
 ) -> Option<Tensor<B, 3>> {
     if TypeId::of::<B>() == TypeId::of::<Ad>() {
-        let out = autodiff_forward(cast(q.clone()), cast(k.clone()), cast(v.clone()), scale);
-        return Some(cast(out));
+        let (q, k, v) = (
+            float::<_, Ad, 4>(q),
+            float::<_, Ad, 4>(k),
+            float::<_, Ad, 3>(v),
+        );
+        let out = match FlashMqa
+            .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, saved) = flash_forward(&q.primitive, &k.primitive, &v.primitive, scale);
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(flash_forward(&q.primitive, &k.primitive, &v.primitive, scale).0)
+            }
+        };
+        return Some(wrap::<Ad, _, 3>(out));
     }
     if TypeId::of::<B>() == TypeId::of::<Tch>() {
-        let (q, k, v): (Tensor<Tch, 4>, Tensor<Tch, 4>, Tensor<Tch, 3>) =
-            (cast(q.clone()), cast(k.clone()), cast(v.clone()));
-        let (out, _) = flash_forward(
-            &q.into_primitive().tensor(),
-            &k.into_primitive().tensor(),
-            &v.into_primitive().tensor(),
-            scale,
+        let (q, k, v) = (
+            float::<_, Tch, 4>(q),
+            float::<_, Tch, 4>(k),
+            float::<_, Tch, 3>(v),
         );
-        return Some(cast(Tensor::<Tch, 3>::from_primitive(
-            TensorPrimitive::Float(out),
-        )));
+        return Some(wrap::<Tch, _, 3>(flash_forward(&q, &k, &v, scale).0));
     }
     None
+}
+
+/// The float primitive of `t` as backend `BK`'s, which the caller has checked (by
+/// `TypeId`) to be `B`.
+fn float<B: Backend, BK: Backend, const D: usize>(t: &Tensor<B, D>) -> BK::FloatTensorPrimitive {
+    cast::<_, Tensor<BK, D>>(t.clone())
+        .into_primitive()
+        .tensor()
+}
+
+/// The integer primitive of `t` as backend `BK`'s (LibTorch's for `Autodiff<Tch>` too:
+/// autodiff does not wrap integer tensors), checked to be `B`.
+fn ints<B: Backend, BK: Backend<IntTensorPrimitive = TchTensor>>(
+    t: &Tensor<B, 2, Int>,
+) -> TchTensor {
+    cast::<_, Tensor<BK, 2, Int>>(t.clone()).into_primitive()
+}
+
+/// A float primitive of backend `BK` as a tensor of `B`, checked to be `BK`.
+fn wrap<BK: Backend, B: Backend, const D: usize>(p: BK::FloatTensorPrimitive) -> Tensor<B, D> {
+    cast(Tensor::<BK, D>::from_primitive(TensorPrimitive::Float(p)))
 }
 
 /// `x` as `T`, which the caller has checked (by `TypeId`) to be `A`'s type.
@@ -121,33 +154,6 @@ impl Backward<Tch, 3> for FlashMqa {
     }
 }
 
-fn autodiff_forward(
-    q: Tensor<Ad, 4>,
-    k: Tensor<Ad, 4>,
-    v: Tensor<Ad, 3>,
-    scale: f64,
-) -> Tensor<Ad, 3> {
-    let (q, k, v) = (
-        q.into_primitive().tensor(),
-        k.into_primitive().tensor(),
-        v.into_primitive().tensor(),
-    );
-    let out = match FlashMqa
-        .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let (out, saved) = flash_forward(&q.primitive, &k.primitive, &v.primitive, scale);
-            prep.finish(saved, out)
-        }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(flash_forward(&q.primitive, &k.primitive, &v.primitive, scale).0)
-        }
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
-}
-
 /// PyTorch's CPU flash attention, causal, the single key/value head expanded (a view)
 /// over the query heads. Shapes as in [`mqa_attention`]; returns the output
 /// `[b, s, h * d]` and what the backward pass needs.
@@ -190,10 +196,7 @@ pub(crate) fn target_logprobs<B: Backend>(
     targets: &Tensor<B, 2, Int>,
 ) -> Option<Tensor<B, 2>> {
     if TypeId::of::<B>() == TypeId::of::<Ad>() {
-        let logits: Tensor<Ad, 3> = cast(logits.clone());
-        let targets: Tensor<Ad, 2, Int> = cast(targets.clone());
-        let logits = logits.into_primitive().tensor();
-        let targets = targets.into_primitive();
+        let (logits, targets) = (float::<_, Ad, 3>(logits), ints::<_, Ad>(targets));
         let out = match TargetLogprobs
             .prepare::<NoCheckpointing>([logits.node.clone()])
             .compute_bound()
@@ -207,18 +210,11 @@ pub(crate) fn target_logprobs<B: Backend>(
                 prep.finish(logprobs_forward(&logits.primitive, &targets).0)
             }
         };
-        return Some(cast(Tensor::<Ad, 2>::from_primitive(
-            TensorPrimitive::Float(out),
-        )));
+        return Some(wrap::<Ad, _, 2>(out));
     }
     if TypeId::of::<B>() == TypeId::of::<Tch>() {
-        let logits: Tensor<Tch, 3> = cast(logits.clone());
-        let targets: Tensor<Tch, 2, Int> = cast(targets.clone());
-        let (out, _) =
-            logprobs_forward(&logits.into_primitive().tensor(), &targets.into_primitive());
-        return Some(cast(Tensor::<Tch, 2>::from_primitive(
-            TensorPrimitive::Float(out),
-        )));
+        let (logits, targets) = (float::<_, Tch, 3>(logits), ints::<_, Tch>(targets));
+        return Some(wrap::<Tch, _, 2>(logprobs_forward(&logits, &targets).0));
     }
     None
 }

@@ -98,7 +98,7 @@ impl<B: Backend> Attention<B> {
             .reshape([b, s * nh, hd])
             .matmul(k.reshape([b, s, hd]).swap_dims(1, 2))
             .mul_scalar(scale)
-            + ctx.mqa_mask(nh).unsqueeze::<3>();
+            + ctx.mqa_mask().unsqueeze::<3>();
         let probs = softmax(scores, 2);
         // [b, s * h, s] x [b, s, hd] -> [b, s * h, hd] = [b, s, h * hd].
         self.o_proj.forward(probs.matmul(v).reshape([b, s, d]))
@@ -145,22 +145,26 @@ impl<B: Backend> Attention<B> {
     }
 }
 
-/// Per-forward constants shared by every block: RoPE tables and the causal mask.
+/// Per-forward constants shared by every block: RoPE tables and the causal mask (built
+/// once, by the first layer that needs it).
 pub struct ForwardCtx<B: Backend> {
     rope: RopeTables<B>,
     seq: usize,
     device: B::Device,
-    /// The multi-query mask, built by the first layer that needs it: (heads, mask).
-    mask: std::cell::OnceCell<(usize, Tensor<B, 2>)>,
+    /// Query heads per layer (the multi-query mask's layout).
+    heads: usize,
+    /// The multi-query mask, built by the first layer that needs it.
+    mask: std::cell::OnceCell<Tensor<B, 2>>,
 }
 
 impl<B: Backend> ForwardCtx<B> {
-    /// Tables for sequences of `seq` tokens.
-    pub fn new(rope: &RotaryEncoding<B>, seq: usize, device: &B::Device) -> Self {
+    /// Tables for sequences of `seq` tokens and layers of `heads` query heads.
+    pub fn new(rope: &RotaryEncoding<B>, seq: usize, heads: usize, device: &B::Device) -> Self {
         Self {
             rope: RopeTables::new(rope, seq, device),
             seq,
             device: device.clone(),
+            heads,
             mask: std::cell::OnceCell::new(),
         }
     }
@@ -170,23 +174,17 @@ impl<B: Backend> ForwardCtx<B> {
     /// position, so no row is all -inf). `-inf` rather than a large finite value: `exp`
     /// of it is exactly 0, and libtorch's vectorised `exp` takes ~3.6x as long on
     /// inputs that underflow (`-1e9`) as on `-inf` (docs/benchmarks.md).
-    fn mqa_mask(&self, heads: usize) -> Tensor<B, 2> {
-        match self
-            .mask
-            .get_or_init(|| (heads, self.build_mqa_mask(heads)))
-        {
-            (h, mask) if *h == heads => mask.clone(),
-            _ => self.build_mqa_mask(heads),
-        }
-    }
-
-    fn build_mqa_mask(&self, heads: usize) -> Tensor<B, 2> {
-        let s = self.seq;
-        let mut m = vec![0f32; s * heads * s];
-        for (r, row) in m.chunks_exact_mut(s).enumerate() {
-            row[r / heads + 1..].fill(f32::NEG_INFINITY);
-        }
-        Tensor::from_data(TensorData::new(m, [s * heads, s]), &self.device)
+    fn mqa_mask(&self) -> Tensor<B, 2> {
+        let (s, heads) = (self.seq, self.heads);
+        self.mask
+            .get_or_init(|| {
+                let mut m = vec![0f32; s * heads * s];
+                for (r, row) in m.chunks_exact_mut(s).enumerate() {
+                    row[r / heads + 1..].fill(f32::NEG_INFINITY);
+                }
+                Tensor::from_data(TensorData::new(m, [s * heads, s]), &self.device)
+            })
+            .clone()
     }
 }
 
@@ -337,7 +335,8 @@ impl<B: Backend> Decoder<B> {
     /// Next-token logits. `tokens`: `[batch, seq]` -> `[batch, seq, vocab]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [_, seq] = tokens.dims();
-        let ctx = ForwardCtx::new(&self.rope, seq, &tokens.device());
+        let heads = self.layers.first().map_or(1, |l| l.attn.n_heads);
+        let ctx = ForwardCtx::new(&self.rope, seq, heads, &tokens.device());
         let mut x = self.embed.forward(tokens);
         for layer in &self.layers {
             x = layer.forward(x, &ctx);
@@ -396,7 +395,7 @@ mod tests {
         let cfg = DecoderConfig::new(50, 32, 1, 4).with_max_seq_len(16);
         let model = cfg.init_seeded::<B>(7, &dev).unwrap();
         let attn = &model.layers[0].attn;
-        let ctx = ForwardCtx::new(&model.rope, 9, &dev);
+        let ctx = ForwardCtx::new(&model.rope, 9, 4, &dev);
         let x = Tensor::<B, 3>::random([2, 9, 32], Distribution::Normal(0.0, 1.0), &dev);
         let fast = attn.forward_mqa(x.clone(), &ctx);
         let heads = attn.forward_heads(x, &ctx);

@@ -18,12 +18,8 @@ use datamix_decoder::{Decoder, EvalConfig, Packer, Trainer, evaluate};
 fn tch_matches_cpu_evaluation() {
     let tokens = grammar_text(60, 9);
     let config = tiny().with_max_seq_len(32);
-    let cpu_model = config.init_seeded::<Inner>(7, &Default::default()).unwrap();
-    let weights = to_host(&cpu_model);
+    let (cpu_model, tch_model) = seeded_with_copy::<Inner, Tch>(&config, 7);
     let device = Default::default();
-    let tch_model = config
-        .init_from_host::<Tch>(&weights, std::path::Path::new("<cpu>"), &device)
-        .unwrap();
     let cfg = EvalConfig::new(32);
     let a = evaluate(&cpu_model, &tokens, &cfg, &Default::default()).unwrap();
     let b = evaluate(&tch_model, &tokens, &cfg, &device).unwrap();
@@ -87,15 +83,7 @@ fn loss_and_grads<B: AutodiffBackend>(model: &Decoder<B>, tokens: &[u32]) -> (f3
 fn tch_gradients_match_cpu() {
     let tokens = grammar_text(40, 5);
     let config = tiny().with_max_seq_len(32);
-    let cpu = config.init_seeded::<B>(3, &Default::default()).unwrap();
-    let weights = to_host(&cpu);
-    let tch = config
-        .init_from_host::<Autodiff<Tch>>(
-            &weights,
-            std::path::Path::new("<cpu>"),
-            &Default::default(),
-        )
-        .unwrap();
+    let (cpu, tch) = seeded_with_copy::<B, Autodiff<Tch>>(&config, 3);
     let (la, ga) = loss_and_grads(&cpu, &tokens);
     let (lb, gb) = loss_and_grads(&tch, &tokens);
     assert!((la - lb).abs() < 1e-4, "loss cpu {la} vs tch {lb}");

@@ -9,19 +9,14 @@ mod common;
 use burn::backend::Autodiff;
 use common::*;
 use datamix_decoder::backend::Wgpu;
-use datamix_decoder::checkpoint::to_host;
 use datamix_decoder::{EvalConfig, Packer, Trainer, evaluate};
 
 #[test]
 fn wgpu_matches_cpu_and_trains() {
     let tokens = grammar_text(40, 9);
     let config = tiny().with_max_seq_len(32);
-    let cpu_model = config.init_seeded::<Inner>(7, &Default::default()).unwrap();
-    let weights = to_host(&cpu_model);
+    let (cpu_model, gpu_model) = seeded_with_copy::<Inner, Wgpu>(&config, 7);
     let device = Default::default();
-    let gpu_model = config
-        .init_from_host::<Wgpu>(&weights, std::path::Path::new("<cpu>"), &device)
-        .unwrap();
     let cfg = EvalConfig::new(32);
     let a = evaluate(&cpu_model, &tokens, &cfg, &Default::default()).unwrap();
     let b = evaluate(&gpu_model, &tokens, &cfg, &device).unwrap();

@@ -961,44 +961,49 @@ mod kernel {
         #[inline]
         #[target_feature(enable = "avx512f")]
         fn mix_ref<const K: usize>(d: &[__m512; K], c: &[f32; K]) -> __m512 {
-            let mut a = d[0];
+            let a = d[0];
             if K == 1 {
                 return a;
             }
-            a = _mm512_fmadd_ps(_mm512_set1_ps(c[1]), d[1], a);
+            let a = _mm512_fmadd_ps(_mm512_set1_ps(c[1]), d[1], a);
             if K == 2 {
                 return a;
             }
-            let mut b = _mm512_mul_ps(_mm512_set1_ps(c[2]), d[2]);
-            let mut i = 3;
-            while i + 1 < K {
-                a = _mm512_fmadd_ps(_mm512_set1_ps(c[i]), d[i], a);
-                b = _mm512_fmadd_ps(_mm512_set1_ps(c[i + 1]), d[i + 1], b);
-                i += 2;
-            }
-            if i < K {
-                a = _mm512_fmadd_ps(_mm512_set1_ps(c[i]), d[i], a);
-            }
-            _mm512_add_ps(a, b)
+            let b = _mm512_mul_ps(_mm512_set1_ps(c[2]), d[2]);
+            two_chains(a, b, d, c, 3)
         }
 
         /// `Σ_i λ_i p_i` for 16 tokens (two interleaved chains, λ broadcast from memory).
         #[inline]
         #[target_feature(enable = "avx512f")]
         fn mix<const K: usize>(p: &[__m512; K], lam: &[f32; K]) -> __m512 {
-            let mut a = _mm512_mul_ps(_mm512_set1_ps(lam[0]), p[0]);
+            let a = _mm512_mul_ps(_mm512_set1_ps(lam[0]), p[0]);
             if K == 1 {
                 return a;
             }
-            let mut b = _mm512_mul_ps(_mm512_set1_ps(lam[1]), p[1]);
-            let mut i = 2;
+            let b = _mm512_mul_ps(_mm512_set1_ps(lam[1]), p[1]);
+            two_chains(a, b, p, lam, 2)
+        }
+
+        /// Adds `c_i x_i` for `i >= from` alternately to the chains `a` and `b`, then
+        /// `a + b`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn two_chains<const K: usize>(
+            mut a: __m512,
+            mut b: __m512,
+            x: &[__m512; K],
+            c: &[f32; K],
+            from: usize,
+        ) -> __m512 {
+            let mut i = from;
             while i + 1 < K {
-                a = _mm512_fmadd_ps(_mm512_set1_ps(lam[i]), p[i], a);
-                b = _mm512_fmadd_ps(_mm512_set1_ps(lam[i + 1]), p[i + 1], b);
+                a = _mm512_fmadd_ps(_mm512_set1_ps(c[i]), x[i], a);
+                b = _mm512_fmadd_ps(_mm512_set1_ps(c[i + 1]), x[i + 1], b);
                 i += 2;
             }
             if i < K {
-                a = _mm512_fmadd_ps(_mm512_set1_ps(lam[i]), p[i], a);
+                a = _mm512_fmadd_ps(_mm512_set1_ps(c[i]), x[i], a);
             }
             _mm512_add_ps(a, b)
         }

@@ -1,7 +1,9 @@
 //! Shared fixtures for the decoder's integration tests.
 #![allow(dead_code)]
 
-use datamix_decoder::{DecoderConfig, TrainConfig};
+use burn::tensor::backend::Backend;
+use datamix_decoder::checkpoint::to_host;
+use datamix_decoder::{Decoder, DecoderConfig, TrainConfig};
 
 pub type B = burn::backend::Autodiff<datamix_decoder::backend::Cpu>;
 pub type Inner = datamix_decoder::backend::Cpu;
@@ -50,6 +52,23 @@ pub fn unigram_entropy(tokens: &[u32]) -> f64 {
             -p * p.ln()
         })
         .sum()
+}
+
+/// A seeded model of `config` on the backend `C` and the same weights loaded on `X`
+/// (default devices), for comparing backends.
+pub fn seeded_with_copy<C: Backend, X: Backend>(
+    config: &DecoderConfig,
+    seed: u64,
+) -> (Decoder<C>, Decoder<X>) {
+    let model = config.init_seeded::<C>(seed, &Default::default()).unwrap();
+    let copy = config
+        .init_from_host::<X>(
+            &to_host(&model),
+            std::path::Path::new("<copy>"),
+            &Default::default(),
+        )
+        .unwrap();
+    (model, copy)
 }
 
 pub fn tiny() -> DecoderConfig {
