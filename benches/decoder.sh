@@ -18,7 +18,8 @@ export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2
 python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 | tee -a "$out"
 # The twin again with the composites Burn records (no fused SDPA / cross-entropy).
 python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 --unfused | tee -a "$out"
-cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput -q -- "$steps" 4096 8 | tee -a "$out"
+# DATAMIX_BENCH_COMPOSITES: also time flex and LibTorch with the fused ops off.
+DATAMIX_BENCH_COMPOSITES=1 cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput -q -- "$steps" 4096 8 | tee -a "$out"
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]

@@ -2,7 +2,8 @@
 //! preset at sequence length 256, on each compiled CPU backend.
 //!
 //! `cargo bench -p datamix-decoder --features ndarray --bench train_throughput -- [steps] [vocab] [layers]`
-//! prints one JSON line per backend; `benches/decoder.sh` runs it beside the
+//! prints one JSON line per backend (and, with `DATAMIX_BENCH_COMPOSITES=1`, one more per
+//! backend with the fused ops off: Burn's composites); `benches/decoder.sh` runs it beside the
 //! PyTorch twin (`benches/reference/decoder_torch.py`).
 
 use std::time::Instant;
@@ -12,7 +13,9 @@ use std::time::Instant;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use burn::tensor::backend::AutodiffBackend;
-use datamix_decoder::{BackendKind, BackendTask, DecoderConfig, Packer, TrainConfig, Trainer};
+use datamix_decoder::{
+    BackendKind, BackendTask, DecoderConfig, Packer, TrainConfig, Trainer, without_fused_ops,
+};
 
 struct Bench {
     steps: usize,
@@ -57,6 +60,11 @@ impl BackendTask for &Bench {
 }
 
 fn main() {
+    // As the `datamix` binary does: keep freed pages instead of purging them to the OS
+    // (mimalloc's `mi_option_purge_delay`, index 15, set to "never"); see
+    // crates/datamix-cli/src/main.rs.
+    // SAFETY: sets one process-wide integer option, before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -70,6 +78,7 @@ fn main() {
         seq: 256,
     };
     let only = std::env::var("DATAMIX_BENCH_BACKENDS").ok();
+    let composites = std::env::var_os("DATAMIX_BENCH_COMPOSITES").is_some();
     for kind in BackendKind::available() {
         if matches!(kind, BackendKind::Wgpu | BackendKind::Cuda) && only.is_none() {
             continue;
@@ -79,10 +88,17 @@ fn main() {
         {
             continue;
         }
-        let (tok_s, params) = kind.run(&bench).unwrap();
-        println!(
-            "{{\"impl\":\"burn-{kind}\",\"params\":{params},\"batch\":{},\"seq\":{},\"layers\":{},\"vocab\":{},\"steps\":{},\"tokens_per_s\":{tok_s:.1}}}",
-            bench.batch, bench.seq, bench.layers, bench.vocab, bench.steps
-        );
+        let row = |name: String, (tok_s, params): (f64, usize)| {
+            println!(
+                "{{\"impl\":\"{name}\",\"params\":{params},\"batch\":{},\"seq\":{},\"layers\":{},\"vocab\":{},\"steps\":{},\"tokens_per_s\":{tok_s:.1}}}",
+                bench.batch, bench.seq, bench.layers, bench.vocab, bench.steps
+            )
+        };
+        row(format!("burn-{kind}"), kind.run(&bench).unwrap());
+        // The ablation: the same step on Burn's composites, for the backends with fused ops.
+        if composites && matches!(kind, BackendKind::Cpu | BackendKind::Tch) {
+            let r = without_fused_ops(|| kind.run(&bench)).unwrap();
+            row(format!("burn-{kind}-composites"), r);
+        }
     }
 }

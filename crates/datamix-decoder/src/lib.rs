@@ -19,8 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod eval;
-#[cfg(feature = "tch")]
-mod fused_tch;
+pub mod fused;
 pub mod model;
 pub mod optim;
 pub mod train;
@@ -30,5 +29,6 @@ pub use backend::{BackendKind, BackendTask};
 pub use config::{DecoderConfig, NormKind, PRESETS};
 pub use error::{DecoderError, Result};
 pub use eval::{EvalConfig, EvalResult, evaluate};
+pub use fused::without_fused_ops;
 pub use model::Decoder;
 pub use train::{Batch, Packer, TrainConfig, Trainer};

@@ -5,13 +5,14 @@ use burn::nn::{
     Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm,
     RmsNormConfig, RotaryEncoding, RotaryEncodingConfig, SwiGlu, SwiGluConfig,
 };
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::config::{DecoderConfig, NormKind};
 use crate::error::Result;
+use crate::fused;
 
 /// Pre-norm of a block, or the final norm: RMSNorm or bias-free LayerNorm.
 #[derive(Module, Debug)]
@@ -38,7 +39,9 @@ impl<B: Backend> Norm<B> {
     /// `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self {
-            Norm::Rms(n) => n.forward(x),
+            Norm::Rms(n) => {
+                fused::rms_norm(&x, &n.gamma.val(), n.epsilon).unwrap_or_else(|| n.forward(x))
+            }
             Norm::Layer(n) => n.forward(x),
         }
     }
@@ -89,8 +92,7 @@ impl<B: Backend> Attention<B> {
             .apply(self.k_proj.forward(x.clone()).reshape([b, s, 1, hd]));
         let v = self.v_proj.forward(x); // [b, s, hd]
         let scale = (hd as f64).powf(-0.5);
-        #[cfg(feature = "tch")]
-        if let Some(out) = crate::fused_tch::mqa_attention(&q, &k, &v, scale) {
+        if let Some(out) = fused::mqa_attention(&q, &k, &v, scale) {
             return self.o_proj.forward(out); // [b, s, h * hd]
         }
         // [b, s * h, hd] x [b, hd, s] -> [b, s * h, s]: row `i * h + head` is query i.
@@ -221,6 +223,10 @@ impl<B: Backend> RopeTables<B> {
 
     /// `x`: `[batch, seq, heads, head_dim]` -> same shape, rotated.
     fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = match fused::rope(x, &self.cos, &self.sin) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let [b, s, h, hd] = x.dims();
         let swapped = x
             .clone()
@@ -243,7 +249,11 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down_proj.forward(self.swiglu.forward(x))
+        // SwiGlu::forward, with the gate fused where the backend allows.
+        let g = self.swiglu.linear_inner.forward(x.clone()); // [b, s, hidden]
+        let u = self.swiglu.linear_outer.forward(x);
+        let h = fused::silu_mul(&g, &u).unwrap_or_else(|| silu(g) * u);
+        self.down_proj.forward(h)
     }
 }
 
@@ -356,8 +366,7 @@ impl<B: Backend> Decoder<B> {
         targets: Tensor<B, 2, Int>,
     ) -> Tensor<B, 2> {
         let logits = self.forward(inputs); // [b, s, vocab]
-        #[cfg(feature = "tch")]
-        if let Some(out) = crate::fused_tch::target_logprobs(&logits, &targets) {
+        if let Some(out) = fused::target_logprobs(&logits, &targets) {
             return out;
         }
         let logp = log_softmax(logits, 2);

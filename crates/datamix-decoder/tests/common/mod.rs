@@ -1,7 +1,8 @@
 //! Shared fixtures for the decoder's integration tests.
 #![allow(dead_code)]
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use datamix_decoder::checkpoint::to_host;
 use datamix_decoder::{Decoder, DecoderConfig, TrainConfig};
 
@@ -100,4 +101,70 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// The loss of a `[4, 32]` batch cut from `tokens` and the gradient of every weight
+/// (embedding, each block's norm, q/k/v/o, gate, up and down projections, the final
+/// norm, the untied head if any), named, as host vectors.
+pub fn loss_and_grads<B: AutodiffBackend>(
+    model: &Decoder<B>,
+    tokens: &[u32],
+) -> (f32, Vec<(String, Vec<f32>)>) {
+    use burn::module::Param;
+    use datamix_decoder::model::Norm;
+    let device = Default::default();
+    let (b, s) = (4, 32);
+    let ids = |off: usize| {
+        let v: Vec<i64> = (0..b * s)
+            .map(|i| tokens[(i / s) * (s + 1) + i % s + off] as i64)
+            .collect();
+        Tensor::<B, 2, Int>::from_data(TensorData::new(v, [b, s]), &device)
+    };
+    let loss = model.loss(ids(0), ids(1));
+    let value = loss.clone().into_scalar().elem::<f32>();
+    let grads = loss.backward();
+    fn host<B: AutodiffBackend, const D: usize>(
+        p: &Param<Tensor<B, D>>,
+        grads: &B::Gradients,
+    ) -> Vec<f32> {
+        p.grad(grads).unwrap().into_data().to_vec::<f32>().unwrap()
+    }
+    let norm = |n: &Norm<B>| match n {
+        Norm::Rms(n) => host(&n.gamma, &grads),
+        Norm::Layer(n) => host(&n.gamma, &grads),
+    };
+    let mut out = vec![("embed".to_string(), host(&model.embed.weight, &grads))];
+    for (i, l) in model.layers.iter().enumerate() {
+        out.push((format!("layers.{i}.norm"), norm(&l.norm)));
+        for (name, w) in [
+            ("q", &l.attn.q_proj.weight),
+            ("k", &l.attn.k_proj.weight),
+            ("v", &l.attn.v_proj.weight),
+            ("o", &l.attn.o_proj.weight),
+            ("gate", &l.mlp.swiglu.linear_inner.weight),
+            ("up", &l.mlp.swiglu.linear_outer.weight),
+            ("down", &l.mlp.down_proj.weight),
+        ] {
+            out.push((format!("layers.{i}.{name}"), host(w, &grads)));
+        }
+    }
+    out.push(("norm".to_string(), norm(&model.norm)));
+    if let Some(head) = &model.lm_head {
+        out.push(("lm_head".to_string(), host(&head.weight, &grads)));
+    }
+    (value, out)
+}
+
+/// Asserts two gradient lists (as from [`loss_and_grads`]) agree within `rel` of each
+/// tensor's largest entry.
+pub fn assert_grads_close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], rel: f32) {
+    assert_eq!(a.len(), b.len());
+    for ((name, a), (_, b)) in a.iter().zip(b) {
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = max_abs_diff(a, b);
+        assert!(
+            d <= rel * scale.max(1e-6),
+            "gradient {name}: max diff {d}, max |g| {scale}"
+        );
+    }
 }

@@ -1,16 +1,13 @@
-//! Fused ops on LibTorch (feature `tch`), each one Burn autodiff op with a hand-written
-//! backward instead of the composite that Burn's autodiff records and replays op by op:
+//! Fused ops on LibTorch (feature `tch`):
 //! - [`mqa_attention`]: causal multi-query attention by PyTorch's CPU flash-attention
 //!   kernel forward and backward (instead of matmul + masked softmax + matmul);
 //! - [`target_logprobs`]: the log-probability of each target token, by libtorch's fused
 //!   `log_softmax` and its fused backward (instead of Burn's `log_softmax` composite +
 //!   gather).
 //!
-//! Rust has no specialisation, so each checks at run time whether the generic backend
-//! *is* [`Tch`] or `Autodiff<Tch>` (a `TypeId` comparison) and returns `None` for every
-//! other backend, which keep the portable composites.
+//! Each returns `None` unless the backend is [`Tch`] or `Autodiff<Tch>`.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -19,8 +16,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::TchTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor};
 
+use super::{float, ints, wrap};
 use crate::backend::Tch;
 
 type Ad = Autodiff<Tch>;
@@ -65,34 +63,6 @@ pub(crate) fn mqa_attention<B: Backend>(
         return Some(wrap::<Tch, _, 3>(flash_forward(&q, &k, &v, scale).0));
     }
     None
-}
-
-/// The float primitive of `t` as backend `BK`'s, which the caller has checked (by
-/// `TypeId`) to be `B`.
-fn float<B: Backend, BK: Backend, const D: usize>(t: &Tensor<B, D>) -> BK::FloatTensorPrimitive {
-    cast::<_, Tensor<BK, D>>(t.clone())
-        .into_primitive()
-        .tensor()
-}
-
-/// The integer primitive of `t` as backend `BK`'s (LibTorch's for `Autodiff<Tch>` too:
-/// autodiff does not wrap integer tensors), checked to be `B`.
-fn ints<B: Backend, BK: Backend<IntTensorPrimitive = TchTensor>>(
-    t: &Tensor<B, 2, Int>,
-) -> TchTensor {
-    cast::<_, Tensor<BK, 2, Int>>(t.clone()).into_primitive()
-}
-
-/// A float primitive of backend `BK` as a tensor of `B`, checked to be `BK`.
-fn wrap<BK: Backend, B: Backend, const D: usize>(p: BK::FloatTensorPrimitive) -> Tensor<B, D> {
-    cast(Tensor::<BK, D>::from_primitive(TensorPrimitive::Float(p)))
-}
-
-/// `x` as `T`, which the caller has checked (by `TypeId`) to be `A`'s type.
-fn cast<A: 'static, T: 'static>(x: A) -> T {
-    *(Box::new(x) as Box<dyn Any>)
-        .downcast::<T>()
-        .expect("types checked by TypeId")
 }
 
 /// What the backward pass needs: the `[b, h, s, d]` views the kernel saw, its output and

@@ -1,0 +1,507 @@
+//! Fused ops on Burn's `flex` CPU backend (feature `cpu`, the default). Matrix products
+//! stay `flex`'s own gemm; everything between them is one of [`super::kernels`]'s row
+//! kernels, forward and backward, so the autodiff graph holds one node per op instead of
+//! five to ten, and no intermediate is broadcast, masked or saved that the backward pass
+//! does not need.
+//!
+//! Each returns `None` unless the backend is [`Flex`] or `Autodiff<Flex>` and the tensors
+//! are `f32` (other dtypes keep the composites).
+
+use std::any::TypeId;
+
+use burn::backend::Autodiff;
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorPrimitive};
+
+use super::{cast, float, ints, kernels, wrap};
+
+type Ad = Autodiff<Flex>;
+
+/// Which flavour of `Flex` the generic backend `B` is, if any.
+enum Kind {
+    Plain,
+    Autodiff,
+}
+
+fn kind<B: Backend>() -> Option<Kind> {
+    if TypeId::of::<B>() == TypeId::of::<Ad>() {
+        Some(Kind::Autodiff)
+    } else if TypeId::of::<B>() == TypeId::of::<Flex>() {
+        Some(Kind::Plain)
+    } else {
+        None
+    }
+}
+
+/// The contiguous `f32` elements of `t` (a copy only if `t` is a strided view).
+fn values(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+/// `t` made contiguous, consuming it: when `t` was the only handle on its buffer the
+/// result is too, so a kernel can write into it (`storage_mut`) without a copy.
+fn owned(t: FlexTensor) -> FlexTensor {
+    let c = t.to_contiguous();
+    drop(t);
+    c
+}
+
+/// `t`'s elements; `t` must come from [`values`] (contiguous, `f32`).
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
+/// A new `f32` tensor of `shape` holding `v`.
+fn tensor(v: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape.into()))
+}
+
+/// `t` as a `Tensor<Flex, D>` (for the gemms and reshapes between kernels).
+fn t<const D: usize>(p: FlexTensor) -> Tensor<Flex, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// The primitive of a `Tensor<Flex, D>`.
+fn p<const D: usize>(t: Tensor<Flex, D>) -> FlexTensor {
+    t.into_primitive().tensor()
+}
+
+/// Whether every float input is `f32` (checked on the generic tensors).
+fn all_f32<B: Backend, const D: usize>(ts: &[&Tensor<B, D>]) -> bool {
+    ts.iter().all(|t| t.dtype() == DType::F32)
+}
+
+// ---------------------------------------------------------------------------------------
+// Multi-query attention
+
+/// Causal multi-query attention (shapes as in [`super::mqa_attention`]): per sequence, the
+/// queries of all heads form one `[seq * heads, head_dim]` matrix; scores against the
+/// single key head (one gemm), masked softmax in place (a row kernel), times the values
+/// (one gemm). Saves the queries, keys, values and probabilities.
+pub(super) fn mqa_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 3>,
+    scale: f64,
+) -> Option<Tensor<B, 3>> {
+    let kind = kind::<B>()?;
+    if !all_f32(&[q, k]) || !all_f32(&[v]) {
+        return None;
+    }
+    Some(match kind {
+        Kind::Autodiff => {
+            let (q, k, v) = (
+                float::<_, Ad, 4>(q),
+                float::<_, Ad, 4>(k),
+                float::<_, Ad, 3>(v),
+            );
+            let prep = MqaAttention
+                .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
+                .compute_bound()
+                .stateful();
+            let (out, saved) = attention_forward(q.primitive, k.primitive, v.primitive, scale);
+            wrap::<Ad, _, 3>(match prep {
+                OpsKind::Tracked(prep) => prep.finish(saved, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            })
+        }
+        Kind::Plain => {
+            let (q, k, v) = (
+                float::<_, Flex, 4>(q),
+                float::<_, Flex, 4>(k),
+                float::<_, Flex, 3>(v),
+            );
+            wrap::<Flex, _, 3>(attention_forward(q, k, v, scale).0)
+        }
+    })
+}
+
+/// What the attention backward pass needs.
+#[derive(Debug, Clone)]
+struct AttentionSaved {
+    /// `[b, s * h, hd]`.
+    q: FlexTensor,
+    /// `[b, s, hd]`.
+    k: FlexTensor,
+    /// `[b, s, hd]`.
+    v: FlexTensor,
+    /// Softmax probabilities, `[b, s * h, s]`, 0 at masked keys.
+    probs: FlexTensor,
+    heads: usize,
+    scale: f32,
+}
+
+/// Forward pass; returns `[b, s, h * hd]` and the saved state.
+fn attention_forward(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    scale: f64,
+) -> (FlexTensor, AttentionSaved) {
+    let [b, s, h, hd] = t::<4>(q.clone()).dims();
+    let q = t::<4>(q).reshape([b, s * h, hd]);
+    let k = t::<4>(k).reshape([b, s, hd]);
+    let v = t::<3>(v);
+    // [b, s * h, hd] x [b, hd, s] -> [b, s * h, s]: row `i * h + head` is query i.
+    let scores = p(q.clone().matmul(k.clone().swap_dims(1, 2)));
+    let mut probs = values(&scores);
+    drop(scores);
+    let scale = scale as f32;
+    kernels::causal_softmax(probs.storage_mut::<f32>(), s, h, scale);
+    // [b, s * h, s] x [b, s, hd] -> [b, s * h, hd] = [b, s, h * hd].
+    let out = t::<3>(probs.clone())
+        .matmul(v.clone())
+        .reshape([b, s, h * hd]);
+    let saved = AttentionSaved {
+        q: p(q),
+        k: p(k),
+        v: p(v),
+        probs,
+        heads: h,
+        scale,
+    };
+    (p(out), saved)
+}
+
+/// The autodiff op of [`mqa_attention`]: parents q, k, v.
+#[derive(Debug)]
+struct MqaAttention;
+
+impl Backward<Flex, 3> for MqaAttention {
+    type State = AttentionSaved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let AttentionSaved {
+            q,
+            k,
+            v,
+            probs,
+            heads: h,
+            scale,
+        } = ops.state;
+        let (q, k, v, probs) = (t::<3>(q), t::<3>(k), t::<3>(v), t::<3>(probs));
+        let [b, sh, hd] = q.dims();
+        let s = sh / h;
+        // dO: [b, s, h * hd] -> [b, s * h, hd].
+        let d_out = t::<3>(grads.consume::<Flex>(&ops.node)).reshape([b, sh, hd]);
+        if let Some(node) = node_v {
+            // dV = Pᵀ dO: [b, s, s * h] x [b, s * h, hd] -> [b, s, hd].
+            let dv = probs.clone().swap_dims(1, 2).matmul(d_out.clone());
+            grads.register::<Flex>(node.id, p(dv));
+        }
+        if node_q.is_none() && node_k.is_none() {
+            return;
+        }
+        // dP = dO Vᵀ: [b, s * h, hd] x [b, hd, s] -> [b, s * h, s], then the softmax
+        // backward in place: dS = scale P ⊙ (dP - rowsum(P ⊙ dP)).
+        let mut ds = values(&p(d_out.matmul(v.swap_dims(1, 2))));
+        kernels::causal_softmax_grad(slice(&values(&p(probs))), ds.storage_mut(), s, h, scale);
+        let ds = t::<3>(ds);
+        if let Some(node) = node_q {
+            // dQ = dS K: [b, s * h, s] x [b, s, hd] -> [b, s, h, hd].
+            let dq = ds.clone().matmul(k).reshape([b, s, h, hd]);
+            grads.register::<Flex>(node.id, p(dq));
+        }
+        if let Some(node) = node_k {
+            // dK = dSᵀ Q: [b, s, s * h] x [b, s * h, hd] -> [b, s, 1, hd].
+            let dk = ds.swap_dims(1, 2).matmul(q).reshape([b, s, 1, hd]);
+            grads.register::<Flex>(node.id, p(dk));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Target log-probabilities
+
+/// `log_softmax(logits)[target]` (shapes as in [`super::target_logprobs`]): one pass per
+/// row forward (max, then `Σ e^x` with the vector `exp`), one pass per row backward
+/// (`g (δ - softmax)`). Saves the logits (shared, not copied), the targets and the
+/// per-row log-sum-exp. `None` also when a target is outside the vocabulary (the
+/// composite reports that).
+pub(super) fn target_logprobs<B: Backend>(
+    logits: &Tensor<B, 3>,
+    targets: &Tensor<B, 2, Int>,
+) -> Option<Tensor<B, 2>> {
+    let kind = kind::<B>()?;
+    if !all_f32(&[logits]) {
+        return None;
+    }
+    let [_, _, vocab] = logits.dims();
+    let ids = target_ids(targets, vocab)?;
+    Some(match kind {
+        Kind::Autodiff => {
+            let logits = float::<_, Ad, 3>(logits);
+            let prep = TargetLogprobs
+                .prepare::<NoCheckpointing>([logits.node.clone()])
+                .compute_bound()
+                .stateful();
+            let (out, saved) = logprobs_forward(logits.primitive, ids);
+            wrap::<Ad, _, 2>(match prep {
+                OpsKind::Tracked(prep) => prep.finish(saved, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            })
+        }
+        Kind::Plain => wrap::<Flex, _, 2>(logprobs_forward(float::<_, Flex, 3>(logits), ids).0),
+    })
+}
+
+/// The targets as indices, or `None` if one is outside `0..vocab`.
+fn target_ids<B: Backend>(targets: &Tensor<B, 2, Int>, vocab: usize) -> Option<Vec<usize>> {
+    let prim = match kind::<B>()? {
+        Kind::Autodiff => ints::<_, Ad>(targets),
+        Kind::Plain => ints::<_, Flex>(targets),
+    };
+    let data = prim.into_data();
+    let ids: Vec<i64> = data.convert::<i64>().into_vec().ok()?;
+    ids.into_iter()
+        .map(|t| usize::try_from(t).ok().filter(|&t| t < vocab))
+        .collect()
+}
+
+/// What the log-probability backward pass needs.
+#[derive(Debug, Clone)]
+struct LogprobsSaved {
+    /// `[b, s, vocab]`, contiguous.
+    logits: FlexTensor,
+    targets: Vec<usize>,
+    /// `ln Σ_v e^(logit_v)` per row.
+    lse: Vec<f32>,
+}
+
+/// Forward pass; returns `[b, s]` and the saved state.
+fn logprobs_forward(logits: FlexTensor, targets: Vec<usize>) -> (FlexTensor, LogprobsSaved) {
+    let [b, s, vocab] = t::<3>(logits.clone()).dims();
+    let logits = values(&logits);
+    let (mut out, mut lse) = (vec![0f32; b * s], vec![0f32; b * s]);
+    kernels::target_logprobs(slice(&logits), vocab, &targets, &mut out, &mut lse);
+    let saved = LogprobsSaved {
+        logits,
+        targets,
+        lse,
+    };
+    (tensor(out, [b, s]), saved)
+}
+
+/// The autodiff op of [`target_logprobs`]: parent the logits.
+#[derive(Debug)]
+struct TargetLogprobs;
+
+impl Backward<Flex, 1> for TargetLogprobs {
+    type State = LogprobsSaved;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = values(&grads.consume::<Flex>(&ops.node)); // [b, s]
+        let Some(node) = node else { return };
+        let LogprobsSaved {
+            logits,
+            targets,
+            lse,
+        } = ops.state;
+        let vocab = logits.layout().shape()[2];
+        // The gradient overwrites the logits (nothing else holds them).
+        let mut grad = owned(logits);
+        kernels::target_logprobs_grad(grad.storage_mut(), vocab, &targets, &lse, slice(&g));
+        grads.register::<Flex>(node.id, grad);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SwiGLU gate
+
+/// `silu(g) ⊙ u` (shapes as in [`super::silu_mul`]); saves `g` and `u`.
+pub(super) fn silu_mul<B: Backend>(g: &Tensor<B, 3>, u: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+    let kind = kind::<B>()?;
+    if !all_f32(&[g, u]) {
+        return None;
+    }
+    Some(match kind {
+        Kind::Autodiff => {
+            let (g, u) = (float::<_, Ad, 3>(g), float::<_, Ad, 3>(u));
+            let prep = SiluMul
+                .prepare::<NoCheckpointing>([g.node.clone(), u.node.clone()])
+                .compute_bound()
+                .stateful();
+            let (g, u) = (values(&g.primitive), values(&u.primitive));
+            let out = silu_mul_forward(&g, &u);
+            wrap::<Ad, _, 3>(match prep {
+                OpsKind::Tracked(prep) => prep.finish((g, u), out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            })
+        }
+        Kind::Plain => {
+            let (g, u) = (float::<_, Flex, 3>(g), float::<_, Flex, 3>(u));
+            wrap::<Flex, _, 3>(silu_mul_forward(&values(&g), &values(&u)))
+        }
+    })
+}
+
+fn silu_mul_forward(g: &FlexTensor, u: &FlexTensor) -> FlexTensor {
+    let mut out = vec![0f32; slice(g).len()];
+    kernels::silu_mul(slice(g), slice(u), &mut out);
+    tensor(out, g.layout().shape().clone())
+}
+
+/// The autodiff op of [`silu_mul`]: parents g, u.
+#[derive(Debug)]
+struct SiluMul;
+
+impl Backward<Flex, 2> for SiluMul {
+    /// `g` and `u`, contiguous.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_g, node_u] = ops.parents;
+        let d = values(&grads.consume::<Flex>(&ops.node));
+        // The gradients overwrite the saved inputs.
+        let (mut dg, mut du) = (owned(ops.state.0), owned(ops.state.1));
+        kernels::silu_mul_grad(dg.storage_mut(), du.storage_mut(), slice(&d));
+        if let Some(node) = node_g {
+            grads.register::<Flex>(node.id, dg);
+        }
+        if let Some(node) = node_u {
+            grads.register::<Flex>(node.id, du);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// RMSNorm
+
+/// RMSNorm over the last axis (shapes as in [`super::rms_norm`]); saves `x`, `gamma` and
+/// the per-row `1 / rms`.
+pub(super) fn rms_norm<B: Backend>(
+    x: &Tensor<B, 3>,
+    gamma: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<Tensor<B, 3>> {
+    let kind = kind::<B>()?;
+    if !all_f32(&[x]) || !all_f32(&[gamma]) {
+        return None;
+    }
+    let eps = eps as f32;
+    Some(match kind {
+        Kind::Autodiff => {
+            let (x, gamma) = (float::<_, Ad, 3>(x), float::<_, Ad, 1>(gamma));
+            let prep = RmsNorm
+                .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone()])
+                .compute_bound()
+                .stateful();
+            let (x, gamma) = (values(&x.primitive), values(&gamma.primitive));
+            let (y, rstd) = rms_norm_forward(&x, &gamma, eps);
+            wrap::<Ad, _, 3>(match prep {
+                OpsKind::Tracked(prep) => prep.finish((x, gamma, rstd), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            })
+        }
+        Kind::Plain => {
+            let (x, gamma) = (float::<_, Flex, 3>(x), float::<_, Flex, 1>(gamma));
+            wrap::<Flex, _, 3>(rms_norm_forward(&values(&x), &values(&gamma), eps).0)
+        }
+    })
+}
+
+fn rms_norm_forward(x: &FlexTensor, gamma: &FlexTensor, eps: f32) -> (FlexTensor, Vec<f32>) {
+    let (xs, gs) = (slice(x), slice(gamma));
+    let mut y = vec![0f32; xs.len()];
+    let mut rstd = vec![0f32; xs.len() / gs.len().max(1)];
+    kernels::rms_norm(xs, gs, eps, &mut y, &mut rstd);
+    (tensor(y, x.layout().shape().clone()), rstd)
+}
+
+/// The autodiff op of [`rms_norm`]: parents x, gamma.
+#[derive(Debug)]
+struct RmsNorm;
+
+impl Backward<Flex, 2> for RmsNorm {
+    /// `x`, `gamma` (contiguous) and `1 / rms` per row.
+    type State = (FlexTensor, FlexTensor, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma] = ops.parents;
+        // dx overwrites dy.
+        let mut dx = owned(grads.consume::<Flex>(&ops.node));
+        let (x, gamma, rstd) = ops.state;
+        let dgamma = kernels::rms_norm_grad(slice(&x), slice(&gamma), &rstd, dx.storage_mut());
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_gamma {
+            let d = dgamma.len();
+            grads.register::<Flex>(node.id, tensor(dgamma, [d]));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// RoPE
+
+/// RoPE (shapes as in [`super::rope`]), in place of `x` where nothing else holds it: one
+/// pass forward, the transposed rotation backward (in place of the incoming gradient).
+/// Saves the cos and sin tables only. `Err(x)` for other backends and dtypes.
+pub(super) fn rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    let Some(kind) = kind::<B>() else {
+        return Err(x);
+    };
+    if !all_f32(&[&x, cos, sin]) {
+        return Err(x);
+    }
+    Ok(match kind {
+        Kind::Autodiff => {
+            let (cos, sin) = (float::<_, Ad, 4>(cos), float::<_, Ad, 4>(sin));
+            let x = cast::<_, Tensor<Ad, 4>>(x).into_primitive().tensor();
+            let prep = Rope
+                .prepare::<NoCheckpointing>([x.node.clone()])
+                .compute_bound()
+                .stateful();
+            let tables = (values(&cos.primitive), values(&sin.primitive));
+            let y = rotate(x.primitive, &tables, false);
+            wrap::<Ad, _, 4>(match prep {
+                OpsKind::Tracked(prep) => prep.finish(tables, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            })
+        }
+        Kind::Plain => {
+            let (cos, sin) = (float::<_, Flex, 4>(cos), float::<_, Flex, 4>(sin));
+            let x = cast::<_, Tensor<Flex, 4>>(x).into_primitive().tensor();
+            wrap::<Flex, _, 4>(rotate(x, &(values(&cos), values(&sin)), false))
+        }
+    })
+}
+
+/// The rotation (or its transpose) of `x`, `[b, s, h, hd]`, by the `[1, s, 1, hd]`
+/// tables, in place of `x` when nothing else holds it.
+fn rotate(x: FlexTensor, (cos, sin): &(FlexTensor, FlexTensor), transpose: bool) -> FlexTensor {
+    let [_, s, h, _] = t::<4>(x.clone()).dims();
+    let mut x = owned(x);
+    kernels::rope(x.storage_mut(), slice(cos), slice(sin), s, h, transpose);
+    x
+}
+
+/// The autodiff op of [`rope`]: parent x.
+#[derive(Debug)]
+struct Rope;
+
+impl Backward<Flex, 1> for Rope {
+    /// The cos and sin tables, contiguous.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, rotate(dy, &ops.state, true));
+        }
+    }
+}
