@@ -47,6 +47,17 @@ impl<B: Backend> Norm<B> {
     }
 }
 
+/// `lin.forward(x)` for `x`: `[batch, seq, d_in]` -> `[batch, seq, d_out]`, by the fused
+/// linear op where the backend has one (the layers here have no bias).
+fn project<B: Backend>(lin: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    if lin.bias.is_none()
+        && let Some(y) = fused::linear(&x, &lin.weight.val())
+    {
+        return y;
+    }
+    lin.forward(x)
+}
+
 /// Causal multi-query / grouped-query self-attention with RoPE, no biases.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -86,14 +97,14 @@ impl<B: Backend> Attention<B> {
         // [b, s, h * hd] -> [b, s, h, hd] (a view), rotated in place of layout.
         let q = ctx
             .rope
-            .apply(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]));
+            .apply(project(&self.q_proj, x.clone()).reshape([b, s, nh, hd]));
         let k = ctx
             .rope
-            .apply(self.k_proj.forward(x.clone()).reshape([b, s, 1, hd]));
-        let v = self.v_proj.forward(x); // [b, s, hd]
+            .apply(project(&self.k_proj, x.clone()).reshape([b, s, 1, hd]));
+        let v = project(&self.v_proj, x); // [b, s, hd]
         let scale = (hd as f64).powf(-0.5);
         if let Some(out) = fused::mqa_attention(&q, &k, &v, scale) {
-            return self.o_proj.forward(out); // [b, s, h * hd]
+            return project(&self.o_proj, out); // [b, s, h * hd]
         }
         // [b, s * h, hd] x [b, hd, s] -> [b, s * h, s]: row `i * h + head` is query i.
         let scores = q
@@ -103,7 +114,7 @@ impl<B: Backend> Attention<B> {
             + ctx.mqa_mask().unsqueeze::<3>();
         let probs = softmax(scores, 2);
         // [b, s * h, s] x [b, s, hd] -> [b, s * h, hd] = [b, s, h * hd].
-        self.o_proj.forward(probs.matmul(v).reshape([b, s, d]))
+        project(&self.o_proj, probs.matmul(v).reshape([b, s, d]))
     }
 
     /// Per-head path (grouped-query or multi-head attention).
@@ -115,15 +126,13 @@ impl<B: Backend> Attention<B> {
         // [b, s, h*hd] -> [b, s, h, hd] (rotated) -> [b, h, s, hd]
         let q = ctx
             .rope
-            .apply(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]))
+            .apply(project(&self.q_proj, x.clone()).reshape([b, s, nh, hd]))
             .swap_dims(1, 2);
         let k = ctx
             .rope
-            .apply(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]))
+            .apply(project(&self.k_proj, x.clone()).reshape([b, s, nkv, hd]))
             .swap_dims(1, 2);
-        let v = self
-            .v_proj
-            .forward(x)
+        let v = project(&self.v_proj, x)
             .reshape([b, s, nkv, hd])
             .swap_dims(1, 2);
         // Share each kv head with its group of query heads: [b, nkv, s, hd] -> [b, nh, s, hd].
@@ -143,7 +152,7 @@ impl<B: Backend> Attention<B> {
             is_causal: true,
         };
         let out = attention(q, k, v, None, None, opts); // [b, nh, s, hd]
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))
+        project(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, d]))
     }
 }
 
@@ -250,10 +259,10 @@ impl<B: Backend> Mlp<B> {
     /// `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         // SwiGlu::forward, with the gate fused where the backend allows.
-        let g = self.swiglu.linear_inner.forward(x.clone()); // [b, s, hidden]
-        let u = self.swiglu.linear_outer.forward(x);
+        let g = project(&self.swiglu.linear_inner, x.clone()); // [b, s, hidden]
+        let u = project(&self.swiglu.linear_outer, x);
         let h = fused::silu_mul(&g, &u).unwrap_or_else(|| silu(g) * u);
-        self.down_proj.forward(h)
+        project(&self.down_proj, h)
     }
 }
 
@@ -353,8 +362,11 @@ impl<B: Backend> Decoder<B> {
         }
         let x = self.norm.forward(x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => x.matmul(self.embed.weight.val().transpose().unsqueeze()),
+            Some(head) => project(head, x),
+            None => {
+                let w = self.embed.weight.val().transpose(); // [d_model, vocab]
+                fused::linear(&x, &w).unwrap_or_else(|| x.matmul(w.unsqueeze()))
+            }
         }
     }
 

@@ -505,3 +505,69 @@ impl Backward<Flex, 1> for Rope {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Linear (no bias)
+
+/// `x W` (shapes as in [`super::linear`]): one gemm over all `batch * seq` rows forward,
+/// and `dY Wᵀ`, `Xᵀ dY` backward, the transposes read through strides. Saves `x` and `W`.
+pub(super) fn linear<B: Backend>(x: &Tensor<B, 3>, w: &Tensor<B, 2>) -> Option<Tensor<B, 3>> {
+    let kind = kind::<B>()?;
+    if !all_f32(&[x]) || !all_f32(&[w]) {
+        return None;
+    }
+    Some(match kind {
+        Kind::Autodiff => {
+            let (x, w) = (float::<_, Ad, 3>(x), float::<_, Ad, 2>(w));
+            let prep = Linear
+                .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+                .compute_bound()
+                .stateful();
+            let (x, w) = (values(&x.primitive), values(&w.primitive));
+            let y = linear_forward(&x, &w);
+            wrap::<Ad, _, 3>(match prep {
+                OpsKind::Tracked(prep) => prep.finish((x, w), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            })
+        }
+        Kind::Plain => {
+            let (x, w) = (float::<_, Flex, 3>(x), float::<_, Flex, 2>(w));
+            wrap::<Flex, _, 3>(linear_forward(&values(&x), &values(&w)))
+        }
+    })
+}
+
+/// `[b, s, k] x [k, n] -> [b, s, n]` for contiguous operands.
+fn linear_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let [b, s, k] = t::<3>(x.clone()).dims();
+    let n = w.layout().shape()[1];
+    let y = kernels::matmul((b * s, k, n), slice(x), (k, 1), slice(w), (n, 1));
+    tensor(y, [b, s, n])
+}
+
+/// The autodiff op of [`linear`]: parents x, W.
+#[derive(Debug)]
+struct Linear;
+
+impl Backward<Flex, 2> for Linear {
+    /// `x` and `W`, contiguous.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = values(&grads.consume::<Flex>(&ops.node)); // [b, s, n]
+        let (x, w) = ops.state;
+        let [b, s, k] = t::<3>(x.clone()).dims();
+        let (m, n) = (b * s, w.layout().shape()[1]);
+        if let Some(node) = node_x {
+            // dX = dY Wᵀ: [m, n] x [n, k], Wᵀ read from W's storage.
+            let dx = kernels::matmul((m, n, k), slice(&dy), (n, 1), slice(&w), (1, n));
+            grads.register::<Flex>(node.id, tensor(dx, [b, s, k]));
+        }
+        if let Some(node) = node_w {
+            // dW = Xᵀ dY: [k, m] x [m, n], Xᵀ read from x's storage.
+            let dw = kernels::matmul((k, m, n), slice(&x), (1, k), slice(&dy), (n, 1));
+            grads.register::<Flex>(node.id, tensor(dw, [k, n]));
+        }
+    }
+}

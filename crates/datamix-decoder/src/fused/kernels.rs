@@ -109,6 +109,72 @@ fn rows_per_task(cols: usize) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------
+// matrix product
+
+/// Products below this many multiply-adds run on one thread.
+const PARALLEL_GEMM: usize = 1 << 18;
+
+/// `A B` for an `[m, k]` matrix `a` and a `[k, n]` matrix `b`, each read through its
+/// `(row, column)` strides (so a transposed operand costs nothing), into a new row-major
+/// `[m, n]` vector. `flex`'s own gemm crate, called as one problem over all rows (Burn's
+/// `linear` runs one product per batch entry) and writing straight into the new buffer
+/// (Burn zero-fills each output and then copies it into aligned storage).
+pub(crate) fn matmul(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) -> Vec<f32> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
+    }
+    // Every element either operand's strides can reach lies inside it.
+    assert!(
+        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+        "lhs out of bounds"
+    );
+    assert!(
+        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "rhs out of bounds"
+    );
+    let parallelism = if m * n * k >= PARALLEL_GEMM {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: the reads stay inside `a` and `b` (asserted above); with `read_dst = false`
+    // gemm writes `dst = 1 * (a b)` to each of the `m * n` output elements without
+    // reading them, through the raw pointer, before the length is set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
 // log_softmax at the target
 
 /// For each row `x` of `logits` (`rows * vocab`, row-major) and its target `t`:
@@ -590,6 +656,33 @@ mod tests {
         for (a, b) in back.iter().zip(&x) {
             assert!((a - b).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn matmul_matches_the_naive_product_with_transposed_operands() {
+        // Large enough for the parallel path, and a small one.
+        for (m, k, n) in [(70, 33, 129), (3, 2, 5)] {
+            let a = table(m * k, 21, 1.0); // [m, k] row-major
+            let b = table(k * n, 22, 1.0); // [k, n] row-major
+            let naive: Vec<f64> = (0..m * n)
+                .map(|i| {
+                    (0..k)
+                        .map(|j| a[i / n * k + j] as f64 * b[j * n + i % n] as f64)
+                        .sum()
+                })
+                .collect();
+            let check = |c: &[f32]| {
+                for (x, y) in c.iter().zip(&naive) {
+                    assert!((*x as f64 - y).abs() < 1e-4, "{x} vs {y}");
+                }
+            };
+            check(&matmul((m, k, n), &a, (k, 1), &b, (n, 1)));
+            // The same product from the transposes' storage, read through swapped strides.
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect(); // [k, m]
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect(); // [n, k]
+            check(&matmul((m, k, n), &at, (1, m), &bt, (1, k)));
+        }
+        assert_eq!(matmul((2, 0, 3), &[], (0, 1), &[], (3, 1)), vec![0.0; 6]);
     }
 
     #[test]

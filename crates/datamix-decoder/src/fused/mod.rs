@@ -8,6 +8,7 @@
 //! | SwiGLU gate `silu(g) ⊙ u` | sigmoid, 2 muls | elementwise kernel | composite |
 //! | RMSNorm | square, mean, add, sqrt, div, mul | row kernel | composite |
 //! | RoPE | pair-swap matmul, 2 broadcast muls, add | in-place row kernel | composite |
+//! | bias-free linear `x W` | one batched matmul per batch entry, batch-summed weight gradient | one gemm over all rows, each way, no zero-fill | composite |
 //!
 //! The `flex` kernels (private module `kernels`) are plain `f32` slice loops with a
 //! vectorised `exp`, compiled per SIMD level by `multiversion` and spread over rayon.
@@ -153,6 +154,20 @@ pub(crate) fn rope<B: Backend>(
     #[cfg(not(feature = "cpu"))]
     let _ = (cos, sin);
     Err(x)
+}
+
+/// Bias-free linear layer `x W`. `x`: `[batch, seq, d_in]`, `w`: `[d_in, d_out]` ->
+/// `[batch, seq, d_out]`; `None` where no fused version exists.
+#[allow(unused_variables)]
+pub(crate) fn linear<B: Backend>(x: &Tensor<B, 3>, w: &Tensor<B, 2>) -> Option<Tensor<B, 3>> {
+    if !enabled() {
+        return None;
+    }
+    #[cfg(feature = "cpu")]
+    if let Some(out) = flex::linear(x, w) {
+        return Some(out);
+    }
+    None
 }
 
 /// The float primitive of `t` as backend `BK`'s, which the caller has checked (by
