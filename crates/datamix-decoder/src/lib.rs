@@ -11,7 +11,9 @@
 //! callers hand it token sequences and get models and per-token numbers back.
 //!
 //! Backends are cargo features: `cpu` (default, Burn's `flex`), `tch` (LibTorch), `ndarray`,
-//! `wgpu`, `cuda`; [`BackendKind`] picks one of the compiled ones at run time.
+//! `wgpu`, `cuda`; [`BackendKind`] picks one of the compiled ones at run time. On `flex`
+//! and `tch` the model's small ops run as fused autodiff ops ([`fused`]); elsewhere, and
+//! inside [`without_fused_ops`], as Burn's portable composites.
 
 pub mod average;
 pub mod backend;
