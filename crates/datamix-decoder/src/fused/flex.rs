@@ -149,9 +149,7 @@ fn attention_forward(
     let k = t::<4>(k).reshape([b, s, hd]);
     let v = t::<3>(v);
     // [b, s * h, hd] x [b, hd, s] -> [b, s * h, s]: row `i * h + head` is query i.
-    let scores = p(q.clone().matmul(k.clone().swap_dims(1, 2)));
-    let mut probs = values(&scores);
-    drop(scores);
+    let mut probs = owned(p(q.clone().matmul(k.clone().swap_dims(1, 2))));
     let scale = scale as f32;
     kernels::causal_softmax(probs.storage_mut::<f32>(), s, h, scale);
     // [b, s * h, s] x [b, s, hd] -> [b, s * h, hd] = [b, s, h * hd].
@@ -201,7 +199,7 @@ impl Backward<Flex, 3> for MqaAttention {
         }
         // dP = dO Vᵀ: [b, s * h, hd] x [b, hd, s] -> [b, s * h, s], then the softmax
         // backward in place: dS = scale P ⊙ (dP - rowsum(P ⊙ dP)).
-        let mut ds = values(&p(d_out.matmul(v.swap_dims(1, 2))));
+        let mut ds = owned(p(d_out.matmul(v.swap_dims(1, 2))));
         kernels::causal_softmax_grad(slice(&values(&p(probs))), ds.storage_mut(), s, h, scale);
         let ds = t::<3>(ds);
         if let Some(node) = node_q {
@@ -278,7 +276,7 @@ struct LogprobsSaved {
 /// Forward pass; returns `[b, s]` and the saved state.
 fn logprobs_forward(logits: FlexTensor, targets: Vec<usize>) -> (FlexTensor, LogprobsSaved) {
     let [b, s, vocab] = t::<3>(logits.clone()).dims();
-    let logits = values(&logits);
+    let logits = owned(logits);
     let (mut out, mut lse) = (vec![0f32; b * s], vec![0f32; b * s]);
     kernels::target_logprobs(slice(&logits), vocab, &targets, &mut out, &mut lse);
     let saved = LogprobsSaved {
