@@ -14,12 +14,12 @@ use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorPrimitive};
 
-use super::{cast, float, ints, kernels, wrap};
+use super::{cast, finish, float, ints, kernels, wrap};
 
 type Ad = Autodiff<Flex>;
 
@@ -106,10 +106,7 @@ pub(super) fn mqa_attention<B: Backend>(
                 .compute_bound()
                 .stateful();
             let (out, saved) = attention_forward(q.primitive, k.primitive, v.primitive, scale);
-            wrap::<Ad, _, 3>(match prep {
-                OpsKind::Tracked(prep) => prep.finish(saved, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            })
+            wrap::<Ad, _, 3>(finish(prep, saved, out))
         }
         Kind::Plain => {
             let (q, k, v) = (
@@ -241,10 +238,7 @@ pub(super) fn target_logprobs<B: Backend>(
                 .compute_bound()
                 .stateful();
             let (out, saved) = logprobs_forward(logits.primitive, ids);
-            wrap::<Ad, _, 2>(match prep {
-                OpsKind::Tracked(prep) => prep.finish(saved, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            })
+            wrap::<Ad, _, 2>(finish(prep, saved, out))
         }
         Kind::Plain => wrap::<Flex, _, 2>(logprobs_forward(float::<_, Flex, 3>(logits), ids).0),
     })
@@ -329,10 +323,7 @@ pub(super) fn silu_mul<B: Backend>(g: &Tensor<B, 3>, u: &Tensor<B, 3>) -> Option
                 .stateful();
             let (g, u) = (values(&g.primitive), values(&u.primitive));
             let out = silu_mul_forward(&g, &u);
-            wrap::<Ad, _, 3>(match prep {
-                OpsKind::Tracked(prep) => prep.finish((g, u), out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            })
+            wrap::<Ad, _, 3>(finish(prep, (g, u), out))
         }
         Kind::Plain => {
             let (g, u) = (float::<_, Flex, 3>(g), float::<_, Flex, 3>(u));
@@ -394,10 +385,7 @@ pub(super) fn rms_norm<B: Backend>(
                 .stateful();
             let (x, gamma) = (values(&x.primitive), values(&gamma.primitive));
             let (y, rstd) = rms_norm_forward(&x, &gamma, eps);
-            wrap::<Ad, _, 3>(match prep {
-                OpsKind::Tracked(prep) => prep.finish((x, gamma, rstd), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            })
+            wrap::<Ad, _, 3>(finish(prep, (x, gamma, rstd), y))
         }
         Kind::Plain => {
             let (x, gamma) = (float::<_, Flex, 3>(x), float::<_, Flex, 1>(gamma));
@@ -465,10 +453,7 @@ pub(super) fn rope<B: Backend>(
                 .stateful();
             let tables = (values(&cos.primitive), values(&sin.primitive));
             let y = rotate(x.primitive, &tables, false);
-            wrap::<Ad, _, 4>(match prep {
-                OpsKind::Tracked(prep) => prep.finish(tables, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            })
+            wrap::<Ad, _, 4>(finish(prep, tables, y))
         }
         Kind::Plain => {
             let (cos, sin) = (float::<_, Flex, 4>(cos), float::<_, Flex, 4>(sin));
@@ -523,10 +508,7 @@ pub(super) fn linear<B: Backend>(x: &Tensor<B, 3>, w: &Tensor<B, 2>) -> Option<T
                 .stateful();
             let (x, w) = (values(&x.primitive), values(&w.primitive));
             let y = linear_forward(&x, &w);
-            wrap::<Ad, _, 3>(match prep {
-                OpsKind::Tracked(prep) => prep.finish((x, w), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            })
+            wrap::<Ad, _, 3>(finish(prep, (x, w), y))
         }
         Kind::Plain => {
             let (x, w) = (float::<_, Flex, 3>(x), float::<_, Flex, 2>(w));

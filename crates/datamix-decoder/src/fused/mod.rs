@@ -22,6 +22,9 @@
 use std::any::Any;
 use std::cell::Cell;
 
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
@@ -168,6 +171,25 @@ pub(crate) fn linear<B: Backend>(x: &Tensor<B, 3>, w: &Tensor<B, 2>) -> Option<T
         return Some(out);
     }
     None
+}
+
+/// Completes a prepared autodiff op with its output `out`, keeping `state` for the
+/// backward pass only when some parent is tracked.
+#[allow(dead_code)]
+fn finish<BK, Op, const N: usize>(
+    prep: OpsKind<Op, BK, Op::State, NoCheckpointing, N>,
+    state: Op::State,
+    out: BK::FloatTensorPrimitive,
+) -> burn::tensor::ops::FloatTensor<Autodiff<BK>>
+where
+    BK: Backend,
+    Op: Backward<BK, N>,
+    Op::State: Clone + Send + std::fmt::Debug + 'static,
+{
+    match prep {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
 }
 
 /// The float primitive of `t` as backend `BK`'s, which the caller has checked (by

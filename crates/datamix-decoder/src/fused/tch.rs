@@ -13,12 +13,12 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::libtorch::TchTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::{float, ints, wrap};
+use super::{finish, float, ints, wrap};
 use crate::backend::Tch;
 
 type Ad = Autodiff<Tch>;
@@ -39,19 +39,12 @@ pub(crate) fn mqa_attention<B: Backend>(
             float::<_, Ad, 4>(k),
             float::<_, Ad, 3>(v),
         );
-        let out = match FlashMqa
+        let prep = FlashMqa
             .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (out, saved) = flash_forward(&q.primitive, &k.primitive, &v.primitive, scale);
-                prep.finish(saved, out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(flash_forward(&q.primitive, &k.primitive, &v.primitive, scale).0)
-            }
-        };
+            .stateful();
+        let (out, saved) = flash_forward(&q.primitive, &k.primitive, &v.primitive, scale);
+        let out = finish(prep, saved, out);
         return Some(wrap::<Ad, _, 3>(out));
     }
     if TypeId::of::<B>() == TypeId::of::<Tch>() {
@@ -167,19 +160,12 @@ pub(crate) fn target_logprobs<B: Backend>(
 ) -> Option<Tensor<B, 2>> {
     if TypeId::of::<B>() == TypeId::of::<Ad>() {
         let (logits, targets) = (float::<_, Ad, 3>(logits), ints::<_, Ad>(targets));
-        let out = match TargetLogprobs
+        let prep = TargetLogprobs
             .prepare::<NoCheckpointing>([logits.node.clone()])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (out, lsm) = logprobs_forward(&logits.primitive, &targets);
-                prep.finish((lsm, targets), out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(logprobs_forward(&logits.primitive, &targets).0)
-            }
-        };
+            .stateful();
+        let (out, lsm) = logprobs_forward(&logits.primitive, &targets);
+        let out = finish(prep, (lsm, targets), out);
         return Some(wrap::<Ad, _, 2>(out));
     }
     if TypeId::of::<B>() == TypeId::of::<Tch>() {
