@@ -19,7 +19,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorPrimitive};
 
-use super::{cast, finish, float, ints, kernels, wrap};
+use super::{attention, cast, finish, float, ints, kernels, wrap};
 
 type Ad = Autodiff<Flex>;
 
@@ -67,11 +67,6 @@ fn t<const D: usize>(p: FlexTensor) -> Tensor<Flex, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-/// The primitive of a `Tensor<Flex, D>`.
-fn p<const D: usize>(t: Tensor<Flex, D>) -> FlexTensor {
-    t.into_primitive().tensor()
-}
-
 /// Whether every float input is `f32` (checked on the generic tensors).
 fn all_f32<B: Backend, const D: usize>(ts: &[&Tensor<B, D>]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
@@ -80,10 +75,10 @@ fn all_f32<B: Backend, const D: usize>(ts: &[&Tensor<B, D>]) -> bool {
 // ---------------------------------------------------------------------------------------
 // Multi-query attention
 
-/// Causal multi-query attention (shapes as in [`super::mqa_attention`]): per sequence, the
-/// queries of all heads form one `[seq * heads, head_dim]` matrix; scores against the
-/// single key head (one gemm), masked softmax in place (a row kernel), times the values
-/// (one gemm). Saves the queries, keys, values and probabilities.
+/// Causal multi-query attention (shapes as in [`super::mqa_attention`]) by
+/// [`attention`]'s blocked kernels: per block of query positions, its scores against the
+/// keys it sees (one gemm), masked softmax in place, times the values (one gemm). Saves
+/// the queries, keys, values and probabilities.
 pub(super) fn mqa_attention<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
@@ -105,7 +100,7 @@ pub(super) fn mqa_attention<B: Backend>(
                 .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
                 .compute_bound()
                 .stateful();
-            let (out, saved) = attention_forward(q.primitive, k.primitive, v.primitive, scale);
+            let (out, saved) = attention_forward(&q.primitive, &k.primitive, &v.primitive, scale);
             wrap::<Ad, _, 3>(finish(prep, saved, out))
         }
         Kind::Plain => {
@@ -114,7 +109,7 @@ pub(super) fn mqa_attention<B: Backend>(
                 float::<_, Flex, 4>(k),
                 float::<_, Flex, 3>(v),
             );
-            wrap::<Flex, _, 3>(attention_forward(q, k, v, scale).0)
+            wrap::<Flex, _, 3>(attention_forward(&q, &k, &v, scale).0)
         }
     })
 }
@@ -122,46 +117,44 @@ pub(super) fn mqa_attention<B: Backend>(
 /// What the attention backward pass needs.
 #[derive(Debug, Clone)]
 struct AttentionSaved {
-    /// `[b, s * h, hd]`.
+    /// Contiguous `[b, s, h, hd]`.
     q: FlexTensor,
-    /// `[b, s, hd]`.
+    /// Contiguous `[b, s, 1, hd]`.
     k: FlexTensor,
-    /// `[b, s, hd]`.
+    /// Contiguous `[b, s, hd]`.
     v: FlexTensor,
-    /// Softmax probabilities, `[b, s * h, s]`, 0 at masked keys.
-    probs: FlexTensor,
-    heads: usize,
+    /// Softmax probabilities, block by block ([`attention::forward`]).
+    probs: Vec<f32>,
+    shape: attention::Causal,
     scale: f32,
 }
 
 /// Forward pass; returns `[b, s, h * hd]` and the saved state.
 fn attention_forward(
-    q: FlexTensor,
-    k: FlexTensor,
-    v: FlexTensor,
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
     scale: f64,
 ) -> (FlexTensor, AttentionSaved) {
     let [b, s, h, hd] = t::<4>(q.clone()).dims();
-    let q = t::<4>(q).reshape([b, s * h, hd]);
-    let k = t::<4>(k).reshape([b, s, hd]);
-    let v = t::<3>(v);
-    // [b, s * h, hd] x [b, hd, s] -> [b, s * h, s]: row `i * h + head` is query i.
-    let mut probs = owned(p(q.clone().matmul(k.clone().swap_dims(1, 2))));
-    let scale = scale as f32;
-    kernels::causal_softmax(probs.storage_mut::<f32>(), s, h, scale);
-    // [b, s * h, s] x [b, s, hd] -> [b, s * h, hd] = [b, s, h * hd].
-    let out = t::<3>(probs.clone())
-        .matmul(v.clone())
-        .reshape([b, s, h * hd]);
-    let saved = AttentionSaved {
-        q: p(q),
-        k: p(k),
-        v: p(v),
-        probs,
+    let (q, k, v) = (values(q), values(k), values(v));
+    let shape = attention::Causal {
+        seq: s,
         heads: h,
+        head_dim: hd,
+        block: attention::QUERY_BLOCK,
+    };
+    let scale = scale as f32;
+    let (out, probs) = attention::forward(shape, slice(&q), slice(&k), slice(&v), scale);
+    let saved = AttentionSaved {
+        q,
+        k,
+        v,
+        probs,
+        shape,
         scale,
     };
-    (p(out), saved)
+    (tensor(out, [b, s, h * hd]), saved)
 }
 
 /// The autodiff op of [`mqa_attention`]: parents q, k, v.
@@ -178,36 +171,17 @@ impl Backward<Flex, 3> for MqaAttention {
             k,
             v,
             probs,
-            heads: h,
+            shape,
             scale,
         } = ops.state;
-        let (q, k, v, probs) = (t::<3>(q), t::<3>(k), t::<3>(v), t::<3>(probs));
-        let [b, sh, hd] = q.dims();
-        let s = sh / h;
-        // dO: [b, s, h * hd] -> [b, s * h, hd].
-        let d_out = t::<3>(grads.consume::<Flex>(&ops.node)).reshape([b, sh, hd]);
-        if let Some(node) = node_v {
-            // dV = Pᵀ dO: [b, s, s * h] x [b, s * h, hd] -> [b, s, hd].
-            let dv = probs.clone().swap_dims(1, 2).matmul(d_out.clone());
-            grads.register::<Flex>(node.id, p(dv));
-        }
-        if node_q.is_none() && node_k.is_none() {
-            return;
-        }
-        // dP = dO Vᵀ: [b, s * h, hd] x [b, hd, s] -> [b, s * h, s], then the softmax
-        // backward in place: dS = scale P ⊙ (dP - rowsum(P ⊙ dP)).
-        let mut ds = owned(p(d_out.matmul(v.swap_dims(1, 2))));
-        kernels::causal_softmax_grad(slice(&values(&p(probs))), ds.storage_mut(), s, h, scale);
-        let ds = t::<3>(ds);
-        if let Some(node) = node_q {
-            // dQ = dS K: [b, s * h, s] x [b, s, hd] -> [b, s, h, hd].
-            let dq = ds.clone().matmul(k).reshape([b, s, h, hd]);
-            grads.register::<Flex>(node.id, p(dq));
-        }
-        if let Some(node) = node_k {
-            // dK = dSᵀ Q: [b, s, s * h] x [b, s * h, hd] -> [b, s, 1, hd].
-            let dk = ds.swap_dims(1, 2).matmul(q).reshape([b, s, 1, hd]);
-            grads.register::<Flex>(node.id, p(dk));
+        // dO: [b, s, h * hd], the layout of the queries.
+        let d_out = values(&grads.consume::<Flex>(&ops.node));
+        let qkv = (slice(&q), slice(&k), slice(&v));
+        let (dq, dk, dv) = attention::backward(shape, qkv, &probs, slice(&d_out), scale);
+        for (node, grad, like) in [(node_q, dq, &q), (node_k, dk, &k), (node_v, dv, &v)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, tensor(grad, like.layout().shape().clone()));
+            }
         }
     }
 }

@@ -7,6 +7,8 @@
 //! rayon's pool in blocks. `exp` is a branch-free Cephes-style polynomial (below), not
 //! libm's scalar `expf`, which Burn's CPU backend calls element by element.
 
+use std::mem::MaybeUninit;
+
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -44,7 +46,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 
 /// Largest element (NaNs ignored; `-inf` for an empty row).
 #[inline(always)]
-fn max(xs: &[f32]) -> f32 {
+pub(crate) fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut blocks = xs.chunks_exact(LANES);
     for b in &mut blocks {
@@ -60,7 +62,7 @@ fn max(xs: &[f32]) -> f32 {
 
 /// `Σ x` over the row.
 #[inline(always)]
-fn sum(xs: &[f32]) -> f32 {
+pub(crate) fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let mut blocks = xs.chunks_exact(LANES);
     for b in &mut blocks {
@@ -87,7 +89,7 @@ fn sum_exp(xs: &[f32], shift: f32) -> f32 {
 
 /// `Σ a_i b_i` over two rows of equal length.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (mut ab, mut bb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     for (x, y) in (&mut ab).zip(&mut bb) {
@@ -121,58 +123,177 @@ const PARALLEL_GEMM: usize = 1 << 18;
 /// `linear` runs one product per batch entry) and writing straight into the new buffer
 /// (Burn zero-fills each output and then copies it into aligned storage).
 pub(crate) fn matmul(
-    (m, k, n): (usize, usize, usize),
+    dims: (usize, usize, usize),
     a: &[f32],
-    (a_rs, a_cs): (usize, usize),
+    a_strides: (usize, usize),
     b: &[f32],
-    (b_rs, b_cs): (usize, usize),
+    b_strides: (usize, usize),
 ) -> Vec<f32> {
-    if m == 0 || n == 0 || k == 0 {
-        return vec![0.0; m * n];
-    }
-    // Every element either operand's strides can reach lies inside it.
-    assert!(
-        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
-        "lhs out of bounds"
-    );
-    assert!(
-        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
-        "rhs out of bounds"
-    );
-    let parallelism = if m * n * k >= PARALLEL_GEMM {
+    let (m, k, n) = dims;
+    let threads = if m * n * k >= PARALLEL_GEMM {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
     let mut out = Vec::<f32>::with_capacity(m * n);
-    // SAFETY: the reads stay inside `a` and `b` (asserted above); with `read_dst = false`
-    // gemm writes `dst = 1 * (a b)` to each of the `m * n` output elements without
-    // reading them, through the raw pointer, before the length is set.
+    let spare = &mut out.spare_capacity_mut()[..m * n];
+    product_into(spare, dims, a, a_strides, b, b_strides, threads);
+    // SAFETY: `product_into` wrote all `m * n` elements.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
+/// [`matmul`] into `dst` (`m * n` elements, uninitialised or not), on the calling thread
+/// (callers spread independent products over rayon); returns `dst`, now initialised.
+pub(crate) fn product<'a>(
+    dst: &'a mut [MaybeUninit<f32>],
+    dims: (usize, usize, usize),
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+) -> &'a mut [f32] {
+    product_into(
+        dst,
+        dims,
+        a,
+        a_strides,
+        b,
+        b_strides,
+        gemm::Parallelism::None,
+    );
+    // SAFETY: `product_into` wrote every element of `dst`.
+    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `dst += A B` (shapes and strides as in [`matmul`]), on the calling thread.
+pub(crate) fn product_add(
+    dst: &mut [f32],
+    dims: (usize, usize, usize),
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+) {
+    let (m, k, n) = dims;
+    check_operands(dims, a, a_strides, b, b_strides);
+    assert_eq!(dst.len(), m * n, "dst is not [m, n]");
+    if m * n * k == 0 {
+        return;
+    }
+    // SAFETY: `dst` holds `m * n` initialised elements; the reads stay inside `a` and `b`.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            true,
+            dims,
+            a,
+            a_strides,
+            b,
+            b_strides,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Writes `A B` into every element of `dst` (`m * n`).
+fn product_into(
+    dst: &mut [MaybeUninit<f32>],
+    dims: (usize, usize, usize),
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+    threads: gemm::Parallelism,
+) {
+    let (m, k, n) = dims;
+    check_operands(dims, a, a_strides, b, b_strides);
+    assert_eq!(dst.len(), m * n, "dst is not [m, n]");
+    if m * n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst.fill(MaybeUninit::new(0.0));
+        return;
+    }
+    // SAFETY: with `read_dst = false` gemm writes `dst = 1 * (a b)` to each of the
+    // `m * n` elements without reading them; the reads stay inside `a` and `b`.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr().cast(),
+            false,
+            dims,
+            a,
+            a_strides,
+            b,
+            b_strides,
+            threads,
+        )
+    }
+}
+
+/// Every element the operands' strides can reach lies inside them.
+fn check_operands(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) {
+    if m * k > 0 {
+        assert!(
+            (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+            "lhs out of bounds"
+        );
+    }
+    if k * n > 0 {
+        assert!(
+            (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+            "rhs out of bounds"
+        );
+    }
+}
+
+/// `dst = (read_dst ? dst : 0) + A B` with row-major `dst` (`[m, n]`, row stride `n`).
+///
+/// # Safety
+/// `dst` must be valid for `m * n` writes (and reads, with `read_dst`); the operands
+/// must pass [`check_operands`]; `m`, `k` and `n` must be positive.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    read_dst: bool,
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    threads: gemm::Parallelism,
+) {
+    // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            dst,
             1,
             n as isize,
-            false,
+            read_dst,
             a.as_ptr(),
             a_cs as isize,
             a_rs as isize,
             b.as_ptr(),
             b_cs as isize,
             b_rs as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
             false,
-            parallelism,
-        );
-        out.set_len(m * n);
+            threads,
+        )
     }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -238,69 +359,6 @@ fn target_logprobs_grad_block(
     for (((x, &t), &l), &g) in logits.chunks_exact_mut(vocab).zip(targets).zip(lse).zip(g) {
         x.iter_mut().for_each(|x| *x = -g * exp(*x - l));
         x[t] += g;
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// causal softmax in the multi-query layout
-
-/// Keys visible to row `r` of a `[seq * heads, seq]` multi-query score matrix: row
-/// `i * heads + h` is query `i`, which sees keys `0..=i`.
-#[inline(always)]
-fn visible(r: usize, seq: usize, heads: usize) -> usize {
-    (r % (seq * heads)) / heads + 1
-}
-
-/// In place over `scores` (`[batch, seq * heads, seq]`, row-major): each row becomes
-/// `softmax(scale * row)` over its visible keys and 0 after them (the causal mask).
-pub(crate) fn causal_softmax(scores: &mut [f32], seq: usize, heads: usize, scale: f32) {
-    let rows = rows_per_task(seq);
-    scores
-        .par_chunks_mut(rows * seq)
-        .enumerate()
-        .for_each(|(i, s)| causal_softmax_block(s, i * rows, seq, heads, scale));
-}
-
-#[multiversion(targets = "simd")]
-fn causal_softmax_block(scores: &mut [f32], first: usize, seq: usize, heads: usize, scale: f32) {
-    for (r, row) in scores.chunks_exact_mut(seq).enumerate() {
-        let (live, masked) = row.split_at_mut(visible(first + r, seq, heads));
-        let m = max(live);
-        live.iter_mut().for_each(|x| *x = exp(scale * (*x - m)));
-        let inv = 1.0 / sum(live);
-        live.iter_mut().for_each(|x| *x *= inv);
-        masked.fill(0.0);
-    }
-}
-
-/// Gradient of [`causal_softmax`] in place of `dp` (the gradient of its output
-/// `p`): `scale * p ⊙ (dp - Σ_j p_j dp_j)` per row, 0 at masked keys.
-pub(crate) fn causal_softmax_grad(p: &[f32], dp: &mut [f32], seq: usize, heads: usize, scale: f32) {
-    let rows = rows_per_task(seq);
-    p.par_chunks(rows * seq)
-        .zip(dp.par_chunks_mut(rows * seq))
-        .enumerate()
-        .for_each(|(i, (p, d))| causal_softmax_grad_block(p, d, i * rows, seq, heads, scale));
-}
-
-#[multiversion(targets = "simd")]
-fn causal_softmax_grad_block(
-    p: &[f32],
-    dp: &mut [f32],
-    first: usize,
-    seq: usize,
-    heads: usize,
-    scale: f32,
-) {
-    let rows = p.chunks_exact(seq).zip(dp.chunks_exact_mut(seq));
-    for (r, (p, d)) in rows.enumerate() {
-        let n = visible(first + r, seq, heads);
-        let (live, masked) = d.split_at_mut(n);
-        let c = dot(&p[..n], live);
-        for (d, &p) in live.iter_mut().zip(p) {
-            *d = scale * p * (*d - c);
-        }
-        masked.fill(0.0);
     }
 }
 
@@ -477,7 +535,7 @@ fn rms_norm_grad_block(x: &[f32], gamma: &[f32], rstd: &[f32], dy: &mut [f32], d
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn close(a: f32, b: f32, tol: f32) -> bool {
@@ -517,7 +575,7 @@ mod tests {
     }
 
     /// A deterministic pseudo-random row-major table in `[-scale, scale)`.
-    fn table(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    pub(crate) fn table(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         let mut s = seed | 1;
         (0..n)
             .map(|_| {
@@ -563,50 +621,6 @@ mod tests {
                 (got - numeric).abs() < 1e-4 * (1.0 + numeric.abs()),
                 "{r},{v}: {got} vs {numeric}"
             );
-        }
-    }
-
-    #[test]
-    fn causal_softmax_rows_sum_to_one_over_visible_keys_and_match_exact() {
-        let (b, seq, heads, scale) = (2, 37, 3, 0.4);
-        let mut s = table(b * seq * heads * seq, 5, 6.0);
-        let x = s.clone();
-        causal_softmax(&mut s, seq, heads, scale);
-        for (r, row) in s.chunks(seq).enumerate() {
-            let n = (r % (seq * heads)) / heads + 1;
-            assert!(
-                row[n..].iter().all(|&p| p == 0.0),
-                "row {r} leaks past the mask"
-            );
-            let xr = &x[r * seq..r * seq + n];
-            let m = xr.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-            let z: f64 = xr
-                .iter()
-                .map(|&v| (scale as f64 * (v as f64 - m)).exp())
-                .sum();
-            for (j, &p) in row[..n].iter().enumerate() {
-                let exact = (scale as f64 * (xr[j] as f64 - m)).exp() / z;
-                assert!(
-                    (p as f64 - exact).abs() < 1e-6,
-                    "row {r} key {j}: {p} vs {exact}"
-                );
-            }
-        }
-        // Gradient: the Jacobian-vector product of the exact softmax, row by row.
-        let mut dp = table(s.len(), 9, 1.0);
-        let d0 = dp.clone();
-        causal_softmax_grad(&s, &mut dp, seq, heads, scale);
-        for (r, (p, d)) in s.chunks(seq).zip(d0.chunks(seq)).enumerate() {
-            let n = (r % (seq * heads)) / heads + 1;
-            let c: f64 = (0..n).map(|j| p[j] as f64 * d[j] as f64).sum();
-            for j in 0..seq {
-                let exact = if j < n {
-                    scale as f64 * p[j] as f64 * (d[j] as f64 - c)
-                } else {
-                    0.0
-                };
-                assert!((dp[r * seq + j] as f64 - exact).abs() < 1e-6);
-            }
         }
     }
 

@@ -3,14 +3,14 @@
 //!
 //! | op | composite it replaces | `flex` (default CPU) | `tch` (LibTorch) |
 //! |---|---|---|---|
-//! | causal multi-query attention | matmul, scale, mask add, softmax, matmul | 2 gemms + an in-place masked-softmax row kernel | PyTorch's CPU flash attention |
+//! | causal multi-query attention | matmul, scale, mask add, softmax, matmul | per block of 64 queries: 2 gemms over the keys it sees + a masked-softmax row kernel (the upper triangle is skipped) | PyTorch's CPU flash attention |
 //! | target log-probabilities | `log_softmax` + gather | one row pass forward, one back (in place of the logits) | libtorch's fused `log_softmax` |
 //! | SwiGLU gate `silu(g) ⊙ u` | sigmoid, 2 muls | elementwise kernel | composite |
 //! | RMSNorm | square, mean, add, sqrt, div, mul | row kernel | composite |
 //! | RoPE | pair-swap matmul, 2 broadcast muls, add | in-place row kernel | composite |
 //! | bias-free linear `x W` | one batched matmul per batch entry, batch-summed weight gradient | one gemm over all rows, each way, no zero-fill | composite |
 //!
-//! The `flex` kernels (private module `kernels`) are plain `f32` slice loops with a
+//! The `flex` kernels (private modules `kernels` and `attention`) are plain `f32` slice loops with a
 //! vectorised `exp`, compiled per SIMD level by `multiversion` and spread over rayon.
 //!
 //! Rust has no specialisation, so each entry point checks at run time whether the generic
@@ -28,6 +28,8 @@ use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
+#[cfg(feature = "cpu")]
+mod attention;
 #[cfg(feature = "cpu")]
 mod flex;
 #[cfg(feature = "cpu")]

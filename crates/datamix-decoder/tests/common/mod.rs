@@ -103,17 +103,17 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The loss of a `[4, 32]` batch cut from `tokens` and the gradient of every weight
+/// The loss of a `[batch, seq]` batch cut from `tokens` and the gradient of every weight
 /// (embedding, each block's norm, q/k/v/o, gate, up and down projections, the final
 /// norm, the untied head if any), named, as host vectors.
 pub fn loss_and_grads<B: AutodiffBackend>(
     model: &Decoder<B>,
     tokens: &[u32],
+    (b, s): (usize, usize),
 ) -> (f32, Vec<(String, Vec<f32>)>) {
     use burn::module::Param;
     use datamix_decoder::model::Norm;
     let device = Default::default();
-    let (b, s) = (4, 32);
     let ids = |off: usize| {
         let v: Vec<i64> = (0..b * s)
             .map(|i| tokens[(i / s) * (s + 1) + i % s + off] as i64)
