@@ -3,8 +3,9 @@
 //!
 //! `cargo bench -p datamix-decoder --features ndarray --bench train_throughput -- [steps] [vocab] [layers]`
 //! prints one JSON line per backend (and, with `DATAMIX_BENCH_COMPOSITES=1`, one more per
-//! backend with the fused ops off: Burn's composites); `benches/decoder.sh` runs it beside the
-//! PyTorch twin (`benches/reference/decoder_torch.py`).
+//! backend with the fused ops off: Burn's composites), then the sgemm peak of the gemm crate
+//! behind `flex` and the fused ops; `benches/decoder.sh` runs it beside the PyTorch twin
+//! (`benches/reference/decoder_torch.py`, which measures torch's sgemm peak).
 
 use std::time::Instant;
 
@@ -59,6 +60,46 @@ impl BackendTask for &Bench {
     }
 }
 
+/// GFLOP/s of the gemm crate on a 2048³ `f32` product over rayon's pool (best of 5), the
+/// twin of the torch peak `decoder_torch.py` measures.
+fn gemm_peak() -> f64 {
+    let n = 2048;
+    let (a, b) = (vec![1.0f32; n * n], vec![0.5f32; n * n]);
+    let mut c = vec![0.0f32; n * n];
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            // SAFETY: `a`, `b` and `c` are `n * n` row-major matrices (strides `n`, 1).
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    n,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                )
+            };
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(c[n * n - 1], n as f32 * 0.5, "the product is wrong");
+    2.0 * (n * n * n) as f64 / best / 1e9
+}
+
 fn main() {
     // As the `datamix` binary does: keep freed pages instead of purging them to the OS
     // (mimalloc's `mi_option_purge_delay`, index 15, set to "never"); see
@@ -101,4 +142,9 @@ fn main() {
             row(format!("burn-{kind}-composites"), r);
         }
     }
+    println!(
+        "{{\"impl\":\"sgemm-peak-gemm\",\"threads\":{},\"gflops\":{:.1}}}",
+        rayon::current_num_threads(),
+        gemm_peak()
+    );
 }
