@@ -1,8 +1,9 @@
 //! Fused ops on Burn's `flex` CPU backend (feature `cpu`, the default). Matrix products
-//! stay `flex`'s own gemm; everything between them is one of [`super::kernels`]'s row
-//! kernels, forward and backward, so the autodiff graph holds one node per op instead of
-//! five to ten, and no intermediate is broadcast, masked or saved that the backward pass
-//! does not need.
+//! go straight to the gemm crate `flex` itself uses (no zero-filled, copied outputs);
+//! everything between them is one of [`super::kernels`]'s row kernels (attention's in
+//! [`super::attention`]), forward and backward, so the autodiff graph holds one node per
+//! op instead of five to ten, and no intermediate is broadcast, masked or saved that the
+//! backward pass does not need.
 //!
 //! Each returns `None` unless the backend is [`Flex`] or `Autodiff<Flex>` and the tensors
 //! are `f32` (other dtypes keep the composites).
