@@ -1,7 +1,7 @@
 //! Study stage 2, on a Burn backend: train the pool (seed, base-unit models, domain experts,
 //! ground-truth mixture models) and score models and merged proxies on the eval streams.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::AutodiffBackend;
 use datamix_decoder::{Decoder, DecoderConfig, EvalConfig, Packer, TrainConfig, Trainer, evaluate};
@@ -14,6 +14,7 @@ use super::config::{RunConfig, StudyConfig};
 use super::data::Prepared;
 use crate::error::{Error, Result};
 use crate::pool::{Pool, PoolKey};
+use crate::proxy::ProxyMerger;
 
 /// Everything that decides a pool model's weights (its pool key is the hash of this).
 #[derive(Debug, Serialize)]
@@ -42,6 +43,8 @@ pub struct Lab<'a, B: AutodiffBackend> {
     model: DecoderConfig,
     device: B::Device,
     streams: Vec<(String, Vec<u32>)>,
+    /// The previous proxy's buffers, reused by the next merge.
+    proxies: Mutex<ProxyMerger>,
     bar: ProgressBar,
 }
 
@@ -73,6 +76,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
                 .iter()
                 .map(|e| (e.name.clone(), e.tokens.clone()))
                 .collect(),
+            proxies: Mutex::new(ProxyMerger::new()),
             bar,
         })
     }
@@ -177,7 +181,8 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
 
     /// Mean cross-entropy per eval stream of the λ-weighted merge of the base-unit models
     /// (each domain's units averaged uniformly, then the domains weighted by λ: Na et al.'s
-    /// macro merge with mixture weights), built in memory and never written.
+    /// macro merge with mixture weights), built in memory (in the previous proxy's
+    /// buffers) and never written.
     pub fn score_merged(&self, lambda: &[f64], units: &[(String, PoolKey)]) -> Result<Vec<f64>> {
         let plan = MergePlan::Average(
             self.data
@@ -194,7 +199,8 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
                 })
                 .collect(),
         );
-        let out = crate::proxy::evaluate_merged::<B::InnerBackend>(
+        let mut proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        let out = proxies.evaluate::<B::InnerBackend>(
             &plan,
             &PathsOnly,
             &self.model,
