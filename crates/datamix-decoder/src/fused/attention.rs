@@ -10,6 +10,8 @@
 //! all sequences run in parallel on rayon. The probabilities are stored block after
 //! block (`[rows, e]` each, see [`Causal::probs_per_seq`]) for the backward pass.
 
+use std::mem::MaybeUninit;
+
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -75,51 +77,64 @@ impl Causal {
 
 /// `out = softmax(scale q kᵀ + causal mask) v` for every sequence. `q`: `[batch, seq *
 /// heads, head_dim]`, `k` and `v`: `[batch, seq, head_dim]`, all row-major. Returns `out`
-/// (`[batch, seq * heads, head_dim]`) and the probabilities (`batch` times
-/// [`Causal::probs_per_seq`]).
+/// (`[batch, seq * heads, head_dim]`) and, with `keep_probs` (for [`backward`]), the
+/// probabilities (`batch` times [`Causal::probs_per_seq`]); without, each block's
+/// probabilities live only while the block runs, so inference memory does not grow with
+/// `batch * seq²`.
 pub(crate) fn forward(
     c: Causal,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    (q, k, v): (&[f32], &[f32], &[f32]),
     scale: f32,
-) -> (Vec<f32>, Vec<f32>) {
+    keep_probs: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let (h, hd, kv) = (c.heads, c.head_dim, c.seq * c.head_dim);
     let per = c.probs_per_seq();
     let batch = q.len() / c.rows_len().max(1);
     if batch == 0 || per == 0 {
-        return (vec![0.0; q.len()], Vec::new());
+        return (vec![0.0; q.len()], keep_probs.then(Vec::new));
     }
+    // One block `j` of sequence `n`: its probabilities into `p`, its output rows into `o`.
+    let block = |n: usize, j: usize, p: &mut [MaybeUninit<f32>], o: &mut [MaybeUninit<f32>]| {
+        let (a, e) = c.span(j);
+        let rows = (e - a) * h;
+        let q = &q[n * c.rows_len() + a * h * hd..][..rows * hd];
+        let (k, v) = (&k[n * kv..][..kv], &v[n * kv..][..kv]);
+        // [rows, hd] x [hd, e] (kᵀ through strides) -> [rows, e].
+        let p = product(p, (rows, hd, e), q, (hd, 1), k, (1, hd));
+        softmax_block(p, a * h, e, h, scale);
+        // [rows, e] x [e, hd] -> [rows, hd].
+        product(o, (rows, e, hd), p, (e, 1), v, (hd, 1));
+    };
     let mut out = Vec::with_capacity(q.len());
-    let mut probs = Vec::with_capacity(batch * per);
-    out.spare_capacity_mut()[..q.len()]
-        .par_chunks_mut(c.rows_len())
-        .zip(probs.spare_capacity_mut()[..batch * per].par_chunks_mut(per))
-        .enumerate()
-        .for_each(|(n, (out, probs))| {
-            let q = &q[n * c.rows_len()..][..c.rows_len()];
-            let (k, v) = (&k[n * kv..][..kv], &v[n * kv..][..kv]);
-            c.split_probs(probs)
-                .into_par_iter()
-                .zip(out.par_chunks_mut(c.block * h * hd))
+    let outs = out.spare_capacity_mut()[..q.len()].par_chunks_mut(c.rows_len());
+    let probs = if keep_probs {
+        let mut probs = Vec::with_capacity(batch * per);
+        outs.zip(probs.spare_capacity_mut()[..batch * per].par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(n, (out, probs))| {
+                c.split_probs(probs)
+                    .into_par_iter()
+                    .zip(out.par_chunks_mut(c.block * h * hd))
+                    .enumerate()
+                    .for_each(|(j, (p, o))| block(n, j, p, o));
+            });
+        // SAFETY: the blocks tile the buffer of every sequence, and each wrote all of its
+        // probabilities.
+        unsafe { probs.set_len(batch * per) };
+        Some(probs)
+    } else {
+        outs.enumerate().for_each(|(n, out)| {
+            out.par_chunks_mut(c.block * h * hd)
                 .enumerate()
-                .for_each(|(j, (p, o))| {
-                    let (a, e) = c.span(j);
-                    let rows = (e - a) * h;
-                    let q = &q[a * h * hd..e * h * hd];
-                    // [rows, hd] x [hd, e] (kᵀ through strides) -> [rows, e].
-                    let p = product(p, (rows, hd, e), q, (hd, 1), k, (1, hd));
-                    softmax_block(p, a * h, e, h, scale);
-                    // [rows, e] x [e, hd] -> [rows, hd].
-                    product(o, (rows, e, hd), p, (e, 1), v, (hd, 1));
+                .for_each(|(j, o)| {
+                    let mut p = Vec::with_capacity(c.probs_len(j));
+                    block(n, j, &mut p.spare_capacity_mut()[..c.probs_len(j)], o);
                 });
         });
-    // SAFETY: the blocks tile both buffers of every sequence, and each block wrote all of
-    // its output rows and probabilities.
-    unsafe {
-        out.set_len(q.len());
-        probs.set_len(batch * per);
-    }
+        None
+    };
+    // SAFETY: the blocks tile the output of every sequence, and each wrote all its rows.
+    unsafe { out.set_len(q.len()) };
     (out, probs)
 }
 
@@ -324,8 +339,12 @@ mod tests {
             let v = table(batch * 37 * 5, 3, 1.0);
             let d_out = table(q.len(), 4, 1.0);
             let scale = 0.45;
-            let (out, probs) = forward(c, &q, &k, &v, scale);
+            let (out, probs) = forward(c, (&q, &k, &v), scale, true);
+            let probs = probs.unwrap();
             assert_eq!(probs.len(), batch * c.probs_per_seq());
+            let (inference, none) = forward(c, (&q, &k, &v), scale, false);
+            assert!(none.is_none());
+            assert_eq!(inference, out, "inference differs (block {block})");
             let (dq, dk, dv) = backward(c, (&q, &k, &v), &probs, &d_out, scale);
             let (eo, eq, ek, ev) = reference(c, &q, &k, &v, &d_out, scale as f64);
             assert_close(&out, &eo, &format!("out (block {block})"));
@@ -357,8 +376,8 @@ mod tests {
             head_dim: 3,
             block: 2,
         };
-        let (out, probs) = forward(c, &[], &[], &[], 1.0);
-        assert!(out.is_empty() && probs.is_empty());
+        let (out, probs) = forward(c, (&[], &[], &[]), 1.0, true);
+        assert!(out.is_empty() && probs.unwrap().is_empty());
         let (dq, dk, dv) = backward(c, (&[], &[], &[]), &[], &[], 1.0);
         assert!(dq.is_empty() && dk.is_empty() && dv.is_empty());
     }

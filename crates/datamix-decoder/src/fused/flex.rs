@@ -15,7 +15,7 @@ use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorPrimitive};
@@ -101,8 +101,15 @@ pub(super) fn mqa_attention<B: Backend>(
                 .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
                 .compute_bound()
                 .stateful();
-            let (out, saved) = attention_forward(&q.primitive, &k.primitive, &v.primitive, scale);
-            wrap::<Ad, _, 3>(finish(prep, saved, out))
+            let (q, k, v) = (&q.primitive, &k.primitive, &v.primitive);
+            // The probabilities are kept only for a backward pass.
+            wrap::<Ad, _, 3>(match prep {
+                OpsKind::Tracked(prep) => {
+                    let (out, saved) = attention_forward(q, k, v, scale, true);
+                    prep.finish(saved.expect("kept"), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(attention_forward(q, k, v, scale, false).0),
+            })
         }
         Kind::Plain => {
             let (q, k, v) = (
@@ -110,7 +117,7 @@ pub(super) fn mqa_attention<B: Backend>(
                 float::<_, Flex, 4>(k),
                 float::<_, Flex, 3>(v),
             );
-            wrap::<Flex, _, 3>(attention_forward(&q, &k, &v, scale).0)
+            wrap::<Flex, _, 3>(attention_forward(&q, &k, &v, scale, false).0)
         }
     })
 }
@@ -130,13 +137,15 @@ struct AttentionSaved {
     scale: f32,
 }
 
-/// Forward pass; returns `[b, s, h * hd]` and the saved state.
+/// Forward pass; returns `[b, s, h * hd]` and, with `keep`, the state for the backward
+/// pass.
 fn attention_forward(
     q: &FlexTensor,
     k: &FlexTensor,
     v: &FlexTensor,
     scale: f64,
-) -> (FlexTensor, AttentionSaved) {
+    keep: bool,
+) -> (FlexTensor, Option<AttentionSaved>) {
     let [b, s, h, hd] = t::<4>(q.clone()).dims();
     let (q, k, v) = (values(q), values(k), values(v));
     let shape = attention::Causal {
@@ -146,15 +155,15 @@ fn attention_forward(
         block: attention::QUERY_BLOCK,
     };
     let scale = scale as f32;
-    let (out, probs) = attention::forward(shape, slice(&q), slice(&k), slice(&v), scale);
-    let saved = AttentionSaved {
+    let (out, probs) = attention::forward(shape, (slice(&q), slice(&k), slice(&v)), scale, keep);
+    let saved = probs.map(|probs| AttentionSaved {
         q,
         k,
         v,
         probs,
         shape,
         scale,
-    };
+    });
     (tensor(out, [b, s, h * hd]), saved)
 }
 
