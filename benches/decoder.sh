@@ -6,10 +6,14 @@
 # Run on a quiet machine. PyTorch and Burn's LibTorch backend use the same
 # pip torch (scripts/tch-env.sh creates its venv on first use).
 #
-#   benches/decoder.sh [steps]
+# Then `rounds` alternating pairs (PyTorch, then the default `flex`) in the same window:
+# on a shared machine neighbouring runs compare better than two long sequential ones.
+#
+#   benches/decoder.sh [steps] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps="${1:-10}"
+rounds="${2:-5}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}"
 source scripts/tch-env.sh
 cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput --no-run -q
@@ -21,8 +25,13 @@ python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 | tee -a
 python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 --unfused | tee -a "$out"
 # DATAMIX_BENCH_COMPOSITES: also time flex and LibTorch with the fused ops off.
 DATAMIX_BENCH_COMPOSITES=1 cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput -q -- "$steps" 4096 8 | tee -a "$out"
-python3 - "$out" <<'PY'
-import json, sys
+pairs=$(mktemp)
+for _ in $(seq "$rounds"); do
+  python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 | grep '"pytorch"' >>"$pairs"
+  DATAMIX_BENCH_BACKENDS=cpu cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput -q -- "$steps" 4096 8 | grep '"burn-cpu"' >>"$pairs"
+done
+python3 - "$out" "$pairs" <<'PY'
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 peak = next(r["gflops"] for r in rows if r["impl"] == "sgemm-peak-torch")
 gemm = next(r["gflops"] for r in rows if r["impl"] == "sgemm-peak-gemm")
@@ -36,4 +45,11 @@ for r in rows:
     # PaLM's model FLOPs per token: 6N + 12 L d T (N counts the tied head once).
     flops = r["tokens_per_s"] * (6 * r["params"] + 12 * r["layers"] * 256 * r["seq"])
     print(f"| {r['impl']} | {r['params']:,} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s']/torch['tokens_per_s']:.2f}x | {100*flops/(peak*1e9):.0f}% | {100*flops/(gemm*1e9):.0f}% |")
+pairs = [json.loads(l) for l in open(sys.argv[2])]
+ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(pairs[::2], pairs[1::2])]
+if ratios:
+    print(f"\n{len(ratios)} alternating rounds, flex / PyTorch tokens/s:")
+    for i, (a, b) in enumerate(zip(pairs[::2], pairs[1::2])):
+        print(f"  round {i + 1}: PyTorch {a['tokens_per_s']:,.0f}, flex {b['tokens_per_s']:,.0f}: {ratios[i]:.2f}x")
+    print(f"  median {statistics.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x")
 PY

@@ -7,8 +7,8 @@
 //! block `j` computes its scores, probabilities and their gradients as a
 //! `[(e - a) * heads, e]` matrix: for `seq` 256 and blocks of 64 that is 62.5% of the full
 //! square. Each block is a few single-threaded gemms and a row kernel, and all blocks of
-//! all sequences run in parallel on rayon. The probabilities are stored block after
-//! block (`[rows, e]` each, see [`Causal::probs_per_seq`]) for the backward pass.
+//! all sequences run in parallel on rayon. For a backward pass the probabilities are kept,
+//! block after block (`[rows, e]` each, see [`Causal::probs_per_seq`]).
 
 use std::mem::MaybeUninit;
 
@@ -213,8 +213,8 @@ pub(crate) fn backward(
                     }
                 });
         });
-    // SAFETY: the blocks tile `dq`, `dk`, `dv` and `ds` of every sequence, and each wrote
-    // all of its elements.
+    // SAFETY: the query blocks tile `dq`, the key blocks `dk` and `dv`, of every sequence,
+    // and each wrote all of its elements.
     unsafe {
         dq.set_len(q.len());
         dk.set_len(k.len());
