@@ -73,6 +73,40 @@ fn all_f32<B: Backend, const D: usize>(ts: &[&Tensor<B, D>]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
+/// A fused op of two `f32` inputs whose backward pass keeps both (contiguous) as its
+/// state: `forward(a, b)`, recorded as `op` under autodiff.
+fn two_inputs<B, O, const DA: usize, const DB: usize>(
+    op: O,
+    a: &Tensor<B, DA>,
+    b: &Tensor<B, DB>,
+    forward: fn(&FlexTensor, &FlexTensor) -> FlexTensor,
+) -> Option<Tensor<B, 3>>
+where
+    B: Backend,
+    O: Backward<Flex, 2, State = (FlexTensor, FlexTensor)>,
+{
+    let kind = kind::<B>()?;
+    if !all_f32(&[a]) || !all_f32(&[b]) {
+        return None;
+    }
+    Some(match kind {
+        Kind::Autodiff => {
+            let (a, b) = (float::<_, Ad, DA>(a), float::<_, Ad, DB>(b));
+            let prep = op
+                .prepare::<NoCheckpointing>([a.node.clone(), b.node.clone()])
+                .compute_bound()
+                .stateful();
+            let (a, b) = (values(&a.primitive), values(&b.primitive));
+            let out = forward(&a, &b);
+            wrap::<Ad, _, 3>(finish(prep, (a, b), out))
+        }
+        Kind::Plain => {
+            let (a, b) = (float::<_, Flex, DA>(a), float::<_, Flex, DB>(b));
+            wrap::<Flex, _, 3>(forward(&values(&a), &values(&b)))
+        }
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Multi-query attention
 
@@ -294,26 +328,7 @@ impl Backward<Flex, 1> for TargetLogprobs {
 
 /// `silu(g) ⊙ u` (shapes as in [`super::silu_mul`]); saves `g` and `u`.
 pub(super) fn silu_mul<B: Backend>(g: &Tensor<B, 3>, u: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
-    let kind = kind::<B>()?;
-    if !all_f32(&[g, u]) {
-        return None;
-    }
-    Some(match kind {
-        Kind::Autodiff => {
-            let (g, u) = (float::<_, Ad, 3>(g), float::<_, Ad, 3>(u));
-            let prep = SiluMul
-                .prepare::<NoCheckpointing>([g.node.clone(), u.node.clone()])
-                .compute_bound()
-                .stateful();
-            let (g, u) = (values(&g.primitive), values(&u.primitive));
-            let out = silu_mul_forward(&g, &u);
-            wrap::<Ad, _, 3>(finish(prep, (g, u), out))
-        }
-        Kind::Plain => {
-            let (g, u) = (float::<_, Flex, 3>(g), float::<_, Flex, 3>(u));
-            wrap::<Flex, _, 3>(silu_mul_forward(&values(&g), &values(&u)))
-        }
-    })
+    two_inputs(SiluMul, g, u, silu_mul_forward)
 }
 
 fn silu_mul_forward(g: &FlexTensor, u: &FlexTensor) -> FlexTensor {
@@ -479,26 +494,7 @@ impl Backward<Flex, 1> for Rope {
 /// `x W` (shapes as in [`super::linear`]): one gemm over all `batch * seq` rows forward,
 /// and `dY Wᵀ`, `Xᵀ dY` backward, the transposes read through strides. Saves `x` and `W`.
 pub(super) fn linear<B: Backend>(x: &Tensor<B, 3>, w: &Tensor<B, 2>) -> Option<Tensor<B, 3>> {
-    let kind = kind::<B>()?;
-    if !all_f32(&[x]) || !all_f32(&[w]) {
-        return None;
-    }
-    Some(match kind {
-        Kind::Autodiff => {
-            let (x, w) = (float::<_, Ad, 3>(x), float::<_, Ad, 2>(w));
-            let prep = Linear
-                .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
-                .compute_bound()
-                .stateful();
-            let (x, w) = (values(&x.primitive), values(&w.primitive));
-            let y = linear_forward(&x, &w);
-            wrap::<Ad, _, 3>(finish(prep, (x, w), y))
-        }
-        Kind::Plain => {
-            let (x, w) = (float::<_, Flex, 3>(x), float::<_, Flex, 2>(w));
-            wrap::<Flex, _, 3>(linear_forward(&values(&x), &values(&w)))
-        }
-    })
+    two_inputs(Linear, x, w, linear_forward)
 }
 
 /// `[b, s, k] x [k, n] -> [b, s, n]` for contiguous operands.
