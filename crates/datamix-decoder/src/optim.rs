@@ -120,13 +120,104 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
     }
 }
 
-/// Squared global L2 norm of a set of gradients.
+/// Global L2 norm of a set of gradients.
 pub(crate) fn global_norm<B: Backend>(grads: &NamedTensors<B>) -> f64 {
-    let total = grads
-        .values()
-        .map(|g| g.clone().powi_scalar(2).sum())
-        .reduce(|a, b| a + b);
-    total.map_or(0.0, |t| t.into_scalar().elem::<f64>().sqrt())
+    let mut fused = 0.0;
+    let mut composite: Option<Tensor<B, 1>> = None;
+    for g in grads.values() {
+        match crate::fused::sum_squares(g) {
+            Some(s) => fused += s,
+            None => {
+                let s = g.clone().powi_scalar(2).sum();
+                composite = Some(composite.map_or(s.clone(), |c| c + s));
+            }
+        }
+    }
+    (fused + composite.map_or(0.0, |t| t.into_scalar().elem::<f64>())).sqrt()
+}
+
+/// One parameter's AdamW update as the scalars its elementwise formula uses
+/// (bias corrections, decay and learning rate folded in), so that the composite and the
+/// fused kernel compute with the same numbers:
+///
+/// `g' = g s`, `m <- β1 m + (1-β1) g'`, `v <- β2 v + (1-β2) g'²`,
+/// `p <- (1 - lr λ) p - lr/(1-β1ᵗ) · m / (sqrt(v/(1-β2ᵗ)) + ε)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AdamWStep {
+    /// `s`: 1/accumulation x clipping coefficient.
+    pub grad_scale: f64,
+    /// `β1`.
+    pub beta1: f64,
+    /// `1 - β1`.
+    pub one_minus_beta1: f64,
+    /// `β2`.
+    pub beta2: f64,
+    /// `1 - β2`.
+    pub one_minus_beta2: f64,
+    /// `1 - β2ᵗ`.
+    pub bias2: f64,
+    /// `ε`.
+    pub eps: f64,
+    /// `1 - lr λ` (`λ` = 0 for parameters of rank < 2).
+    pub keep: f64,
+    /// `lr / (1 - β1ᵗ)`.
+    pub step_size: f64,
+}
+
+impl AdamWStep {
+    /// The scalars of update number `t` (1-based) of a parameter of rank `rank`.
+    pub(crate) fn new(params: &AdamWParams, t: u64, lr: f64, grad_scale: f64, rank: usize) -> Self {
+        let t = t as i32;
+        let decay = if rank >= 2 {
+            lr * params.weight_decay
+        } else {
+            0.0
+        };
+        Self {
+            grad_scale,
+            beta1: params.beta1,
+            one_minus_beta1: 1.0 - params.beta1,
+            beta2: params.beta2,
+            one_minus_beta2: 1.0 - params.beta2,
+            bias2: 1.0 - params.beta2.powi(t),
+            eps: params.eps,
+            keep: 1.0 - decay,
+            step_size: lr / (1.0 - params.beta1.powi(t)),
+        }
+    }
+}
+
+/// A flat parameter and its two moments, all `[n]`.
+pub(crate) struct AdamWTensors<B: Backend> {
+    /// The parameter.
+    pub p: Tensor<B, 1>,
+    /// First moment.
+    pub m: Tensor<B, 1>,
+    /// Second moment.
+    pub v: Tensor<B, 1>,
+}
+
+/// One AdamW update of `t` with gradient `g` (`[n]`): one fused pass where the backend
+/// has one, else Burn's elementwise ops (the same `f32` results).
+pub(crate) fn adamw<B: Backend>(
+    t: AdamWTensors<B>,
+    g: &Tensor<B, 1>,
+    step: &AdamWStep,
+) -> AdamWTensors<B> {
+    match crate::fused::adamw(t, g, step) {
+        Ok(t) => t,
+        Err(AdamWTensors { p, m, v }) => {
+            let s = step;
+            let g = g.clone().mul_scalar(s.grad_scale);
+            let m = m.mul_scalar(s.beta1) + g.clone().mul_scalar(s.one_minus_beta1);
+            let v = v.mul_scalar(s.beta2) + g.powi_scalar(2).mul_scalar(s.one_minus_beta2);
+            let update = m
+                .clone()
+                .div(v.clone().div_scalar(s.bias2).sqrt().add_scalar(s.eps));
+            let p = p.mul_scalar(s.keep) - update.mul_scalar(s.step_size);
+            AdamWTensors { p, m, v }
+        }
+    }
 }
 
 /// Applies one AdamW update to every parameter that has a gradient.
@@ -156,32 +247,127 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Updater<'_, B> {
         let shape = tensor.shape();
         let n = shape.num_elements();
         let p = tensor.inner().reshape([n]);
-        let g = g.clone().mul_scalar(self.grad_scale);
-        let AdamWParams {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.params;
-        let m = match self.state.m.remove(&name) {
-            Some(m) => m.mul_scalar(beta1) + g.clone().mul_scalar(1.0 - beta1),
-            None => g.clone().mul_scalar(1.0 - beta1),
+        let zeros = || Tensor::zeros([n], &p.device());
+        let moments = AdamWTensors {
+            m: self.state.m.remove(&name).unwrap_or_else(zeros),
+            v: self.state.v.remove(&name).unwrap_or_else(zeros),
+            p,
         };
-        let v = match self.state.v.remove(&name) {
-            Some(v) => v.mul_scalar(beta2) + g.powi_scalar(2).mul_scalar(1.0 - beta2),
-            None => g.powi_scalar(2).mul_scalar(1.0 - beta2),
-        };
-        let t = (self.state.step + 1) as i32;
-        let bc1 = 1.0 - beta1.powi(t);
-        let bc2 = 1.0 - beta2.powi(t);
-        let update = m
-            .clone()
-            .div(v.clone().div_scalar(bc2).sqrt().add_scalar(eps));
-        let decay = if D >= 2 { self.lr * weight_decay } else { 0.0 };
-        let p = p.mul_scalar(1.0 - decay) - update.mul_scalar(self.lr / bc1);
+        let step = AdamWStep::new(
+            &self.params,
+            self.state.step + 1,
+            self.lr,
+            self.grad_scale,
+            D,
+        );
+        let AdamWTensors { p, m, v } = adamw(moments, g, &step);
         self.state.m.insert(name.clone(), m);
         self.state.v.insert(name, v);
         let p = Tensor::from_inner(p.reshape(shape)).require_grad();
         Param::from_mapped_value(id, p, mapper)
+    }
+}
+
+#[cfg(all(test, feature = "cpu"))]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    use super::*;
+    use crate::without_fused_ops;
+
+    fn flat(v: &[f32]) -> Tensor<Flex, 1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Default::default())
+    }
+
+    fn host(t: &Tensor<Flex, 1>) -> Vec<f32> {
+        t.to_data().to_vec().unwrap()
+    }
+
+    /// Deterministic values in `[-scale, scale)`.
+    fn table(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        crate::fused::test_table(n, seed, scale)
+    }
+
+    /// Three updates of a parameter of `n` elements and rank `rank`, with a new gradient
+    /// each time, on Flex: the final `(p, m, v)`.
+    fn three_updates(n: usize, rank: usize) -> [Vec<f32>; 3] {
+        let params = AdamWParams::default();
+        let mut t = AdamWTensors {
+            p: flat(&table(n, 1, 1.0)),
+            m: flat(&vec![0.0; n]),
+            v: flat(&vec![0.0; n]),
+        };
+        for step in 1..=3 {
+            let g = flat(&table(n, 10 + step, 0.05));
+            let s = AdamWStep::new(&params, step, 1e-2, 0.5, rank);
+            t = adamw(t, &g, &s);
+        }
+        [host(&t.p), host(&t.m), host(&t.v)]
+    }
+
+    #[test]
+    fn fused_adamw_equals_the_composite_bit_for_bit() {
+        // Several rayon tasks and a partial last one.
+        let n = 3 * (1 << 15) + 37;
+        for rank in [1, 2] {
+            let fused = three_updates(n, rank);
+            let composite = without_fused_ops(|| three_updates(n, rank));
+            for (f, c) in fused.iter().zip(&composite) {
+                assert!(f.iter().zip(c).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
+    }
+
+    #[test]
+    fn adamw_follows_the_textbook_update() {
+        // Bias-corrected moments, decoupled decay on matrices only (Loshchilov & Hutter).
+        let n = 1000;
+        let params = AdamWParams::default();
+        let (lr, scale) = (1e-2f64, 0.5f64);
+        for rank in [1, 2] {
+            let [p, m, v] = three_updates(n, rank);
+            let mut want_p: Vec<f64> = table(n, 1, 1.0).iter().map(|&x| x as f64).collect();
+            let (mut want_m, mut want_v) = (vec![0f64; n], vec![0f64; n]);
+            let decay = if rank >= 2 { params.weight_decay } else { 0.0 };
+            for t in 1..=3u64 {
+                let g = table(n, 10 + t, 0.05);
+                for i in 0..n {
+                    let g = g[i] as f64 * scale;
+                    want_m[i] = params.beta1 * want_m[i] + (1.0 - params.beta1) * g;
+                    want_v[i] = params.beta2 * want_v[i] + (1.0 - params.beta2) * g * g;
+                    let m_hat = want_m[i] / (1.0 - params.beta1.powi(t as i32));
+                    let v_hat = want_v[i] / (1.0 - params.beta2.powi(t as i32));
+                    want_p[i] -= lr * (m_hat / (v_hat.sqrt() + params.eps) + decay * want_p[i]);
+                }
+            }
+            for i in 0..n {
+                assert!((p[i] as f64 - want_p[i]).abs() < 1e-5, "p[{i}]");
+                assert!((m[i] as f64 - want_m[i]).abs() < 1e-7 * (1.0 + want_m[i].abs()));
+                assert!((v[i] as f64 - want_v[i]).abs() < 1e-6 * want_v[i].abs() + 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn fused_gradient_norm_matches_the_exact_one() {
+        let grads: NamedTensors<Flex> = [("a", 70_001), ("b", 3), ("c", 1 << 16)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, n))| (name.to_string(), flat(&table(n, i as u64 + 5, 2.0))))
+            .collect();
+        let exact: f64 = grads
+            .values()
+            .flat_map(host)
+            .map(|x| x as f64 * x as f64)
+            .sum::<f64>()
+            .sqrt();
+        let fused = global_norm(&grads);
+        let composite = without_fused_ops(|| global_norm(&grads));
+        assert!((fused - exact).abs() < 1e-12 * exact, "{fused} vs {exact}");
+        assert!(
+            (composite - exact).abs() < 1e-5 * exact,
+            "{composite} vs {exact}"
+        );
     }
 }

@@ -21,6 +21,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorPrimitive};
 
 use super::{attention, cast, finish, float, ints, kernels, wrap};
+use crate::optim::{AdamWStep, AdamWTensors};
 
 type Ad = Autodiff<Flex>;
 
@@ -530,4 +531,45 @@ impl Backward<Flex, 2> for Linear {
             grads.register::<Flex>(node.id, tensor(dw, [k, n]));
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Optimizer (plain `Flex`: the trainer updates the inner backend's tensors)
+
+/// AdamW (see [`super::adamw`]): one pass over `p`, `g`, `m`, `v`, writing `p`, `m`, `v`
+/// in place where nothing else holds them. `Err(t)` for other backends and dtypes.
+pub(super) fn adamw<B: Backend>(
+    t: AdamWTensors<B>,
+    g: &Tensor<B, 1>,
+    step: &AdamWStep,
+) -> Result<AdamWTensors<B>, AdamWTensors<B>> {
+    if !matches!(kind::<B>(), Some(Kind::Plain)) || !all_f32(&[&t.p, &t.m, &t.v, g]) {
+        return Err(t);
+    }
+    let owned_float =
+        |x: Tensor<B, 1>| owned(cast::<_, Tensor<Flex, 1>>(x).into_primitive().tensor());
+    let (mut p, mut m, mut v) = (owned_float(t.p), owned_float(t.m), owned_float(t.v));
+    let g = values(&float::<_, Flex, 1>(g));
+    kernels::adamw(
+        p.storage_mut(),
+        m.storage_mut(),
+        v.storage_mut(),
+        slice(&g),
+        &kernels::AdamW::from(step),
+    );
+    Ok(AdamWTensors {
+        p: wrap::<Flex, _, 1>(p),
+        m: wrap::<Flex, _, 1>(m),
+        v: wrap::<Flex, _, 1>(v),
+    })
+}
+
+/// `Σ x²` (see [`super::sum_squares`]); `None` for other backends and dtypes.
+pub(super) fn sum_squares<B: Backend>(x: &Tensor<B, 1>) -> Option<f64> {
+    if !matches!(kind::<B>(), Some(Kind::Plain)) || !all_f32(&[x]) {
+        return None;
+    }
+    Some(kernels::sum_squares(slice(&values(&float::<_, Flex, 1>(
+        x,
+    )))))
 }

@@ -534,6 +534,85 @@ fn rms_norm_grad_block(x: &[f32], gamma: &[f32], rstd: &[f32], dy: &mut [f32], d
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Optimizer
+
+/// [`crate::optim::AdamWStep`]'s scalars as the `f32`s Burn's elementwise ops would
+/// use (each `f64` rounded once).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdamW {
+    grad_scale: f32,
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    bias2: f32,
+    eps: f32,
+    keep: f32,
+    step_size: f32,
+}
+
+impl From<&crate::optim::AdamWStep> for AdamW {
+    fn from(s: &crate::optim::AdamWStep) -> Self {
+        Self {
+            grad_scale: s.grad_scale as f32,
+            beta1: s.beta1 as f32,
+            one_minus_beta1: s.one_minus_beta1 as f32,
+            beta2: s.beta2 as f32,
+            one_minus_beta2: s.one_minus_beta2 as f32,
+            bias2: s.bias2 as f32,
+            eps: s.eps as f32,
+            keep: s.keep as f32,
+            step_size: s.step_size as f32,
+        }
+    }
+}
+
+/// One AdamW update in place of `p`, `m`, `v` given the gradient `g`, element by element
+/// in the composite's order of operations (so with the same `f32` roundings: no FMA).
+pub(crate) fn adamw(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: &AdamW) {
+    p.par_chunks_mut(TASK_ELEMS)
+        .zip(m.par_chunks_mut(TASK_ELEMS))
+        .zip(v.par_chunks_mut(TASK_ELEMS))
+        .zip(g.par_chunks(TASK_ELEMS))
+        .for_each(|(((p, m), v), g)| adamw_block(p, m, v, g, c));
+}
+
+#[multiversion(targets = "simd")]
+fn adamw_block(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: &AdamW) {
+    for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        let g = g * c.grad_scale;
+        *m = *m * c.beta1 + g * c.one_minus_beta1;
+        *v = *v * c.beta2 + g * g * c.one_minus_beta2;
+        let update = *m / ((*v / c.bias2).sqrt() + c.eps);
+        *p = *p * c.keep - update * c.step_size;
+    }
+}
+
+/// `Σ x²` in `f64`: per block of [`TASK_ELEMS`], in parallel, then the block sums in
+/// order (so the result does not depend on how rayon splits the work).
+pub(crate) fn sum_squares(x: &[f32]) -> f64 {
+    let blocks: Vec<f64> = x.par_chunks(TASK_ELEMS).map(sum_squares_block).collect();
+    blocks.iter().sum()
+}
+
+#[multiversion(targets = "simd")]
+fn sum_squares_block(x: &[f32]) -> f64 {
+    let mut acc = [0f64; LANES];
+    let mut blocks = x.chunks_exact(LANES);
+    for b in &mut blocks {
+        for (a, &x) in acc.iter_mut().zip(b) {
+            *a += x as f64 * x as f64;
+        }
+    }
+    let tail: f64 = blocks
+        .remainder()
+        .iter()
+        .map(|&x| x as f64 * x as f64)
+        .sum();
+    acc.iter().sum::<f64>() + tail
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

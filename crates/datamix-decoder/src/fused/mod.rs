@@ -9,6 +9,8 @@
 //! | RMSNorm | square, mean, add, sqrt, div, mul | row kernel | composite |
 //! | RoPE | pair-swap matmul, 2 broadcast muls, add | in-place row kernel | composite |
 //! | bias-free linear `x W` | one batched matmul per batch entry, batch-summed weight gradient | one gemm over all rows, each way, no zero-fill | composite |
+//! | AdamW update (no autodiff) | 11 elementwise passes, each allocating | one parallel pass, in place | composite |
+//! | gradient norm `Σ g²` | square, sum | one parallel pass, `f64` sums | composite |
 //!
 //! The `flex` kernels (private modules `kernels` and `attention`) are plain `f32` slice loops with a
 //! vectorised `exp`, compiled per SIMD level by `multiversion` and spread over rayon.
@@ -27,6 +29,8 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+use crate::optim::{AdamWStep, AdamWTensors};
 
 #[cfg(feature = "cpu")]
 mod attention;
@@ -173,6 +177,48 @@ pub(crate) fn linear<B: Backend>(x: &Tensor<B, 3>, w: &Tensor<B, 2>) -> Option<T
         return Some(out);
     }
     None
+}
+
+/// One AdamW update of a flat parameter and its moments (see [`AdamWStep`]), in one pass
+/// and in place; `Err` with the tensors unchanged where no fused version exists. The
+/// results equal the composite's bit for bit.
+pub(crate) fn adamw<B: Backend>(
+    t: AdamWTensors<B>,
+    g: &Tensor<B, 1>,
+    step: &AdamWStep,
+) -> Result<AdamWTensors<B>, AdamWTensors<B>> {
+    if !enabled() {
+        return Err(t);
+    }
+    #[cfg(feature = "cpu")]
+    let t = match flex::adamw(t, g, step) {
+        Ok(t) => return Ok(t),
+        Err(t) => t,
+    };
+    #[cfg(not(feature = "cpu"))]
+    let _ = (g, step);
+    Err(t)
+}
+
+/// `Σ x²` of a flat tensor, accumulated in `f64` on the host; `None` where no fused
+/// version exists.
+#[allow(unused_variables)]
+pub(crate) fn sum_squares<B: Backend>(x: &Tensor<B, 1>) -> Option<f64> {
+    if !enabled() {
+        return None;
+    }
+    #[cfg(feature = "cpu")]
+    if let Some(s) = flex::sum_squares(x) {
+        return Some(s);
+    }
+    None
+}
+
+/// [`kernels`]'s deterministic pseudo-random table in `[-scale, scale)`, for tests
+/// elsewhere in the crate.
+#[cfg(all(test, feature = "cpu"))]
+pub(crate) fn test_table(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    kernels::tests::table(n, seed, scale)
 }
 
 /// Completes a prepared autodiff op with its output `out`, keeping `state` for the
