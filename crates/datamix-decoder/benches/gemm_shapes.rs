@@ -1,0 +1,125 @@
+//! Whether PaLM's fused projections would pay on the CPU: the `small` preset's per-layer
+//! matrix products (2048 rows = batch 8 x seq 256, d 256, one 32-wide key/value head,
+//! SwiGLU hidden 1024) timed as the decoder runs them (one gemm per weight) and fused
+//! (the five input projections `q k v gate up` as one `[256, 2368]` weight, the two output
+//! projections as one `[1280, 256]`), forward and both backward products, on the gemm
+//! crate `flex` and the fused ops use.
+//!
+//! `cargo bench -p datamix-decoder --bench gemm_shapes` (2 threads, best of 30 per product;
+//! docs/benchmarks.md quotes a run).
+
+use std::time::Instant;
+
+/// Best time of `C[m, n] = A[m, k] B[k, n]`, row-major; `ta`/`tb` read A/B transposed
+/// from `[k, m]`/`[n, k]` buffers (as the backward products do).
+fn best_secs((m, k, n): (usize, usize, usize), ta: bool, tb: bool, reps: usize) -> f64 {
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut c = vec![0f32; m * n];
+    let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if tb { (1, k) } else { (n, 1) };
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            // SAFETY: `c` is `m x n` with row stride `n`; `a` and `b` hold `m k` and `k n`
+            // elements read through the strides above, all within bounds.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    a_cs as isize,
+                    a_rs as isize,
+                    b.as_ptr(),
+                    b_cs as isize,
+                    b_rs as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(2),
+                )
+            };
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+/// Prints the summed best time and rate of a set of products.
+fn report(name: &str, products: &[((usize, usize, usize), bool, bool)]) {
+    let (mut secs, mut flops) = (0.0, 0.0);
+    for &(shape @ (m, k, n), ta, tb) in products {
+        secs += best_secs(shape, ta, tb, 30);
+        flops += 2.0 * (m * k * n) as f64;
+    }
+    println!(
+        "{name:34} {:7.2} ms {:6.1} GFLOP/s",
+        secs * 1e3,
+        flops / secs / 1e9
+    );
+}
+
+fn main() {
+    let (rows, d, hidden) = (2048, 256, 1024);
+    let inputs = [d, 32, 32, hidden, hidden];
+    let fused: usize = inputs.iter().sum();
+    let outputs = [d, hidden];
+    let each = |f: &dyn Fn(usize) -> ((usize, usize, usize), bool, bool), ns: &[usize]| {
+        ns.iter().map(|&n| f(n)).collect::<Vec<_>>()
+    };
+    report(
+        "forward, input projections x5",
+        &each(&|n| ((rows, d, n), false, false), &inputs),
+    );
+    report(
+        "forward, input projections fused",
+        &[((rows, d, fused), false, false)],
+    );
+    report(
+        "forward, output projections x2",
+        &each(&|k| ((rows, k, d), false, false), &outputs),
+    );
+    report(
+        "forward, output projections fused",
+        &[((rows, d + hidden, d), false, false)],
+    );
+    report(
+        "dX, input projections x5",
+        &each(&|n| ((rows, n, d), false, true), &inputs),
+    );
+    report(
+        "dX, input projections fused",
+        &[((rows, fused, d), false, true)],
+    );
+    report(
+        "dX, output projections x2",
+        &each(&|k| ((rows, d, k), false, true), &outputs),
+    );
+    report(
+        "dX, output projections fused",
+        &[((rows, d, d + hidden), false, true)],
+    );
+    report(
+        "dW, input projections x5",
+        &each(&|n| ((d, rows, n), true, false), &inputs),
+    );
+    report(
+        "dW, input projections fused",
+        &[((d, rows, fused), true, false)],
+    );
+    report(
+        "dW, output projections x2",
+        &each(&|k| ((k, rows, d), true, false), &outputs),
+    );
+    report(
+        "dW, output projections fused",
+        &[((d + hidden, rows, d), true, false)],
+    );
+    report("peak, 2048^3", &[((2048, 2048, 2048), false, false)]);
+}
