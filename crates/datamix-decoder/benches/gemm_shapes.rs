@@ -65,61 +65,75 @@ fn report(name: &str, products: &[((usize, usize, usize), bool, bool)]) {
     );
 }
 
+/// One product per width in `ns`, shaped by `shape`.
+fn each(
+    ns: &[usize],
+    shape: impl Fn(usize) -> (usize, usize, usize),
+    ta: bool,
+    tb: bool,
+) -> Vec<((usize, usize, usize), bool, bool)> {
+    ns.iter().map(|&n| (shape(n), ta, tb)).collect()
+}
+
 fn main() {
     let (rows, d, hidden) = (2048, 256, 1024);
-    let inputs = [d, 32, 32, hidden, hidden];
-    let fused: usize = inputs.iter().sum();
-    let outputs = [d, hidden];
-    let each = |f: &dyn Fn(usize) -> ((usize, usize, usize), bool, bool), ns: &[usize]| {
-        ns.iter().map(|&n| f(n)).collect::<Vec<_>>()
-    };
-    report(
-        "forward, input projections x5",
-        &each(&|n| ((rows, d, n), false, false), &inputs),
-    );
-    report(
-        "forward, input projections fused",
-        &[((rows, d, fused), false, false)],
-    );
-    report(
-        "forward, output projections x2",
-        &each(&|k| ((rows, k, d), false, false), &outputs),
-    );
-    report(
-        "forward, output projections fused",
-        &[((rows, d + hidden, d), false, false)],
-    );
-    report(
-        "dX, input projections x5",
-        &each(&|n| ((rows, n, d), false, true), &inputs),
-    );
-    report(
-        "dX, input projections fused",
-        &[((rows, fused, d), false, true)],
-    );
-    report(
-        "dX, output projections x2",
-        &each(&|k| ((rows, d, k), false, true), &outputs),
-    );
-    report(
-        "dX, output projections fused",
-        &[((rows, d, d + hidden), false, true)],
-    );
-    report(
-        "dW, input projections x5",
-        &each(&|n| ((d, rows, n), true, false), &inputs),
-    );
-    report(
-        "dW, input projections fused",
-        &[((d, rows, fused), true, false)],
-    );
-    report(
-        "dW, output projections x2",
-        &each(&|k| ((k, rows, d), true, false), &outputs),
-    );
-    report(
-        "dW, output projections fused",
-        &[((d + hidden, rows, d), true, false)],
-    );
-    report("peak, 2048^3", &[((2048, 2048, 2048), false, false)]);
+    // Output widths of the input projections and input widths of the output projections.
+    let ins = [d, 32, 32, hidden, hidden];
+    let outs = [d, hidden];
+    let (fused_in, fused_out) = (ins.iter().sum::<usize>(), d + hidden);
+    // (m, k, n) of Y = X W, dX = dY Wᵀ and dW = Xᵀ dY.
+    let cases = [
+        (
+            "forward, input projections x5",
+            each(&ins, |n| (rows, d, n), false, false),
+        ),
+        (
+            "forward, input projections fused",
+            vec![((rows, d, fused_in), false, false)],
+        ),
+        (
+            "forward, output projections x2",
+            each(&outs, |k| (rows, k, d), false, false),
+        ),
+        (
+            "forward, output projections fused",
+            vec![((rows, fused_out, d), false, false)],
+        ),
+        (
+            "dX, input projections x5",
+            each(&ins, |n| (rows, n, d), false, true),
+        ),
+        (
+            "dX, input projections fused",
+            vec![((rows, fused_in, d), false, true)],
+        ),
+        (
+            "dX, output projections x2",
+            each(&outs, |k| (rows, d, k), false, true),
+        ),
+        (
+            "dX, output projections fused",
+            vec![((rows, d, fused_out), false, true)],
+        ),
+        (
+            "dW, input projections x5",
+            each(&ins, |n| (d, rows, n), true, false),
+        ),
+        (
+            "dW, input projections fused",
+            vec![((d, rows, fused_in), true, false)],
+        ),
+        (
+            "dW, output projections x2",
+            each(&outs, |k| (k, rows, d), true, false),
+        ),
+        (
+            "dW, output projections fused",
+            vec![((fused_out, rows, d), true, false)],
+        ),
+        ("peak, 2048^3", vec![((2048, 2048, 2048), false, false)]),
+    ];
+    for (name, products) in &cases {
+        report(name, products);
+    }
 }

@@ -4,6 +4,8 @@
 //!
 //! Burn's own `AdamW` decays every parameter, clips per tensor and keys its
 //! state by random `ParamId`s; the papers' recipe needs the three differences.
+//! Where [`crate::fused`] has kernels (Burn's `flex`), the update and the norm each run
+//! as one parallel pass; the update gives the same bits as the elementwise composite.
 
 use std::collections::BTreeMap;
 
@@ -129,7 +131,10 @@ pub(crate) fn global_norm<B: Backend>(grads: &NamedTensors<B>) -> f64 {
             Some(s) => fused += s,
             None => {
                 let s = g.clone().powi_scalar(2).sum();
-                composite = Some(composite.map_or(s.clone(), |c| c + s));
+                composite = Some(match composite.take() {
+                    Some(c) => c + s,
+                    None => s,
+                });
             }
         }
     }

@@ -569,7 +569,6 @@ pub(super) fn sum_squares<B: Backend>(x: &Tensor<B, 1>) -> Option<f64> {
     if !matches!(kind::<B>(), Some(Kind::Plain)) || !all_f32(&[x]) {
         return None;
     }
-    Some(kernels::sum_squares(slice(&values(&float::<_, Flex, 1>(
-        x,
-    )))))
+    let x = values(&float::<_, Flex, 1>(x));
+    Some(kernels::sum_squares(slice(&x)))
 }
