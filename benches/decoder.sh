@@ -43,7 +43,7 @@ for r in rows:
     if "tokens_per_s" not in r:
         continue
     # PaLM's model FLOPs per token: 6N + 12 L d T (N counts the tied head once).
-    flops = r["tokens_per_s"] * (6 * r["params"] + 12 * r["layers"] * 256 * r["seq"])
+    flops = r["tokens_per_s"] * (6 * r["params"] + 12 * r["layers"] * r.get("d_model", 256) * r["seq"])
     print(f"| {r['impl']} | {r['params']:,} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s']/torch['tokens_per_s']:.2f}x | {100*flops/(peak*1e9):.0f}% | {100*flops/(gemm*1e9):.0f}% |")
 pairs = [json.loads(l) for l in open(sys.argv[2])]
 ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(pairs[::2], pairs[1::2])]

@@ -1,10 +1,11 @@
-"""PyTorch twin of datamix-decoder's `small` preset training step, and the
-machine's sgemm peak, for benches/decoder.sh.
+"""PyTorch twin of datamix-decoder's training step (`small` preset by default; `m130`
+for benches/decoder-gpu.sh), and the machine's sgemm peak, for benches/decoder.sh.
 
 Same architecture and step as the Rust bench: parallel blocks from one shared
 RMSNorm, multi-query attention (1 kv head) with RoPE, SwiGLU MLP (4x), no
 biases, tied embeddings; AdamW (0.9, 0.95, wd 0.1 on matrices), global-norm
-clipping at 1.0; batch 8 x 256 tokens. Prints JSON lines.
+clipping at 1.0; batch 8 x 256 tokens by default. Prints JSON lines. `--device cuda`
+runs it (and the sgemm peak, 8192^3) on the GPU, in float32 (TF32 off, torch's default).
 
 `--unfused` swaps PyTorch's fused kernels for the composites Burn records under
 autodiff (attention as matmul + masked softmax + matmul, the loss as
@@ -67,11 +68,11 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, vocab, d, layers, heads, seq):
+    def __init__(self, vocab, d, layers, heads, seq, device="cpu"):
         super().__init__()
         hd = d // heads
-        theta = 10000.0 ** (-torch.arange(0, hd, 2).float() / hd)
-        ang = torch.arange(seq).float()[:, None] * theta[None, :]
+        theta = 10000.0 ** (-torch.arange(0, hd, 2, device=device).float() / hd)
+        ang = torch.arange(seq, device=device).float()[:, None] * theta[None, :]
         rope = (ang.cos(), ang.sin())
         self.embed = nn.Embedding(vocab, d)
         self.layers = nn.ModuleList(Block(d, heads, 1, 4 * d, rope) for _ in range(layers))
@@ -87,13 +88,24 @@ class Decoder(nn.Module):
         return self.norm(h) @ self.embed.weight.t()
 
 
-def sgemm_peak(n=2048, reps=10):
-    a, b = torch.randn(n, n), torch.randn(n, n)
+# d_model and heads of the decoder crate's presets (DecoderConfig::preset).
+PRESETS = {"small": (256, 8), "m130": (768, 12)}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def sgemm_peak(device, n=2048, reps=10):
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     best = 0.0
     for _ in range(reps):
+        sync(device)
         t = time.perf_counter()
         a @ b
+        sync(device)
         best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
 
@@ -102,17 +114,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=None, help="default: the preset's (small 8, m130 12)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--unfused", action="store_true")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     global UNFUSED
     UNFUSED = args.unfused
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(json.dumps({"impl": "sgemm-peak-torch", "threads": args.threads, "gflops": sgemm_peak() / 1e9}))
-    d, heads, batch, seq = 256, 8, 8, 256
-    model = Decoder(args.vocab, d, args.layers, heads, seq)
+    n = 8192 if device.type == "cuda" else 2048
+    print(json.dumps({"impl": "sgemm-peak-torch", "device": args.device, "threads": args.threads, "gflops": sgemm_peak(device, n) / 1e9}))
+    (d, heads), batch, seq = PRESETS[args.preset], args.batch, args.seq
+    layers = args.layers or {"small": 8, "m130": 12}[args.preset]
+    model = Decoder(args.vocab, d, layers, heads, seq, device).to(device)
     params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -120,7 +139,7 @@ def main():
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
         lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
     )
-    data = torch.randint(0, args.vocab, (args.steps + 2, batch, seq + 1))
+    data = torch.randint(0, args.vocab, (args.steps + 2, batch, seq + 1), device=device)
 
     def step(i):
         x, y = data[i, :, :-1], data[i, :, 1:]
@@ -137,13 +156,16 @@ def main():
 
     step(0)
     step(1)
+    sync(device)
     t = time.perf_counter()
     for i in range(args.steps):
         step(i + 2)
+    sync(device)
     secs = time.perf_counter() - t
     print(json.dumps({
-        "impl": "pytorch-unfused" if UNFUSED else "pytorch", "torch": torch.__version__, "params": params, "batch": batch, "seq": seq,
-        "layers": args.layers, "vocab": args.vocab, "steps": args.steps,
+        "impl": "pytorch-unfused" if UNFUSED else "pytorch", "torch": torch.__version__, "device": args.device,
+        "preset": args.preset, "d_model": d, "params": params, "batch": batch, "seq": seq,
+        "layers": layers, "vocab": args.vocab, "steps": args.steps,
         "tokens_per_s": args.steps * batch * seq / secs,
     }))
 

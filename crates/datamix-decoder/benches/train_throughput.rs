@@ -1,11 +1,15 @@
-//! Training throughput (forward + backward + AdamW step) of the `small`
-//! preset at sequence length 256, on each compiled CPU backend.
+//! Training throughput (forward + backward + AdamW step) of a decoder preset (default
+//! `small` at sequence length 256, batch 8), on each compiled CPU backend, or on the
+//! backends named in `DATAMIX_BENCH_BACKENDS` (e.g. `cuda,wgpu` on a GPU).
 //!
 //! `cargo bench -p datamix-decoder --features ndarray --bench train_throughput -- [steps] [vocab] [layers]`
 //! prints one JSON line per backend (and, with `DATAMIX_BENCH_COMPOSITES=1`, one more per
 //! backend with the fused ops off: Burn's composites), then the sgemm peak of the gemm crate
 //! behind `flex` and the fused ops; `benches/decoder.sh` runs it beside the PyTorch twin
 //! (`benches/reference/decoder_torch.py`, which measures torch's sgemm peak).
+//! `DATAMIX_BENCH_PRESET`, `DATAMIX_BENCH_BATCH` and `DATAMIX_BENCH_SEQ` change the model
+//! and batch (`benches/decoder-gpu.sh` runs `m130` at 8 x 1024); `layers` defaults to the
+//! preset's.
 
 use std::time::Instant;
 
@@ -19,6 +23,7 @@ use datamix_decoder::{
 };
 
 struct Bench {
+    preset: String,
     steps: usize,
     vocab: usize,
     layers: usize,
@@ -31,7 +36,7 @@ impl BackendTask for &Bench {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> (f64, usize) {
         let config = DecoderConfig {
             n_layers: self.layers,
-            ..DecoderConfig::preset("small", self.vocab).unwrap()
+            ..DecoderConfig::preset(&self.preset, self.vocab).unwrap()
         }
         .with_max_seq_len(self.seq);
         let params = config.num_params();
@@ -111,13 +116,30 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let env = |name: &str, d: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let preset = std::env::var("DATAMIX_BENCH_PRESET").unwrap_or_else(|_| "small".into());
+    let vocab = arg(1, 4096);
+    let preset_layers = match DecoderConfig::preset(&preset, vocab) {
+        Ok(c) => c.n_layers,
+        Err(e) => {
+            eprintln!("DATAMIX_BENCH_PRESET: {e}");
+            std::process::exit(2);
+        }
+    };
     let bench = Bench {
         steps: arg(0, 10),
-        vocab: arg(1, 4096),
-        layers: arg(2, 8),
-        batch: 8,
-        seq: 256,
+        vocab,
+        layers: arg(2, preset_layers),
+        batch: env("DATAMIX_BENCH_BATCH", 8),
+        seq: env("DATAMIX_BENCH_SEQ", 256),
+        preset,
     };
+    let d_model = DecoderConfig::preset(&bench.preset, vocab).unwrap().d_model;
     let only = std::env::var("DATAMIX_BENCH_BACKENDS").ok();
     let composites = std::env::var_os("DATAMIX_BENCH_COMPOSITES").is_some();
     for kind in BackendKind::available() {
@@ -131,8 +153,8 @@ fn main() {
         }
         let row = |name: String, (tok_s, params): (f64, usize)| {
             println!(
-                "{{\"impl\":\"{name}\",\"params\":{params},\"batch\":{},\"seq\":{},\"layers\":{},\"vocab\":{},\"steps\":{},\"tokens_per_s\":{tok_s:.1}}}",
-                bench.batch, bench.seq, bench.layers, bench.vocab, bench.steps
+                "{{\"impl\":\"{name}\",\"preset\":\"{}\",\"d_model\":{d_model},\"params\":{params},\"batch\":{},\"seq\":{},\"layers\":{},\"vocab\":{},\"steps\":{},\"tokens_per_s\":{tok_s:.1}}}",
+                bench.preset, bench.batch, bench.seq, bench.layers, bench.vocab, bench.steps
             )
         };
         row(format!("burn-{kind}"), kind.run(&bench).unwrap());
