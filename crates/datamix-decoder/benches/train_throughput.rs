@@ -23,7 +23,8 @@ use datamix_decoder::{
 };
 
 struct Bench {
-    preset: String,
+    /// The preset's name and its config (at `vocab`).
+    preset: (String, DecoderConfig),
     steps: usize,
     vocab: usize,
     layers: usize,
@@ -36,7 +37,7 @@ impl BackendTask for &Bench {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> (f64, usize) {
         let config = DecoderConfig {
             n_layers: self.layers,
-            ..DecoderConfig::preset(&self.preset, self.vocab).unwrap()
+            ..self.preset.1.clone()
         }
         .with_max_seq_len(self.seq);
         let params = config.num_params();
@@ -122,10 +123,10 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(d)
     };
-    let preset = std::env::var("DATAMIX_BENCH_PRESET").unwrap_or_else(|_| "small".into());
+    let name = std::env::var("DATAMIX_BENCH_PRESET").unwrap_or_else(|_| "small".into());
     let vocab = arg(1, 4096);
-    let preset_layers = match DecoderConfig::preset(&preset, vocab) {
-        Ok(c) => c.n_layers,
+    let base = match DecoderConfig::preset(&name, vocab) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("DATAMIX_BENCH_PRESET: {e}");
             std::process::exit(2);
@@ -134,12 +135,11 @@ fn main() {
     let bench = Bench {
         steps: arg(0, 10),
         vocab,
-        layers: arg(2, preset_layers),
+        layers: arg(2, base.n_layers),
         batch: env("DATAMIX_BENCH_BATCH", 8),
         seq: env("DATAMIX_BENCH_SEQ", 256),
-        preset,
+        preset: (name, base),
     };
-    let d_model = DecoderConfig::preset(&bench.preset, vocab).unwrap().d_model;
     let only = std::env::var("DATAMIX_BENCH_BACKENDS").ok();
     let composites = std::env::var_os("DATAMIX_BENCH_COMPOSITES").is_some();
     for kind in BackendKind::available() {
@@ -153,8 +153,14 @@ fn main() {
         }
         let row = |name: String, (tok_s, params): (f64, usize)| {
             println!(
-                "{{\"impl\":\"{name}\",\"preset\":\"{}\",\"d_model\":{d_model},\"params\":{params},\"batch\":{},\"seq\":{},\"layers\":{},\"vocab\":{},\"steps\":{},\"tokens_per_s\":{tok_s:.1}}}",
-                bench.preset, bench.batch, bench.seq, bench.layers, bench.vocab, bench.steps
+                "{{\"impl\":\"{name}\",\"preset\":\"{}\",\"d_model\":{},\"params\":{params},\"batch\":{},\"seq\":{},\"layers\":{},\"vocab\":{},\"steps\":{},\"tokens_per_s\":{tok_s:.1}}}",
+                bench.preset.0,
+                bench.preset.1.d_model,
+                bench.batch,
+                bench.seq,
+                bench.layers,
+                bench.vocab,
+                bench.steps
             )
         };
         row(format!("burn-{kind}"), kind.run(&bench).unwrap());
