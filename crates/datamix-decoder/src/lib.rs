@@ -33,4 +33,4 @@ pub use error::{DecoderError, Result};
 pub use eval::{EvalConfig, EvalResult, evaluate};
 pub use fused::without_fused_ops;
 pub use model::Decoder;
-pub use train::{Batch, Packer, TrainConfig, Trainer};
+pub use train::{Batch, DataCursor, Packer, StepStats, TrainConfig, Trainer};
