@@ -65,22 +65,7 @@ run)
       DATAMIX_BENCH_SEQ="$seq" .device/train_throughput "$steps" "$vocab" 2>"$out/$b.stderr" |
       grep '"burn-' | tee -a "$rows" || echo "burn-$b failed: $(tail -n 5 "$out/$b.stderr")"
   done
-  python3 - "$rows" <<'PY' | tee "$out/summary.md"
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-peak = next(r["gflops"] for r in rows if r["impl"] == "sgemm-peak-torch")
-torch = next(r for r in rows if r["impl"] == "pytorch")
-print(f"torch float32 matmul peak: {peak:,.0f} GFLOP/s ({torch['device']}, torch {torch['torch']})")
-print(f"{torch['preset']}, {torch['params']:,} params, batch {torch['batch']} x {torch['seq']}, {torch['steps']} steps\n")
-print("| impl | tokens/s | vs PyTorch | MFU |")
-print("|---|---:|---:|---:|")
-for r in rows:
-    if "tokens_per_s" not in r:
-        continue
-    # PaLM's model FLOPs per token: 6N + 12 L d T.
-    flops = r["tokens_per_s"] * (6 * r["params"] + 12 * r["layers"] * r["d_model"] * r["seq"])
-    print(f"| {r['impl']} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / torch['tokens_per_s']:.2f}x | {100 * flops / (peak * 1e9):.0f}% |")
-PY
+  python3 benches/reference/decoder_table.py "$rows" | tee "$out/summary.md"
   ;;
 *)
   sed -n '2,22p' "$0"

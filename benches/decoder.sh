@@ -30,22 +30,11 @@ for _ in $(seq "$rounds"); do
   python3 benches/reference/decoder_torch.py --steps "$steps" --threads 2 | grep '"pytorch"' >>"$pairs"
   DATAMIX_BENCH_BACKENDS=cpu cargo bench -p datamix-decoder --features ndarray,tch --bench train_throughput -q -- "$steps" 4096 8 | grep '"burn-cpu"' >>"$pairs"
 done
-python3 - "$out" "$pairs" <<'PY'
+echo
+python3 benches/reference/decoder_table.py "$out"
+python3 - "$pairs" <<'PY'
 import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-peak = next(r["gflops"] for r in rows if r["impl"] == "sgemm-peak-torch")
-gemm = next(r["gflops"] for r in rows if r["impl"] == "sgemm-peak-gemm")
-torch = next(r for r in rows if r["impl"] == "pytorch")
-print(f"\nsgemm peak, 2 threads, 2048^3: torch {peak:.1f} GFLOP/s, gemm crate (flex's) {gemm:.1f} GFLOP/s")
-print("| impl | params | tokens/s | vs PyTorch | MFU (torch peak) | MFU (gemm peak) |")
-print("|---|---|---|---|---|---|")
-for r in rows:
-    if "tokens_per_s" not in r:
-        continue
-    # PaLM's model FLOPs per token: 6N + 12 L d T (N counts the tied head once).
-    flops = r["tokens_per_s"] * (6 * r["params"] + 12 * r["layers"] * r.get("d_model", 256) * r["seq"])
-    print(f"| {r['impl']} | {r['params']:,} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s']/torch['tokens_per_s']:.2f}x | {100*flops/(peak*1e9):.0f}% | {100*flops/(gemm*1e9):.0f}% |")
-pairs = [json.loads(l) for l in open(sys.argv[2])]
+pairs = [json.loads(l) for l in open(sys.argv[1])]
 ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(pairs[::2], pairs[1::2])]
 if ratios:
     print(f"\n{len(ratios)} alternating rounds, flex / PyTorch tokens/s:")

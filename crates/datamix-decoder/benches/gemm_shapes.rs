@@ -8,54 +8,13 @@
 //! `cargo bench -p datamix-decoder --bench gemm_shapes` (2 threads, best of 30 per product;
 //! docs/benchmarks.md quotes a run).
 
-use std::time::Instant;
-
-/// Best time of `C[m, n] = A[m, k] B[k, n]`, row-major; `ta`/`tb` read A/B transposed
-/// from `[k, m]`/`[n, k]` buffers (as the backward products do).
-fn best_secs((m, k, n): (usize, usize, usize), ta: bool, tb: bool, reps: usize) -> f64 {
-    let a = vec![0.5f32; m * k];
-    let b = vec![0.25f32; k * n];
-    let mut c = vec![0f32; m * n];
-    let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
-    let (b_rs, b_cs) = if tb { (1, k) } else { (n, 1) };
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            // SAFETY: `c` is `m x n` with row stride `n`; `a` and `b` hold `m k` and `k n`
-            // elements read through the strides above, all within bounds.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    a_cs as isize,
-                    a_rs as isize,
-                    b.as_ptr(),
-                    b_cs as isize,
-                    b_rs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(2),
-                )
-            };
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::MAX, f64::min)
-}
+mod common;
 
 /// Prints the summed best time and rate of a set of products.
 fn report(name: &str, products: &[((usize, usize, usize), bool, bool)]) {
     let (mut secs, mut flops) = (0.0, 0.0);
     for &(shape @ (m, k, n), ta, tb) in products {
-        secs += best_secs(shape, ta, tb, 30);
+        secs += common::best_gemm(shape, (ta, tb), 30, gemm::Parallelism::Rayon(2)).0;
         flops += 2.0 * (m * k * n) as f64;
     }
     println!(

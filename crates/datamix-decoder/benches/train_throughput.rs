@@ -13,6 +13,8 @@
 
 use std::time::Instant;
 
+mod common;
+
 // Like the `datamix` binary: Burn allocates and frees large buffers every step.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -70,38 +72,7 @@ impl BackendTask for &Bench {
 /// twin of the torch peak `decoder_torch.py` measures.
 fn gemm_peak() -> f64 {
     let n = 2048;
-    let (a, b) = (vec![1.0f32; n * n], vec![0.5f32; n * n]);
-    let mut c = vec![0.0f32; n * n];
-    let best = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            // SAFETY: `a`, `b` and `c` are `n * n` row-major matrices (strides `n`, 1).
-            unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    n,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    n as isize,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                )
-            };
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min);
+    let (best, c) = common::best_gemm((n, n, n), (false, false), 5, gemm::Parallelism::Rayon(0));
     assert_eq!(c[n * n - 1], n as f32 * 0.5, "the product is wrong");
     2.0 * (n * n * n) as f64 / best / 1e9
 }
