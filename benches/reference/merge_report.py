@@ -17,18 +17,21 @@ rows = {}
 for line in open(results):
     label, wall, user, sys_, rss = line.split()
     rows.setdefault(label, []).append((float(wall), float(user) + float(sys_), int(rss) * 1024))
-bw = {"read": [], "mmap": []}
-bw_cpu = {"read": [], "mmap": []}
+bw = {"read": [], "readpar": [], "mmap": []}
+bw_cpu = {"read": [], "readpar": [], "mmap": []}
 for line in open(readbw_log):
     m = re.search(r"\(([\d.]+) s, cpu ([\d.]+) s", line)
-    key = "read" if line.startswith("read(2)") else "mmap"
+    key = ("readpar" if line.startswith("read(2) all") else "read") if line.startswith("read(2)") else "mmap"
     bw[key].append(float(m.group(1)))
     bw_cpu[key].append(float(m.group(2)))
 model_bytes = os.path.getsize(one_model)
 input_bytes = 8 * model_bytes
 med = lambda xs: statistics.median(xs)
 print(f"\ninputs: 8 x {model_bytes / 1e6:.0f} MB = {input_bytes / 1e9:.2f} GB")
-for k, label in [("read", "read(2), 1 thread"), ("mmap", "mmap touch, all threads")]:
+for k, label in [("read", "read(2), 1 thread"), ("readpar", "read(2), all threads"),
+                 ("mmap", "mmap touch, all threads")]:
+    if not bw[k]:
+        continue
     t = med(bw[k])
     print(f"hot-cache read bandwidth, {label}: {input_bytes / t / 1e9:.2f} GB/s "
           f"(median {t:.3f} s wall, {med(bw_cpu[k]):.2f} CPU-s, of {len(bw[k])})")
@@ -36,17 +39,21 @@ wt = [float(re.search(r"\(([\d.]+) s,", l).group(1)) for l in open(writebw_log)]
 if wt:
     print(f"disk write(2) + fsync of one model: {model_bytes / med(wt) / 1e9:.2f} GB/s "
           f"(median {med(wt):.3f} s, of {len(wt)}): the floor for a merge to a file is ~{med(wt):.2f} s")
-best_bw_time = min(med(bw["read"]), med(bw["mmap"]))
-best_bw_cpu = min(med(bw_cpu["read"]), med(bw_cpu["mmap"]))
+# The fastest reference (the mmap touch here) is the goal's yardstick; the
+# share of the all-threads read(2) bandwidth (what `dd`/`fio` report) is shown too.
+best_bw_time = min(med(v) for v in bw.values() if v)
+best_bw_cpu = min(med(v) for v in bw_cpu.values() if v)
+par_time = med(bw["readpar"]) if bw["readpar"] else None
 mk = med([w for w, _, _ in rows["mergekit"]]) if "mergekit" in rows else None
-print(f"\n{'config':<22}{'wall s':>8}{'cpu s':>8}{'GB/s':>7}{'% read bw':>10}{'% by cpu':>9}{'rss/model':>10}{'x mergekit':>11}")
+print(f"\n{'config':<22}{'wall s':>8}{'cpu s':>8}{'GB/s':>7}{'% read bw':>10}{'% by cpu':>9}{'% read(2)':>10}{'rss/model':>10}{'x mergekit':>11}")
 for label, xs in rows.items():
     wall = med([w for w, _, _ in xs])
     cpu = med([c for _, c, _ in xs])
     rss = max(r for _, _, r in xs)
     speed = f"{mk / wall:.1f}" if mk else "-"
     print(f"{label:<22}{wall:>8.2f}{cpu:>8.2f}{input_bytes / wall / 1e9:>7.2f}"
-          f"{100 * best_bw_time / wall:>9.0f}%{100 * best_bw_cpu / cpu:>8.0f}%{rss / model_bytes:>10.2f}{speed:>11}")
+          f"{100 * best_bw_time / wall:>9.0f}%{100 * best_bw_cpu / cpu:>8.0f}%"
+          f"{(f'{100 * par_time / wall:.0f}%' if par_time else '-'):>10}{rss / model_bytes:>10.2f}{speed:>11}")
 if os.path.exists(theirs):
     a, b = load_file(ours), load_file(theirs)
     assert set(a) == set(b), "tensor names differ"

@@ -3,8 +3,9 @@
 //! - `gen DIR N`: write N random Llama-shaped checkpoints of ~134M f32
 //!   parameters as `DIR/m{i}/model.safetensors` with a Hugging Face
 //!   `config.json` (so mergekit accepts them).
-//! - `readbw FILE...`: hot-cache sequential read bandwidth, two ways:
-//!   `read(2)` into a 1 MiB buffer, one file after another (one thread), and
+//! - `readbw FILE...`: hot-cache sequential read bandwidth, three ways:
+//!   `read(2)` into a page-aligned 1 MiB buffer (as `dd bs=1M`), one file
+//!   after another on one thread and a file per thread on all threads, and
 //!   touching every byte of the memory-mapped files on all threads.
 //! - `writebw FILE OUT`: the disk's write floor for one output: copy FILE
 //!   (hot in the page cache) to OUT with 4 MiB `write(2)`s, then `fsync`.
@@ -111,22 +112,36 @@ fn cpu_seconds() -> f64 {
     (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
 }
 
+/// A 1 MiB buffer aligned to 4 KiB, as `dd` uses: the kernel's copy into a
+/// misaligned buffer (glibc's large blocks start 16 bytes into a page) ran
+/// ~1.5x slower here.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// Reads `file` to its end with `read(2)` into `buf`; returns a byte of it
+/// so the reads are not optimised away.
+fn read_all(file: &Path, buf: &mut [Page]) -> u64 {
+    // SAFETY: `Page` is plain bytes, so its slice is a valid byte slice.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), buf.len() * 4096) };
+    let mut f = std::fs::File::open(file).unwrap();
+    let mut sum = 0u64;
+    loop {
+        let n = f.read(bytes).unwrap();
+        if n == 0 {
+            return sum;
+        }
+        sum = sum.wrapping_add(bytes[n - 1] as u64);
+    }
+}
+
 fn readbw(files: &[PathBuf]) {
     let bytes = total_bytes(files) as f64;
     let cpu = cpu_seconds();
     let start = Instant::now();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut sum = 0u64;
-    for f in files {
-        let mut file = std::fs::File::open(f).unwrap();
-        loop {
-            let n = file.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            sum = sum.wrapping_add(buf[n - 1] as u64);
-        }
-    }
+    let mut buf = vec![Page([0; 4096]); 256];
+    let sum: u64 = files.iter().map(|f| read_all(f, &mut buf)).sum();
     let t = start.elapsed().as_secs_f64();
     println!(
         "read(2) 1 thread: {:.2} GB/s ({:.3} s, cpu {:.2} s, {:.2} GB) [{sum}]",
@@ -134,6 +149,21 @@ fn readbw(files: &[PathBuf]) {
         t,
         cpu_seconds() - cpu,
         bytes / 1e9
+    );
+
+    // `dd bs=1M` on every thread at once, a file per task.
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let sum: u64 = files
+        .par_iter()
+        .map_init(|| vec![Page([0; 4096]); 256], |buf, f| read_all(f, buf))
+        .sum();
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "read(2) all threads: {:.2} GB/s ({:.3} s, cpu {:.2} s) [{sum}]",
+        bytes / t / 1e9,
+        t,
+        cpu_seconds() - cpu
     );
 
     let cpu = cpu_seconds();

@@ -27,10 +27,10 @@ use crate::MergeError;
 use crate::method::{FloatDtype, FloatSlice, Linear, MergeMethod};
 use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
 
-/// Elements per chunk: one chunk's `f64` accumulator (1 MiB) stays in L2
-/// while each input streams 512 KiB (`f32`) through it; long runs per input
-/// keep the hardware prefetchers ahead (with 32 Ki-element chunks the
-/// kernel took ~1.5x as long, docs/bench-merge.md).
+/// Elements per chunk: each input streams 512 KiB (`f32`) through one
+/// chunk's `f64` accumulator (1 MiB); long runs per input keep the hardware
+/// prefetchers ahead. Smaller chunks or tiles that keep the accumulator in
+/// L1/L2 measured slower (docs/bench-merge.md).
 pub const CHUNK_ELEMS: usize = 128 * 1024;
 /// Default input bytes (over all inputs) touched per batch before they are released.
 pub const BATCH_INPUT_BYTES: usize = 32 << 20;
@@ -820,8 +820,8 @@ impl Job {
         let mut merge = || {
             segs.par_iter()
                 .zip(dsts.par_iter_mut())
-                .try_for_each_init(Vec::new, |acc: &mut Vec<f64>, (seg, dst)| {
-                    self.run_segment(method, seg, dst, acc)
+                .try_for_each(|(seg, dst)| {
+                    ACC.with_borrow_mut(|acc| self.run_segment(method, seg, dst, acc))
                 })
         };
         let (merged, hashed) = match hashes {
@@ -916,6 +916,14 @@ impl Job {
             }
         }
     }
+}
+
+thread_local! {
+    /// Each worker thread's `f64` accumulator (at most [`CHUNK_ELEMS`]
+    /// elements), kept across chunks, batches and merges: allocating and
+    /// zero-filling a fresh one per chunk cost ~2-4% of a merge, and methods
+    /// write every element of it anyway.
+    static ACC: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Writes `acc` into `dst` as little-endian `dtype` (a float dtype).
