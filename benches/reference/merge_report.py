@@ -21,7 +21,8 @@ bw = {"read": [], "readpar": [], "mmap": []}
 bw_cpu = {"read": [], "readpar": [], "mmap": []}
 for line in open(readbw_log):
     m = re.search(r"\(([\d.]+) s, cpu ([\d.]+) s", line)
-    key = ("readpar" if line.startswith("read(2) all") else "read") if line.startswith("read(2)") else "mmap"
+    key = next(k for prefix, k in [("read(2) all", "readpar"), ("read(2)", "read"), ("", "mmap")]
+               if line.startswith(prefix))
     bw[key].append(float(m.group(1)))
     bw_cpu[key].append(float(m.group(2)))
 model_bytes = os.path.getsize(one_model)

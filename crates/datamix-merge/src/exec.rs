@@ -821,7 +821,13 @@ impl Job {
             segs.par_iter()
                 .zip(dsts.par_iter_mut())
                 .try_for_each(|(seg, dst)| {
-                    ACC.with_borrow_mut(|acc| self.run_segment(method, seg, dst, acc))
+                    // Taken out rather than borrowed: a method that itself
+                    // uses rayon may let this thread run another chunk
+                    // meanwhile, which then simply gets a fresh buffer.
+                    let mut acc = ACC.take();
+                    let done = self.run_segment(method, seg, dst, &mut acc);
+                    ACC.set(acc);
+                    done
                 })
         };
         let (merged, hashed) = match hashes {
@@ -923,7 +929,7 @@ thread_local! {
     /// elements), kept across chunks, batches and merges: allocating and
     /// zero-filling a fresh one per chunk cost ~2-4% of a merge, and methods
     /// write every element of it anyway.
-    static ACC: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    static ACC: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Writes `acc` into `dst` as little-endian `dtype` (a float dtype).
