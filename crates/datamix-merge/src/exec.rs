@@ -28,9 +28,9 @@ use crate::method::{FloatDtype, FloatSlice, Linear, MergeMethod};
 use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
 
 /// Elements per chunk: each input streams 512 KiB (`f32`) through one
-/// chunk's `f64` accumulator (1 MiB); long runs per input keep the hardware
-/// prefetchers ahead. Smaller chunks or tiles that keep the accumulator in
-/// L1/L2 measured slower (docs/bench-merge.md).
+/// chunk's `f64` accumulator (1 MiB). Without the kernel's software prefetch,
+/// smaller chunks or tiles that keep the accumulator in L1/L2 measured slower;
+/// with it, 32-256 Ki elements measured the same (docs/bench-merge.md).
 pub const CHUNK_ELEMS: usize = 128 * 1024;
 /// Default input bytes (over all inputs) touched per batch before they are released.
 pub const BATCH_INPUT_BYTES: usize = 32 << 20;

@@ -325,12 +325,12 @@ mod tests {
                         let mut got = start.clone();
                         x.scale_into(0.3, &mut got, add);
                         let want: Vec<f64> = (0..out_len)
-                            .map(|i| match (i < len, add) {
-                                (false, _) => start[i],
-                                (true, false) => 0.3 * decode(d, &b[i * d.size()..][..d.size()]),
-                                (true, true) => {
-                                    start[i] + 0.3 * decode(d, &b[i * d.size()..][..d.size()])
+                            .map(|i| {
+                                if i >= len {
+                                    return start[i];
                                 }
+                                let wx = 0.3 * decode(d, &b[i * d.size()..][..d.size()]);
+                                if add { start[i] + wx } else { wx }
                             })
                             .collect();
                         assert!(
