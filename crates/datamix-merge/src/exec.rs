@@ -4,9 +4,10 @@
 //! identical non-float tensors), and every output tensor is cut into chunks of
 //! [`CHUNK_ELEMS`] elements. Chunks are processed in file order, a batch of at
 //! most [`BATCH_INPUT_BYTES`] input bytes at a time, in parallel with rayon;
-//! after each batch the inputs' pages are released from this process's
-//! mapping (the page cache keeps them), so resident memory stays about one
-//! output model (in memory) or a few batches (to file). With hashing on,
+//! while each batch is merged the previous batches' input pages are released
+//! from this process's mapping (the page cache keeps them), so resident
+//! memory stays about one output model (in memory) or a few batches (to
+//! file). With hashing on,
 //! each batch's input bytes are also fed to one BLAKE3 hasher per input (in
 //! file order) while the batch is merged, so inputs are read only once.
 
@@ -301,12 +302,21 @@ impl<M: MergeMethod> Merger<M> {
             dsts.extend(split(bytes, lens));
         }
         let mut hashes = self.hash_states(job);
-        let mut rest = dsts.as_mut_slice();
-        for (b, batch) in job.batches.iter().enumerate() {
-            let (cur, tail) = rest.split_at_mut(batch.len());
-            job.run_batch(&self.method, b, cur, hashes.as_deref_mut())?;
-            rest = tail;
-        }
+        let hashes_mut = hashes.as_deref_mut();
+        // The loop runs on a pool thread, which then merges too, instead of
+        // waiting for the pool to finish every batch and waking it for the
+        // next (~4% faster, docs/bench-merge.md).
+        rayon::scope(|_| {
+            let (mut rest, mut hashes) = (dsts.as_mut_slice(), hashes_mut);
+            let mut mapped = Vec::new();
+            for (b, batch) in job.batches.iter().enumerate() {
+                let (cur, tail) = rest.split_at_mut(batch.len());
+                mapped = job.run_batch(&self.method, b, cur, hashes.as_deref_mut(), mapped)?;
+                rest = tail;
+            }
+            job.release(mapped, Rounding::Whole);
+            Ok::<_, MergeError>(())
+        })?;
         job.finish_hashes(hashes, &mut out.record);
         Ok(())
     }
@@ -367,6 +377,7 @@ impl<M: MergeMethod> Merger<M> {
                     Ok(())
                 });
                 let mut merged = Ok(());
+                let mut mapped = Vec::new();
                 for (b, batch) in job.batches.iter().enumerate() {
                     let segs = &job.segments[batch.clone()];
                     let lens = segs
@@ -375,16 +386,21 @@ impl<M: MergeMethod> Merger<M> {
                     let mut buf = free_rx.try_recv().unwrap_or_default();
                     buf.resize(lens.clone().sum(), 0);
                     let mut dsts = split(&mut buf, lens);
-                    if let Err(e) = job.run_batch(&self.method, b, &mut dsts, hashes.as_deref_mut())
-                    {
-                        merged = Err(WriteError::Merge(e));
-                        break;
+                    let hashes = hashes.as_deref_mut();
+                    let prev = std::mem::take(&mut mapped);
+                    match job.run_batch(&self.method, b, &mut dsts, hashes, prev) {
+                        Ok(next) => mapped = next,
+                        Err(e) => {
+                            merged = Err(WriteError::Merge(e));
+                            break;
+                        }
                     }
                     if full_tx.send(buf).is_err() {
                         break; // the writer failed; its error is reported below
                     }
                 }
                 drop(full_tx);
+                job.release(mapped, Rounding::Whole);
                 let written = writer.join().expect("writer thread does not panic");
                 merged?;
                 written?;
@@ -502,12 +518,6 @@ impl Input {
             infos,
         })
     }
-
-    /// Drops a byte range of the mapping from this process's page tables;
-    /// the page cache keeps the data.
-    fn release(&self, r: Range<usize>) {
-        release(&self.map, r);
-    }
 }
 
 /// Drops a byte range of a read-only file mapping from this process's page
@@ -521,6 +531,128 @@ fn release(map: &Mmap, r: Range<usize>) {
     // contents back in. Failure is harmless (memory is simply not
     // released early), so it is ignored.
     let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.len()) };
+}
+
+/// How far [`release_all`] releases each range. Both start at the 2 MiB
+/// huge page (or page, where the kernel does not use 2 MiB huge pages)
+/// holding the range's start: batches read each input in file order, so what
+/// lies before a range is finished. Releasing only whole huge pages matters:
+/// releasing part of one splits its mapping, and every split flushes the TLBs
+/// of all cores at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounding {
+    /// Up to each range's end, rounded out to a page: nothing reads on.
+    Whole,
+    /// Up to the start of the huge page holding each range's end, which the
+    /// next batch may be reading (its faults map whole huge pages, or a few
+    /// pages around the fault, never before that start); the release after
+    /// that batch starts there, so nothing is skipped.
+    Behind,
+}
+
+/// Drops byte ranges of read-only file mappings from this process's page
+/// tables (the page cache keeps the data), rounded as `rounding` says.
+///
+/// On Linux one `process_madvise` call covers all of them, so that the kernel
+/// (6.16 or later) flushes the other cores' TLBs once rather than once per
+/// range: every flush interrupts each core running this process, and in a VM
+/// every interrupt exits to the hypervisor. Releasing 8 inputs' ranges one
+/// by one and splitting huge pages cost ~6 flushes per batch and made
+/// releasing while merging slower than releasing between batches
+/// (docs/bench-merge.md). Where the call is refused (kernels before 6.15)
+/// the ranges are released one by one.
+fn release_all<'a>(ranges: impl IntoIterator<Item = (&'a Mmap, Range<usize>)>, rounding: Rounding) {
+    #[cfg(target_os = "linux")]
+    {
+        /// `PIDFD_SELF` (Linux 6.15): the calling process, no pidfd to open.
+        const PIDFD_SELF: libc::c_int = -10000;
+        /// The most iovecs one call takes (`UIO_MAXIOV`).
+        const MAX_IOV: usize = 1024;
+        let (page, huge) = (page_size(), huge_page_size());
+        let iov: Vec<libc::iovec> = ranges
+            .into_iter()
+            .filter_map(|(map, r)| {
+                let base = map.as_ptr() as usize;
+                let a = rounded(base + r.start..base + r.end, base, rounding, page, huge);
+                (!a.is_empty()).then_some(libc::iovec {
+                    iov_base: a.start as *mut libc::c_void,
+                    iov_len: a.len(),
+                })
+            })
+            .collect();
+        for part in iov.chunks(MAX_IOV) {
+            let want: usize = part.iter().map(|v| v.iov_len).sum();
+            // SAFETY: every iovec lies within a live read-only file mapping
+            // (mappings start on a page and extend to the end of their last
+            // page), so MADV_DONTNEED only drops page-table entries: later
+            // reads fault the same file contents back in.
+            let done = unsafe {
+                libc::syscall(
+                    libc::SYS_process_madvise,
+                    PIDFD_SELF,
+                    part.as_ptr(),
+                    part.len(),
+                    libc::MADV_DONTNEED,
+                    0,
+                )
+            };
+            if usize::try_from(done).is_ok_and(|d| d == want) {
+                continue;
+            }
+            for v in part {
+                // SAFETY: as above. Failure is harmless (memory is simply
+                // not released early), so it is ignored.
+                unsafe { libc::madvise(v.iov_base, v.iov_len, libc::MADV_DONTNEED) };
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    for (map, r) in ranges {
+        let _ = rounding;
+        release(map, r);
+    }
+}
+
+/// What [`release_all`] releases of the address range `a` in a mapping that
+/// starts at `map_start` (a page boundary), for pages of `page` bytes and
+/// huge pages of `huge` (if the kernel uses them); may be empty.
+fn rounded(
+    a: Range<usize>,
+    map_start: usize,
+    rounding: Rounding,
+    page: usize,
+    huge: Option<usize>,
+) -> Range<usize> {
+    let unit = huge.unwrap_or(page);
+    let start = (a.start / unit * unit).max(map_start);
+    let end = match rounding {
+        Rounding::Whole => a.end.next_multiple_of(page),
+        Rounding::Behind => a.end / unit * unit,
+    };
+    start..end.max(start)
+}
+
+/// The size of a page.
+#[cfg(target_os = "linux")]
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).map_or(4096, |p| p.max(1))
+}
+
+/// The kernel's PMD-sized transparent huge page, if it is 2 MiB (x86-64;
+/// arm64 with 4 KiB pages). Larger ones (e.g. 512 MiB with 64 KiB pages)
+/// would hold back far more than a batch, so they are not rounded to.
+#[cfg(target_os = "linux")]
+fn huge_page_size() -> Option<usize> {
+    static SIZE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+        s.ok()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n == 2 << 20)
+    })
 }
 
 /// Asks for transparent huge pages on the whole pages inside `buf` (Linux;
@@ -806,16 +938,20 @@ impl Job {
         base + seg.elems.start * spec.in_size()..base + seg.elems.end * spec.in_size()
     }
 
-    /// Merges the segments `batch` into `dsts` (one slice per segment, in the
-    /// output dtype), in parallel, and meanwhile advances the inputs' hashes
-    /// (if any) past the batch, then releases the inputs' pages.
+    /// Merges the segments of batch `b` into `dsts` (one slice per segment,
+    /// in the output dtype), in parallel, and meanwhile advances the inputs'
+    /// hashes (if any) past the batch and releases the input ranges `mapped`
+    /// (what the previous batch returned). Returns the input ranges that may
+    /// now be mapped, for the next batch (or, after the last, the caller) to
+    /// release.
     fn run_batch(
         &self,
         method: &dyn MergeMethod,
         b: usize,
         dsts: &mut [&mut [u8]],
         hashes: Option<&mut [HashState]>,
-    ) -> Result<(), MergeError> {
+        mapped: Vec<(usize, Range<usize>)>,
+    ) -> Result<Vec<(usize, Range<usize>)>, MergeError> {
         let segs = &self.segments[self.batches[b].clone()];
         let mut merge = || {
             segs.par_iter()
@@ -830,20 +966,21 @@ impl Job {
                     done
                 })
         };
-        let (merged, hashed) = match hashes {
+        let work = || match hashes {
             Some(states) => rayon::join(merge, || self.hash_batch(segs, states)),
             None => (merge(), Vec::new()),
         };
+        // Releasing while merging, not between batches (where it left one
+        // of two cores idle for ~12% of an in-memory merge).
+        let ((merged, hashed), ()) = rayon::join(work, || self.release(mapped, Rounding::Behind));
         merged?;
         // The kernel's fault-around maps a few pages on either side of a
-        // faulting address, so this batch may have re-mapped the end of the
-        // previous one: release both.
+        // faulting address (all of a huge page), so this batch may have
+        // re-mapped the end of the previous one: both are released next.
         let first = self.batches[b.saturating_sub(1)].start;
-        self.release(&self.segments[first..self.batches[b].end]);
-        for (input, r) in self.inputs.iter().zip(hashed) {
-            input.release(r);
-        }
-        Ok(())
+        let mut next = self.ranges(&self.segments[first..self.batches[b].end]);
+        next.extend(hashed.into_iter().enumerate());
+        Ok(next)
     }
 
     /// Hashes every input (in parallel) up to the end of its bytes that the
@@ -913,14 +1050,25 @@ impl Job {
         Ok(())
     }
 
-    /// Drops the batch's input pages from this process's page tables (they
-    /// stay in the page cache), so resident memory does not grow with inputs.
-    fn release(&self, segs: &[Segment]) {
-        for (i, input) in self.inputs.iter().enumerate() {
-            for r in merge_ranges(segs.iter().map(|s| self.in_range(s, i)).collect()) {
-                input.release(r);
-            }
-        }
+    /// The input byte ranges that the segments `segs` read, as
+    /// `(input, range)`, adjacent ranges joined.
+    fn ranges(&self, segs: &[Segment]) -> Vec<(usize, Range<usize>)> {
+        (0..self.inputs.len())
+            .flat_map(|i| {
+                merge_ranges(segs.iter().map(|s| self.in_range(s, i)).collect())
+                    .into_iter()
+                    .map(move |r| (i, r))
+            })
+            .collect()
+    }
+
+    /// Drops input pages from this process's page tables (they stay in the
+    /// page cache), so resident memory does not grow with the inputs.
+    fn release(&self, ranges: Vec<(usize, Range<usize>)>, rounding: Rounding) {
+        release_all(
+            ranges.into_iter().map(|(i, r)| (&self.inputs[i].map, r)),
+            rounding,
+        );
     }
 }
 
@@ -942,8 +1090,42 @@ fn encode(acc: &[f64], dtype: Dtype, dst: &mut [u8]) {
         Dtype::F64 => go(acc, dst, f64::to_le_bytes),
         Dtype::BF16 => go(acc, dst, |a| half::bf16::from_f64(a).to_le_bytes()),
         Dtype::F16 => go(acc, dst, |a| half::f16::from_f64(a).to_le_bytes()),
-        _ => go(acc, dst, |a| (a as f32).to_le_bytes()),
+        _ => encode_f32(acc, dst),
     }
+}
+
+/// Writes `acc` into `dst` as little-endian `f32`, with AVX-512 or AVX2 where
+/// the CPU has them (detected at run time; ~2-4% of an in-memory merge,
+/// docs/bench-merge.md). Every path rounds to nearest even, as `as f32` does.
+fn encode_f32(acc: &[f64], dst: &mut [u8]) {
+    #[inline(always)]
+    fn portable(acc: &[f64], dst: &mut [u8]) {
+        let (chunks, _) = dst.as_chunks_mut::<4>();
+        chunks
+            .iter_mut()
+            .zip(acc)
+            .for_each(|(c, &a)| *c = (a as f32).to_le_bytes());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(acc: &[f64], dst: &mut [u8]) {
+            portable(acc, dst);
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2(acc: &[f64], dst: &mut [u8]) {
+            portable(acc, dst);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { avx512(acc, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2(acc, dst) };
+        }
+    }
+    portable(acc, dst);
 }
 
 /// Contents of one merged tensor.
@@ -1221,4 +1403,142 @@ fn merge_ranges(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
         }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_start_at_the_huge_page_and_leave_the_one_read_on() {
+        let (page, huge, mib) = (4096, Some(2 << 20), 1 << 20);
+        let at = |a: Range<usize>, map_start, r, huge| rounded(a, map_start, r, page, huge);
+        // From the huge page holding the start (never before the mapping).
+        assert_eq!(
+            at(3 * mib..9 * mib, 0, Rounding::Behind, huge),
+            2 * mib..8 * mib
+        );
+        assert_eq!(
+            at(3 * mib..9 * mib, 0, Rounding::Whole, huge),
+            2 * mib..9 * mib
+        );
+        assert_eq!(
+            at(3 * mib..5000 + 8 * mib, mib, Rounding::Whole, huge).start,
+            2 * mib
+        );
+        assert_eq!(
+            at(mib..9 * mib, 4096, Rounding::Behind, huge),
+            4096..8 * mib
+        );
+        // A range inside one huge page: nothing yet, all of it when whole.
+        assert!(at(5 * mib..5 * mib + 5, 0, Rounding::Behind, huge).is_empty());
+        assert_eq!(
+            at(5 * mib..5 * mib + 5, 0, Rounding::Whole, huge),
+            4 * mib..5 * mib + page
+        );
+        // Without huge pages: pages.
+        assert_eq!(at(5000..9000, 0, Rounding::Behind, None), 4096..8192);
+        assert_eq!(at(5000..9000, 0, Rounding::Whole, None), 4096..12288);
+        // Consecutive batches' releases leave no gap, however short the
+        // batches: each starts at or before where the previous one ended.
+        let ends = [
+            0,
+            mib / 2,
+            mib,
+            3 * mib,
+            3 * mib + 7,
+            4 * mib,
+            7 * mib,
+            9 * mib,
+        ];
+        let mut released = 0;
+        for w in ends.windows(3) {
+            // The release after batch w[1]..w[2] covers it and the one before.
+            let r = at(w[0]..w[2], 0, Rounding::Behind, huge);
+            assert!(
+                r.is_empty() || r.start <= released,
+                "{r:?} after {released}"
+            );
+            released = released.max(r.end);
+        }
+        let last = at(ends[ends.len() - 2]..9 * mib, 0, Rounding::Whole, huge);
+        assert!(last.start <= released && last.end == 9 * mib);
+    }
+
+    #[test]
+    fn f32_encoding_rounds_like_a_cast_on_every_path() {
+        let mut acc: Vec<f64> = (0..1037).map(|i| (i as f64 - 500.0) / 3.0).collect();
+        acc.extend([
+            f64::NAN,
+            f64::INFINITY,
+            -f64::INFINITY,
+            1e300,
+            -1e-300,
+            f32::MIN_POSITIVE as f64 / 3.0,
+            1.0 + f64::EPSILON,
+            // Halfway between two f32: rounds to the even one.
+            1.0 + f32::EPSILON as f64 / 2.0,
+        ]);
+        let mut dst = vec![0u8; acc.len() * 4 + 4];
+        encode(&acc, Dtype::F32, &mut dst);
+        for (i, (c, &a)) in dst.chunks(4).zip(&acc).enumerate() {
+            let got = f32::from_le_bytes(c.try_into().unwrap());
+            assert_eq!(got.to_bits(), (a as f32).to_bits(), "element {i}: {a}");
+        }
+        assert_eq!(
+            dst[acc.len() * 4..],
+            [0; 4],
+            "writes nothing past the input"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_pages_leave_the_mapping_and_read_back_the_same() {
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..6 << 20).map(|i: u32| (i % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        // SAFETY: a private temporary file, not modified while mapped.
+        let map = unsafe { Mmap::map(&file) }.unwrap();
+        let sum = |m: &Mmap| m.iter().map(|&b| u64::from(b)).sum::<u64>();
+        let want = sum(&map);
+        // Resident bytes of this mapping, from /proc/self/smaps.
+        let resident = |m: &Mmap| -> usize {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+            let start = format!("{:x}-", m.as_ptr() as usize);
+            let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+            lines.next().expect("the mapping is listed");
+            let rss = lines.find(|l| l.starts_with("Rss:")).unwrap();
+            rss.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                << 10
+        };
+        assert!(resident(&map) > 0);
+        // Ranges not on page boundaries, in two inputs' worth of one call.
+        release_all(
+            [(&map, 1000..3 << 20), (&map, 3 << 20..map.len())],
+            Rounding::Whole,
+        );
+        assert_eq!(resident(&map), 0);
+        assert_eq!(sum(&map), want);
+        // The sum mapped every page again; this releases up to the (huge)
+        // page holding the end, and leaves the rest mapped.
+        assert_eq!(resident(&map), map.len());
+        release_all([(&map, 1000..5 << 20)], Rounding::Behind);
+        let base = map.as_ptr() as usize;
+        let r = rounded(
+            base + 1000..base + (5 << 20),
+            base,
+            Rounding::Behind,
+            page_size(),
+            huge_page_size(),
+        );
+        assert!(r.end > base, "something is released");
+        assert_eq!(resident(&map), map.len() - (r.end - base));
+        assert_eq!(sum(&map), want);
+        assert_eq!(&map[..], &data[..]);
+    }
 }
