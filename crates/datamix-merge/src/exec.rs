@@ -2,12 +2,13 @@
 //!
 //! Inputs are mapped, checked against the first input (names, shapes, dtypes,
 //! identical non-float tensors), and every output tensor is cut into chunks of
-//! [`CHUNK_ELEMS`] elements. Chunks are processed in file order, a batch of at
-//! most [`BATCH_INPUT_BYTES`] input bytes at a time, in parallel with rayon;
-//! while each batch is merged the previous batches' input pages are released
-//! from this process's mapping (the page cache keeps them), so resident
+//! [`CHUNK_ELEMS`] elements. Chunks are processed in file order by the rayon
+//! pool, in batches of at most [`BATCH_INPUT_BYTES`] input bytes: once a
+//! batch is merged its input pages are released from this process's mapping
+//! (the page cache keeps them) while the next ones are merged, so resident
 //! memory stays about one output model (in memory) or a few batches (to
-//! file). With hashing on,
+//! file). In memory, threads never wait for each other at batch ends; to a
+//! file, each batch is handed to a writer thread. With hashing on,
 //! each batch's input bytes are also fed to one BLAKE3 hasher per input (in
 //! file order) while the batch is merged, so inputs are read only once.
 
@@ -33,7 +34,8 @@ use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
 /// smaller chunks or tiles that keep the accumulator in L1/L2 measured slower;
 /// with it, 32-256 Ki elements measured the same (docs/bench-merge.md).
 pub const CHUNK_ELEMS: usize = 128 * 1024;
-/// Default input bytes (over all inputs) touched per batch before they are released.
+/// Default input bytes (over all inputs) per batch: the unit in which input
+/// pages are released, so at most about three batches of inputs are mapped.
 pub const BATCH_INPUT_BYTES: usize = 32 << 20;
 /// Output bytes written between `fdatasync` calls, so flushing to disk
 /// overlaps merging instead of all happening at the end.
@@ -302,21 +304,7 @@ impl<M: MergeMethod> Merger<M> {
             dsts.extend(split(bytes, lens));
         }
         let mut hashes = self.hash_states(job);
-        let hashes_mut = hashes.as_deref_mut();
-        // The loop runs on a pool thread, which then merges too, instead of
-        // waiting for the pool to finish every batch and waking it for the
-        // next (~4% faster, docs/bench-merge.md).
-        rayon::scope(|_| {
-            let (mut rest, mut hashes) = (dsts.as_mut_slice(), hashes_mut);
-            let mut mapped = Vec::new();
-            for (b, batch) in job.batches.iter().enumerate() {
-                let (cur, tail) = rest.split_at_mut(batch.len());
-                mapped = job.run_batch(&self.method, b, cur, hashes.as_deref_mut(), mapped)?;
-                rest = tail;
-            }
-            job.release(mapped, Rounding::Whole);
-            Ok::<_, MergeError>(())
-        })?;
+        job.run_queued(&self.method, &mut dsts, hashes.as_deref_mut())?;
         job.finish_hashes(hashes, &mut out.record);
         Ok(())
     }
@@ -981,6 +969,153 @@ impl Job {
         let mut next = self.ranges(&self.segments[first..self.batches[b].end]);
         next.extend(hashed.into_iter().enumerate());
         Ok(next)
+    }
+
+    /// Merges every segment into `dsts` (one slice per segment, in the
+    /// output dtype) and meanwhile advances the inputs' hashes (if any),
+    /// without the pool ever waiting for a batch to finish: each pool thread
+    /// takes the next item in file order (a segment or, with hashing, one
+    /// input's hash step for a batch) from a shared counter, and whoever
+    /// completes the last outstanding item of a batch releases that batch's
+    /// input pages while the others go on. Batches still bound what is
+    /// mapped; they are no longer points where threads meet.
+    fn run_queued(
+        &self,
+        method: &dyn MergeMethod,
+        dsts: &mut [&mut [u8]],
+        hashes: Option<&mut [HashState]>,
+    ) -> Result<(), MergeError> {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        enum Item {
+            /// Merge this segment.
+            Merge(usize),
+            /// Hash this input (second) up to the end of this batch (first).
+            Hash(usize, usize),
+        }
+        let hashing = hashes.is_some();
+        let (mut items, mut batch_ends) = (Vec::new(), Vec::with_capacity(self.batches.len()));
+        let mut item_batch = Vec::new();
+        for (b, batch) in self.batches.iter().enumerate() {
+            items.extend(batch.clone().map(Item::Merge));
+            if hashing {
+                items.extend((0..self.inputs.len()).map(|i| Item::Hash(b, i)));
+            }
+            item_batch.resize(items.len(), b);
+            batch_ends.push(items.len());
+        }
+        // Each item is taken once, so none of these locks is ever contended
+        // (a hash step may wait for the same input's previous one).
+        let dsts: Vec<Mutex<&mut [u8]>> = dsts.iter_mut().map(|d| Mutex::new(&mut **d)).collect();
+        let hashes: Vec<Mutex<&mut HashState>> =
+            hashes.into_iter().flatten().map(Mutex::new).collect();
+        let hashed = Mutex::new(Vec::<(usize, usize, Range<usize>)>::new());
+        let done: Vec<AtomicBool> = items.iter().map(|_| AtomicBool::new(false)).collect();
+        let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+        let error = Mutex::new(None);
+        // The first item not known to be done, and the batches released
+        // (also readable without the lock).
+        let progress = Mutex::new((0, 0));
+        let released_batches = AtomicUsize::new(0);
+        let take = |ranges: &mut Vec<(usize, usize, Range<usize>)>, upto: usize| {
+            let mut out = Vec::new();
+            ranges.retain(|(b, i, r)| {
+                let keep = *b >= upto;
+                if !keep {
+                    out.push((*i, r.clone()));
+                }
+                keep
+            });
+            out
+        };
+        let advance = || {
+            // Whoever holds the lock is releasing and re-checks afterwards.
+            let Ok(mut guard) = progress.try_lock() else {
+                return;
+            };
+            let (first, released) = &mut *guard;
+            loop {
+                while *first < items.len() && done[*first].load(Ordering::Acquire) {
+                    *first += 1;
+                }
+                let complete = batch_ends.partition_point(|&e| e <= *first);
+                if complete == *released {
+                    return;
+                }
+                // From the batch before the first unreleased one, whose end
+                // the later batches' faults may have mapped again.
+                let from = self.batches[released.saturating_sub(1)].start;
+                let mut ranges = self.ranges(&self.segments[from..self.batches[complete - 1].end]);
+                ranges.extend(take(&mut hashed.lock().unwrap(), complete));
+                *released = complete;
+                released_batches.store(complete, Ordering::Release);
+                self.release(ranges, Rounding::Behind);
+            }
+        };
+        let work = || {
+            while !failed.load(Ordering::Relaxed) {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(k) else { break };
+                // At most one batch beyond the first unreleased one is
+                // mapped: a thread that runs ahead (the other one descheduled
+                // mid-item, say) waits here, and meanwhile releases what the
+                // others finished.
+                while item_batch[k] > released_batches.load(Ordering::Acquire) + 1 {
+                    if failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    advance();
+                    std::thread::yield_now();
+                }
+                let result = match *item {
+                    Item::Merge(s) => {
+                        let mut acc = ACC.take();
+                        let mut dst = dsts[s].lock().unwrap();
+                        let r = self.run_segment(method, &self.segments[s], &mut dst, &mut acc);
+                        ACC.set(acc);
+                        r
+                    }
+                    Item::Hash(b, i) => {
+                        let upto = self.segments[self.batches[b].clone()]
+                            .iter()
+                            .map(|s| self.in_range(s, i).end)
+                            .max()
+                            .unwrap_or(0);
+                        let r = hashes[i]
+                            .lock()
+                            .unwrap()
+                            .advance(&self.inputs[i].map, upto, false);
+                        hashed.lock().unwrap().push((b, i, r));
+                        Ok(())
+                    }
+                };
+                if let Err(e) = result {
+                    failed.store(true, Ordering::Relaxed);
+                    error.lock().unwrap().get_or_insert(e);
+                    break;
+                }
+                done[k].store(true, Ordering::Release);
+                advance();
+            }
+        };
+        rayon::scope(|s| {
+            for _ in 1..rayon::current_num_threads() {
+                s.spawn(|_| work());
+            }
+            work();
+        });
+        if let Some(e) = error.into_inner().unwrap() {
+            return Err(e);
+        }
+        let (_, released) = progress.into_inner().unwrap();
+        let from = self
+            .batches
+            .get(released.saturating_sub(1))
+            .map_or(0, |b| b.start);
+        let mut ranges = self.ranges(&self.segments[from..]);
+        ranges.extend(take(&mut hashed.into_inner().unwrap(), usize::MAX));
+        self.release(ranges, Rounding::Whole);
+        Ok(())
     }
 
     /// Hashes every input (in parallel) up to the end of its bytes that the

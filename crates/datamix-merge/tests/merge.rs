@@ -502,11 +502,15 @@ fn a_failing_method_leaves_no_output() {
         .batch_bytes(100_000)
         .merge_to_file(&plan, &PathsOnly, &dir.path("out.st"))
         .unwrap_err();
-    assert!(
-        matches!(&err, MergeError::Method { method, tensor, .. } if method == "refuse" && (tensor == "w" || tensor == "norm")),
-        "{err:?}"
-    );
+    let is_refusal = |err: &MergeError| matches!(err, MergeError::Method { method, tensor, .. } if method == "refuse" && (tensor == "w" || tensor == "norm"));
+    assert!(is_refusal(&err), "{err:?}");
     assert_eq!(dir.entries(), before);
+    // In memory too, with or without hashing (the pool stops, nobody hangs).
+    for hash in [false, true] {
+        let merger = Merger::new(Refuse).batch_bytes(100_000).hash_inputs(hash);
+        let err = merger.merge(&plan, &PathsOnly).unwrap_err();
+        assert!(is_refusal(&err), "hash {hash}: {err:?}");
+    }
 }
 
 #[test]
