@@ -206,9 +206,11 @@ impl<M: MergeMethod> Merger<M> {
         self
     }
 
-    /// Input bytes (summed over inputs) processed per parallel batch before
-    /// their pages are released (default [`BATCH_INPUT_BYTES`]): larger
-    /// batches give threads more work at once, smaller ones less resident memory.
+    /// Input bytes (summed over inputs) per batch, the unit in which input
+    /// pages are released (default [`BATCH_INPUT_BYTES`]): smaller batches
+    /// keep less of the inputs mapped (about three batches at a time), at one
+    /// more release per batch. Merging to a file also writes one batch at a
+    /// time.
     pub fn batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);
         self
@@ -1017,9 +1019,10 @@ impl Job {
         // (also readable without the lock).
         let progress = Mutex::new((0, 0));
         let released_batches = AtomicUsize::new(0);
-        let take = |ranges: &mut Vec<(usize, usize, Range<usize>)>, upto: usize| {
+        // Takes the hashed ranges of batches before `upto` out of `hashed`.
+        let hashed_before = |hashed: &mut Vec<(usize, usize, Range<usize>)>, upto: usize| {
             let mut out = Vec::new();
-            ranges.retain(|(b, i, r)| {
+            hashed.retain(|(b, i, r)| {
                 let keep = *b >= upto;
                 if !keep {
                     out.push((*i, r.clone()));
@@ -1046,7 +1049,7 @@ impl Job {
                 // the later batches' faults may have mapped again.
                 let from = self.batches[released.saturating_sub(1)].start;
                 let mut ranges = self.ranges(&self.segments[from..self.batches[complete - 1].end]);
-                ranges.extend(take(&mut hashed.lock().unwrap(), complete));
+                ranges.extend(hashed_before(&mut hashed.lock().unwrap(), complete));
                 *released = complete;
                 released_batches.store(complete, Ordering::Release);
                 self.release(ranges, Rounding::Behind);
@@ -1076,11 +1079,7 @@ impl Job {
                         r
                     }
                     Item::Hash(b, i) => {
-                        let upto = self.segments[self.batches[b].clone()]
-                            .iter()
-                            .map(|s| self.in_range(s, i).end)
-                            .max()
-                            .unwrap_or(0);
+                        let upto = self.hash_upto(&self.segments[self.batches[b].clone()], i);
                         let r = hashes[i]
                             .lock()
                             .unwrap()
@@ -1113,7 +1112,7 @@ impl Job {
             .get(released.saturating_sub(1))
             .map_or(0, |b| b.start);
         let mut ranges = self.ranges(&self.segments[from..]);
-        ranges.extend(take(&mut hashed.into_inner().unwrap(), usize::MAX));
+        ranges.extend(hashed_before(&mut hashed.into_inner().unwrap(), usize::MAX));
         self.release(ranges, Rounding::Whole);
         Ok(())
     }
@@ -1125,15 +1124,17 @@ impl Job {
         states
             .par_iter_mut()
             .enumerate()
-            .map(|(i, state)| {
-                let upto = segs
-                    .iter()
-                    .map(|s| self.in_range(s, i).end)
-                    .max()
-                    .unwrap_or(0);
-                state.advance(&self.inputs[i].map, upto, false)
-            })
+            .map(|(i, state)| state.advance(&self.inputs[i].map, self.hash_upto(segs, i), false))
             .collect()
+    }
+
+    /// How far input `i` is hashed once the segments `segs` are merged: to
+    /// the end of the last of its bytes they read.
+    fn hash_upto(&self, segs: &[Segment], i: usize) -> usize {
+        segs.iter()
+            .map(|s| self.in_range(s, i).end)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Hashes whatever the batches did not cover (e.g. trailing bytes) and
