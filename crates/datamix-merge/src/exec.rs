@@ -36,7 +36,9 @@ use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
 pub const CHUNK_ELEMS: usize = 128 * 1024;
 /// Default input bytes (over all inputs) per batch: the unit in which input
 /// pages are released, so at most about three batches of inputs are mapped.
-pub const BATCH_INPUT_BYTES: usize = 32 << 20;
+/// 32 MiB measured no faster and peaked at 1.17-1.20x a model in memory,
+/// against 1.12x (docs/bench-merge.md).
+pub const BATCH_INPUT_BYTES: usize = 16 << 20;
 /// Output bytes written between `fdatasync` calls, so flushing to disk
 /// overlaps merging instead of all happening at the end.
 const SYNC_EVERY_BYTES: usize = 128 << 20;
