@@ -948,15 +948,7 @@ impl Job {
         let mut merge = || {
             segs.par_iter()
                 .zip(dsts.par_iter_mut())
-                .try_for_each(|(seg, dst)| {
-                    // Taken out rather than borrowed: a method that itself
-                    // uses rayon may let this thread run another chunk
-                    // meanwhile, which then simply gets a fresh buffer.
-                    let mut acc = ACC.take();
-                    let done = self.run_segment(method, seg, dst, &mut acc);
-                    ACC.set(acc);
-                    done
-                })
+                .try_for_each(|(seg, dst)| self.run_segment(method, seg, dst))
         };
         let work = || match hashes {
             Some(states) => rayon::join(merge, || self.hash_batch(segs, states)),
@@ -966,11 +958,7 @@ impl Job {
         // of two cores idle for ~12% of an in-memory merge).
         let ((merged, hashed), ()) = rayon::join(work, || self.release(mapped, Rounding::Behind));
         merged?;
-        // The kernel's fault-around maps a few pages on either side of a
-        // faulting address (all of a huge page), so this batch may have
-        // re-mapped the end of the previous one: both are released next.
-        let first = self.batches[b.saturating_sub(1)].start;
-        let mut next = self.ranges(&self.segments[first..self.batches[b].end]);
+        let mut next = self.release_ranges(b..b + 1);
         next.extend(hashed.into_iter().enumerate());
         Ok(next)
     }
@@ -999,15 +987,15 @@ impl Job {
         }
         let hashing = hashes.is_some();
         let (mut items, mut batch_ends) = (Vec::new(), Vec::with_capacity(self.batches.len()));
-        let mut item_batch = Vec::new();
         for (b, batch) in self.batches.iter().enumerate() {
             items.extend(batch.clone().map(Item::Merge));
             if hashing {
                 items.extend((0..self.inputs.len()).map(|i| Item::Hash(b, i)));
             }
-            item_batch.resize(items.len(), b);
             batch_ends.push(items.len());
         }
+        // The number of batches whose items all lie before item `k`.
+        let batches_before = |k: usize| batch_ends.partition_point(|&e| e <= k);
         // Each item is taken once, so none of these locks is ever contended
         // (a hash step may wait for the same input's previous one).
         let dsts: Vec<Mutex<&mut [u8]>> = dsts.iter_mut().map(|d| Mutex::new(&mut **d)).collect();
@@ -1043,14 +1031,11 @@ impl Job {
                 while *first < items.len() && done[*first].load(Ordering::Acquire) {
                     *first += 1;
                 }
-                let complete = batch_ends.partition_point(|&e| e <= *first);
+                let complete = batches_before(*first);
                 if complete == *released {
                     return;
                 }
-                // From the batch before the first unreleased one, whose end
-                // the later batches' faults may have mapped again.
-                let from = self.batches[released.saturating_sub(1)].start;
-                let mut ranges = self.ranges(&self.segments[from..self.batches[complete - 1].end]);
+                let mut ranges = self.release_ranges(*released..complete);
                 ranges.extend(hashed_before(&mut hashed.lock().unwrap(), complete));
                 *released = complete;
                 released_batches.store(complete, Ordering::Release);
@@ -1065,7 +1050,8 @@ impl Job {
                 // mapped: a thread that runs ahead (the other one descheduled
                 // mid-item, say) waits here, and meanwhile releases what the
                 // others finished.
-                while item_batch[k] > released_batches.load(Ordering::Acquire) + 1 {
+                let batch = batches_before(k);
+                while batch > released_batches.load(Ordering::Acquire) + 1 {
                     if failed.load(Ordering::Relaxed) {
                         return;
                     }
@@ -1074,11 +1060,7 @@ impl Job {
                 }
                 let result = match *item {
                     Item::Merge(s) => {
-                        let mut acc = ACC.take();
-                        let mut dst = dsts[s].lock().unwrap();
-                        let r = self.run_segment(method, &self.segments[s], &mut dst, &mut acc);
-                        ACC.set(acc);
-                        r
+                        self.run_segment(method, &self.segments[s], &mut dsts[s].lock().unwrap())
                     }
                     Item::Hash(b, i) => {
                         let upto = self.hash_upto(&self.segments[self.batches[b].clone()], i);
@@ -1109,11 +1091,7 @@ impl Job {
             return Err(e);
         }
         let (_, released) = progress.into_inner().unwrap();
-        let from = self
-            .batches
-            .get(released.saturating_sub(1))
-            .map_or(0, |b| b.start);
-        let mut ranges = self.ranges(&self.segments[from..]);
+        let mut ranges = self.release_ranges(released..self.batches.len());
         ranges.extend(hashed_before(&mut hashed.into_inner().unwrap(), usize::MAX));
         self.release(ranges, Rounding::Whole);
         Ok(())
@@ -1156,12 +1134,13 @@ impl Job {
         }
     }
 
+    /// Merges one segment into `dst` (in the output dtype), through this
+    /// thread's accumulator.
     fn run_segment(
         &self,
         method: &dyn MergeMethod,
         seg: &Segment,
         dst: &mut [u8],
-        acc: &mut Vec<f64>,
     ) -> Result<(), MergeError> {
         let spec = &self.specs[seg.tensor];
         let Kind::Float(dtype) = spec.kind else {
@@ -1176,16 +1155,32 @@ impl Job {
                     .expect("ranges are whole elements")
             })
             .collect();
+        // Taken out rather than borrowed: a method that itself uses rayon may
+        // let this thread run another chunk meanwhile, which then simply gets
+        // a fresh buffer.
+        let mut acc = ACC.take();
         acc.resize(seg.len(), 0.0);
-        method
-            .merge_chunk(&xs, &self.weights, acc)
+        let merged = method
+            .merge_chunk(&xs, &self.weights, &mut acc)
             .map_err(|reason| MergeError::Method {
                 method: method.name().to_string(),
                 tensor: spec.name.clone(),
                 reason,
-            })?;
-        encode(acc, spec.out_dtype, dst);
-        Ok(())
+            });
+        if merged.is_ok() {
+            encode(&acc, spec.out_dtype, dst);
+        }
+        ACC.set(acc);
+        merged
+    }
+
+    /// The input ranges to release once the batches `done` are merged: theirs
+    /// and those of the batch before them. The kernel's fault-around maps a
+    /// few pages on either side of a faulting address (all of a huge page),
+    /// so these batches may have re-mapped the end of the previous one.
+    fn release_ranges(&self, done: Range<usize>) -> Vec<(usize, Range<usize>)> {
+        let start = |b: usize| self.batches.get(b).map_or(self.segments.len(), |r| r.start);
+        self.ranges(&self.segments[start(done.start.saturating_sub(1))..start(done.end)])
     }
 
     /// The input byte ranges that the segments `segs` read, as
