@@ -29,11 +29,15 @@ use crate::MergeError;
 use crate::method::{FloatDtype, FloatSlice, Linear, MergeMethod};
 use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
 
-/// Elements per chunk: each input streams 512 KiB (`f32`) through one
-/// chunk's `f64` accumulator (1 MiB). Without the kernel's software prefetch,
-/// smaller chunks or tiles that keep the accumulator in L1/L2 measured slower;
-/// with it, 32-256 Ki elements measured the same (docs/bench-merge.md).
+/// Elements per chunk, the unit of parallel work (and of a method's error
+/// report): 512 KiB of each `f32` input.
 pub const CHUNK_ELEMS: usize = 128 * 1024;
+/// Elements a chunk is merged and encoded in at a time, so that its `f64`
+/// accumulator (64 KiB) stays in L2 between the method writing it and the
+/// encode reading it. With the whole chunk's 1 MiB accumulator instead, the
+/// reused merge took 10% longer; 2-32 Ki elements measured the same
+/// (docs/bench-merge.md).
+const TILE_ELEMS: usize = 8 * 1024;
 /// Default input bytes (over all inputs) per batch: the unit in which input
 /// pages are released, so at most about three batches of inputs are mapped.
 /// 32 MiB measured no faster and peaked at 1.17-1.20x a model in memory,
@@ -1147,29 +1151,35 @@ impl Job {
             dst.copy_from_slice(&self.inputs[0].map[self.in_range(seg, 0)]);
             return Ok(());
         };
-        let xs: Vec<FloatSlice<'_>> = self
-            .active
-            .iter()
-            .map(|&i| {
-                FloatSlice::new(dtype, &self.inputs[i].map[self.in_range(seg, i)])
-                    .expect("ranges are whole elements")
-            })
-            .collect();
         // Taken out rather than borrowed: a method that itself uses rayon may
         // let this thread run another chunk meanwhile, which then simply gets
         // a fresh buffer.
         let mut acc = ACC.take();
-        acc.resize(seg.len(), 0.0);
-        let merged = method
-            .merge_chunk(&xs, &self.weights, &mut acc)
-            .map_err(|reason| MergeError::Method {
-                method: method.name().to_string(),
-                tensor: spec.name.clone(),
-                reason,
-            });
-        if merged.is_ok() {
+        let mut xs = Vec::with_capacity(self.active.len());
+        let out_size = spec.out_size();
+        let mut tiles = dst.chunks_mut(TILE_ELEMS * out_size).enumerate();
+        let merged = tiles.try_for_each(|(t, dst)| {
+            let start = seg.elems.start + t * TILE_ELEMS;
+            let tile = Segment {
+                tensor: seg.tensor,
+                elems: start..start + dst.len() / out_size,
+            };
+            xs.clear();
+            xs.extend(self.active.iter().map(|&i| {
+                FloatSlice::new(dtype, &self.inputs[i].map[self.in_range(&tile, i)])
+                    .expect("ranges are whole elements")
+            }));
+            acc.resize(tile.len(), 0.0);
+            method
+                .merge_chunk(&xs, &self.weights, &mut acc)
+                .map_err(|reason| MergeError::Method {
+                    method: method.name().to_string(),
+                    tensor: spec.name.clone(),
+                    reason,
+                })?;
             encode(&acc, spec.out_dtype, dst);
-        }
+            Ok(())
+        });
         ACC.set(acc);
         merged
     }
@@ -1206,7 +1216,7 @@ impl Job {
 }
 
 thread_local! {
-    /// Each worker thread's `f64` accumulator (at most [`CHUNK_ELEMS`]
+    /// Each worker thread's `f64` accumulator (at most [`TILE_ELEMS`]
     /// elements), kept across chunks, batches and merges: allocating and
     /// zero-filling a fresh one per chunk cost ~2-4% of a merge, and methods
     /// write every element of it anyway.

@@ -120,11 +120,15 @@ fn scale_into_avx2(x: &FloatSlice<'_>, w: f64, out: &mut [f64], add: bool) {
 /// Elements per prefetching block (a multiple of 32, so that blocks of
 /// every dtype are whole 64-byte cache lines: 4 of `f32` input).
 const BLOCK: usize = 64;
-/// How far ahead of its current position the kernel prefetches each input.
-/// With the hardware prefetchers alone a merge took ~20% longer (a chunk
-/// streams each input in turn, so every input's run starts cold); 8 KiB
-/// measured best among 0.5-64 KiB (docs/bench-merge.md).
+/// How far ahead of its current position [`FloatSlice::scale_into`]
+/// prefetches its input. With the hardware prefetchers alone, one pass per
+/// input took ~20% longer (every input's run starts cold); 8 KiB measured
+/// best among 0.5-64 KiB (docs/bench-merge.md).
 const PREFETCH_BYTES: usize = 8 << 10;
+/// How far ahead [`weighted_sum`] prefetches each of the (up to [`GROUP`])
+/// inputs it streams at once: 2 KiB each keeps what is in flight within L1.
+/// 1-2 KiB measured best; 8 KiB took 15% longer (docs/bench-merge.md).
+const GROUP_PREFETCH_BYTES: usize = 2 << 10;
 
 /// Asks the CPU to bring the cache line at `p` into cache. A hint: never
 /// faults, so `p` may point past the end of the data (it is only computed
@@ -139,6 +143,21 @@ fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+// The kernels' element decoders (little-endian bytes to `f64`).
+#[inline(always)]
+fn decode_f32(c: [u8; 4]) -> f64 {
+    f32::from_le_bytes(c) as f64
+}
+/// bfloat16 is the top half of an `f32`.
+#[inline(always)]
+fn decode_bf16(c: [u8; 2]) -> f64 {
+    f32::from_bits(u32::from(u16::from_le_bytes(c)) << 16) as f64
+}
+#[inline(always)]
+fn decode_f16(c: [u8; 2]) -> f64 {
+    half::f16::from_bits(u16::from_le_bytes(c)).to_f64()
 }
 
 /// The portable kernel; inlined into the `target_feature` wrappers above so
@@ -181,14 +200,127 @@ fn scale_into_generic(x: &FloatSlice<'_>, w: f64, out: &mut [f64], add: bool) {
         }
     }
     match x.dtype {
-        FloatDtype::F32 => go(x.bytes, out, w, add, |c| f32::from_le_bytes(c) as f64),
+        FloatDtype::F32 => go(x.bytes, out, w, add, decode_f32),
         FloatDtype::F64 => go(x.bytes, out, w, add, f64::from_le_bytes),
-        FloatDtype::BF16 => go(x.bytes, out, w, add, |c| {
-            f32::from_bits(u32::from(u16::from_le_bytes(c)) << 16) as f64
-        }),
-        FloatDtype::F16 => go(x.bytes, out, w, add, |c| {
-            half::f16::from_bits(u16::from_le_bytes(c)).to_f64()
-        }),
+        FloatDtype::BF16 => go(x.bytes, out, w, add, decode_bf16),
+        FloatDtype::F16 => go(x.bytes, out, w, add, decode_f16),
+    }
+}
+
+/// `out[j] = Σ_i weights[i] · inputs[i][j]` over `out.len()` elements (every
+/// input must hold at least that many), summed in input order in `f64`:
+/// bit-identical to `inputs[0].scale_into(w0, out, false)` followed by
+/// `scale_into(wi, out, true)` for each further input, but faster.
+///
+/// Streams up to [`GROUP`] inputs of one dtype at once through a block of
+/// [`GROUP_BLOCK`] outputs that stays in registers, instead of one pass per
+/// input over all of `out` (which moves `out` through the cache once per
+/// input): a reused in-memory merge of 8 inputs took 20-30% less time
+/// (docs/bench-merge.md).
+///
+/// # Panics
+/// If `inputs` and `weights` differ in length or an input is shorter than
+/// `out`.
+pub fn weighted_sum(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64]) {
+    assert_eq!(inputs.len(), weights.len(), "one weight per input");
+    assert!(
+        inputs.iter().all(|x| x.len() >= out.len()),
+        "every input covers the output"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { weighted_sum_avx512(inputs, weights, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { weighted_sum_avx2(inputs, weights, out) };
+        }
+    }
+    weighted_sum_generic(inputs, weights, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn weighted_sum_avx512(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64]) {
+    weighted_sum_generic(inputs, weights, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn weighted_sum_avx2(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64]) {
+    weighted_sum_generic(inputs, weights, out);
+}
+
+/// Most inputs [`weighted_sum`] streams at once; more are taken in groups,
+/// each adding to what the groups before wrote (so the per-element order of
+/// operations, and the result, do not depend on the grouping).
+const GROUP: usize = 8;
+/// Elements of `out` that [`weighted_sum`] takes through all of a group's
+/// inputs at a time (a whole number of cache lines of every dtype): 32 `f64`
+/// fit in four AVX-512 registers. 32 measured 5% faster than 64, and 256 10%
+/// slower (docs/bench-merge.md).
+const GROUP_BLOCK: usize = 32;
+
+/// The portable multi-input kernel, inlined into its `target_feature`
+/// wrappers like [`scale_into_generic`].
+#[inline(always)]
+fn weighted_sum_generic(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64]) {
+    /// One group of same-dtype inputs: block by block, the first input sets
+    /// (unless `add`) and the others add, each input prefetched
+    /// [`GROUP_PREFETCH_BYTES`] ahead.
+    #[inline(always)]
+    fn group<const N: usize>(
+        xs: &[FloatSlice<'_>],
+        ws: &[f64],
+        out: &mut [f64],
+        add: bool,
+        f: impl Fn([u8; N]) -> f64,
+    ) {
+        let mut streams: [&[[u8; N]]; GROUP] = [&[]; GROUP];
+        for (s, x) in streams.iter_mut().zip(xs) {
+            *s = &x.bytes.as_chunks::<N>().0[..out.len()];
+        }
+        let streams = &streams[..xs.len()];
+        for (b, o) in out.chunks_mut(GROUP_BLOCK).enumerate() {
+            let at = b * GROUP_BLOCK;
+            for (k, (s, &w)) in streams.iter().zip(ws).enumerate() {
+                let ahead = s
+                    .as_ptr()
+                    .cast::<u8>()
+                    .wrapping_add(at * N + GROUP_PREFETCH_BYTES);
+                for line in 0..GROUP_BLOCK * N / 64 {
+                    prefetch(ahead.wrapping_add(line * 64));
+                }
+                let x = &s[at..at + o.len()];
+                if k == 0 && !add {
+                    o.iter_mut().zip(x).for_each(|(o, &c)| *o = w * f(c));
+                } else {
+                    o.iter_mut().zip(x).for_each(|(o, &c)| *o += w * f(c));
+                }
+            }
+        }
+    }
+    if inputs.is_empty() {
+        out.fill(0.0);
+    }
+    let mut start = 0;
+    while start < inputs.len() {
+        let dtype = inputs[start].dtype;
+        let n = inputs[start..]
+            .iter()
+            .take(GROUP)
+            .take_while(|x| x.dtype == dtype)
+            .count();
+        let (xs, ws, add) = (&inputs[start..][..n], &weights[start..][..n], start > 0);
+        match dtype {
+            FloatDtype::F32 => group(xs, ws, out, add, decode_f32),
+            FloatDtype::F64 => group(xs, ws, out, add, f64::from_le_bytes),
+            FloatDtype::BF16 => group(xs, ws, out, add, decode_bf16),
+            FloatDtype::F16 => group(xs, ws, out, add, decode_f16),
+        }
+        start += n;
     }
 }
 
@@ -235,9 +367,14 @@ impl MergeMethod for Linear {
                 weights.len()
             ));
         }
-        for (i, (x, &w)) in inputs.iter().zip(weights).enumerate() {
-            x.scale_into(w, out, i > 0);
+        if let Some(x) = inputs.iter().find(|x| x.len() < out.len()) {
+            return Err(format!(
+                "an input chunk of {} elements for {}",
+                x.len(),
+                out.len()
+            ));
         }
+        weighted_sum(inputs, weights, out);
         Ok(())
     }
 }
@@ -261,6 +398,20 @@ mod tests {
                 enc(&|x| half::f16::from_f32(x).to_le_bytes().to_vec()),
             ),
         ]
+    }
+
+    /// One element, decoded with `half`'s conversions (not the kernels').
+    fn decode(d: FloatDtype, c: &[u8]) -> f64 {
+        match d {
+            FloatDtype::F32 => f32::from_le_bytes(c.try_into().unwrap()) as f64,
+            FloatDtype::F64 => f64::from_le_bytes(c.try_into().unwrap()),
+            FloatDtype::BF16 => half::bf16::from_le_bytes(c.try_into().unwrap()).to_f64(),
+            FloatDtype::F16 => half::f16::from_le_bytes(c.try_into().unwrap()).to_f64(),
+        }
+    }
+
+    fn same_bits(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
     }
 
     #[test]
@@ -308,14 +459,6 @@ mod tests {
         let vals: Vec<f32> = (0..3 * BLOCK as i32 + 5)
             .map(|i| (i * 37 % 101) as f32 * 0.01 - 0.5)
             .collect();
-        let decode = |d: FloatDtype, c: &[u8]| -> f64 {
-            match d {
-                FloatDtype::F32 => f32::from_le_bytes(c.try_into().unwrap()) as f64,
-                FloatDtype::F64 => f64::from_le_bytes(c.try_into().unwrap()),
-                FloatDtype::BF16 => half::bf16::from_le_bytes(c.try_into().unwrap()).to_f64(),
-                FloatDtype::F16 => half::f16::from_le_bytes(c.try_into().unwrap()).to_f64(),
-            }
-        };
         for (d, b) in encode_all(&vals) {
             for len in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 3, vals.len()] {
                 let x = FloatSlice::new(d, &b[..len * d.size()]).unwrap();
@@ -346,6 +489,92 @@ mod tests {
     }
 
     #[test]
+    fn weighted_sum_is_the_element_by_element_sum_in_input_order() {
+        // Every dtype, alone (the fast path) and with every fifth input of
+        // the next dtype (mixed groups); input counts around the group size
+        // (later groups add to earlier ones); lengths around the block;
+        // unaligned starts; inputs longer than the output; weights that are
+        // negative or (signed) zero.
+        let dtypes = [
+            FloatDtype::F32,
+            FloatDtype::BF16,
+            FloatDtype::F16,
+            FloatDtype::F64,
+        ];
+        let encoded: Vec<[(FloatDtype, Vec<u8>); 4]> = (0..2 * GROUP + 1)
+            .map(|i| {
+                let vals: Vec<f32> = (0..4 * GROUP_BLOCK + 9)
+                    .map(|j| ((i * 131 + j * 7919) % 2003) as f32 * 1e-3 - 1.0)
+                    .collect();
+                encode_all(&vals)
+            })
+            .collect();
+        for (main, mixed) in (0..dtypes.len()).flat_map(|d| [(d, false), (d, true)]) {
+            let input = |i: usize| {
+                let d = dtypes[(main + usize::from(mixed && i % 5 == 4)) % dtypes.len()];
+                let (_, b) = encoded[i].iter().find(|(e, _)| *e == d).unwrap();
+                (d, b.as_slice())
+            };
+            for n in [1, 2, 3, GROUP, GROUP + 1, 2 * GROUP + 1] {
+                let weights: Vec<f64> = (0..n)
+                    .map(|i| [0.3, -1.25, 0.0, -0.0, 1e-3][i % 5])
+                    .collect();
+                let lens = [
+                    0,
+                    1,
+                    GROUP_BLOCK - 1,
+                    GROUP_BLOCK,
+                    GROUP_BLOCK + 1,
+                    3 * GROUP_BLOCK + 5,
+                ];
+                for (len, skip) in lens.into_iter().flat_map(|l| [(l, 0), (l, 1)]) {
+                    let xs: Vec<FloatSlice<'_>> = (0..n)
+                        .map(|i| {
+                            let (d, b) = input(i);
+                            FloatSlice::new(d, &b[skip * d.size()..]).unwrap()
+                        })
+                        .collect();
+                    let mut got = vec![f64::NAN; len];
+                    weighted_sum(&xs, &weights, &mut got);
+                    let term = |i: usize, j: usize| {
+                        let (d, b) = input(i);
+                        weights[i] * decode(d, &b[(skip + j) * d.size()..][..d.size()])
+                    };
+                    let want: Vec<f64> = (0..len)
+                        .map(|j| (1..n).fold(term(0, j), |acc, i| acc + term(i, j)))
+                        .collect();
+                    let case = format!(
+                        "{:?} mixed={mixed} n={n} len={len} skip={skip}",
+                        dtypes[main]
+                    );
+                    assert!(same_bits(&got, &want), "{case}");
+                    // The same as one `scale_into` pass per input.
+                    let mut passes = vec![f64::NAN; len];
+                    for (i, x) in xs.iter().enumerate() {
+                        x.scale_into(weights[i], &mut passes, i > 0);
+                    }
+                    assert!(same_bits(&got, &passes), "{case}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_sum_of_no_inputs_is_zero() {
+        let mut out = [f64::NAN; 5];
+        weighted_sum(&[], &[], &mut out);
+        assert_eq!(out, [0.0; 5]);
+    }
+
+    #[test]
+    #[should_panic(expected = "every input covers the output")]
+    fn weighted_sum_rejects_a_short_input() {
+        let b = [0u8; 8];
+        let x = FloatSlice::new(FloatDtype::F32, &b).unwrap();
+        weighted_sum(&[x], &[1.0], &mut [0.0; 3]);
+    }
+
+    #[test]
     fn linear_is_the_weighted_sum() {
         let a: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
         let b: Vec<u8> = [3.0f32, -4.0]
@@ -360,5 +589,9 @@ mod tests {
         Linear.merge_chunk(&xs, &[0.25, 0.75], &mut out).unwrap();
         assert_eq!(out, [2.5, -2.5]);
         assert!(Linear.merge_chunk(&xs, &[1.0], &mut out).is_err());
+        let err = Linear
+            .merge_chunk(&xs, &[0.5, 0.5], &mut [0.0; 3])
+            .unwrap_err();
+        assert!(err.contains("2 elements for 3"), "{err}");
     }
 }
