@@ -47,5 +47,5 @@ pub use exec::{
     BATCH_INPUT_BYTES, CHUNK_ELEMS, HASH_ALGORITHM, InputRecord, METADATA_KEY, MergeRecord,
     MergedTensor, MergedTensors, Merger, OutDtype, TensorData, file_hash,
 };
-pub use method::{FloatDtype, FloatSlice, Linear, MergeMethod};
+pub use method::{FloatDtype, FloatSlice, Linear, MergeMethod, weighted_sum};
 pub use plan::{FlatPlan, FlatTerm, MergePlan, PathsOnly, Resolver, Source, Weighting};

@@ -212,11 +212,11 @@ fn scale_into_generic(x: &FloatSlice<'_>, w: f64, out: &mut [f64], add: bool) {
 /// bit-identical to `inputs[0].scale_into(w0, out, false)` followed by
 /// `scale_into(wi, out, true)` for each further input, but faster.
 ///
-/// Streams up to [`GROUP`] inputs of one dtype at once through a block of
-/// [`GROUP_BLOCK`] outputs that stays in registers, instead of one pass per
-/// input over all of `out` (which moves `out` through the cache once per
-/// input): a reused in-memory merge of 8 inputs took 20-30% less time
-/// (docs/bench-merge.md).
+/// Streams up to 8 inputs of one dtype at once through a block of 32
+/// outputs that stays in L1, instead of one pass per input
+/// over all of `out` (which moves `out` through L2 once per input): with it
+/// (and the executor's tiles) a reused in-memory merge of 8 inputs took
+/// 29-36% less time (docs/bench-merge.md).
 ///
 /// # Panics
 /// If `inputs` and `weights` differ in length or an input is shorter than
@@ -258,9 +258,8 @@ fn weighted_sum_avx2(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64]
 /// operations, and the result, do not depend on the grouping).
 const GROUP: usize = 8;
 /// Elements of `out` that [`weighted_sum`] takes through all of a group's
-/// inputs at a time (a whole number of cache lines of every dtype): 32 `f64`
-/// fit in four AVX-512 registers. 32 measured 5% faster than 64, and 256 10%
-/// slower (docs/bench-merge.md).
+/// inputs at a time (a whole number of cache lines of every dtype). 32
+/// measured 5% faster than 64, and 256 10% slower (docs/bench-merge.md).
 const GROUP_BLOCK: usize = 32;
 
 /// The portable multi-input kernel, inlined into its `target_feature`
