@@ -145,6 +145,14 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// [`prefetch`]es the `bytes` bytes from `p`, a cache line at a time.
+#[inline(always)]
+fn prefetch_lines(p: *const u8, bytes: usize) {
+    for line in 0..bytes / 64 {
+        prefetch(p.wrapping_add(line * 64));
+    }
+}
+
 // The kernels' element decoders (little-endian bytes to `f64`).
 #[inline(always)]
 fn decode_f32(c: [u8; 4]) -> f64 {
@@ -193,9 +201,7 @@ fn scale_into_generic(x: &FloatSlice<'_>, w: f64, out: &mut [f64], add: bool) {
         // Slices of run-time length (not arrays), so LLVM vectorises `run`.
         for (i, (o, x)) in out.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)).enumerate() {
             let ahead = bytes.as_ptr().wrapping_add(i * BLOCK * N + PREFETCH_BYTES);
-            for line in 0..BLOCK * N / 64 {
-                prefetch(ahead.wrapping_add(line * 64));
-            }
+            prefetch_lines(ahead, BLOCK * N);
             run(o, x, w, add, &f);
         }
     }
@@ -285,13 +291,11 @@ fn weighted_sum_generic(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f
         for (b, o) in out.chunks_mut(GROUP_BLOCK).enumerate() {
             let at = b * GROUP_BLOCK;
             for (k, (s, &w)) in streams.iter().zip(ws).enumerate() {
-                let ahead = s
-                    .as_ptr()
-                    .cast::<u8>()
-                    .wrapping_add(at * N + GROUP_PREFETCH_BYTES);
-                for line in 0..GROUP_BLOCK * N / 64 {
-                    prefetch(ahead.wrapping_add(line * 64));
-                }
+                let ahead = s.as_ptr().cast::<u8>();
+                prefetch_lines(
+                    ahead.wrapping_add(at * N + GROUP_PREFETCH_BYTES),
+                    GROUP_BLOCK * N,
+                );
                 let x = &s[at..at + o.len()];
                 if k == 0 && !add {
                     o.iter_mut().zip(x).for_each(|(o, &c)| *o = w * f(c));
@@ -441,12 +445,7 @@ mod tests {
                 let (mut fast, mut slow) = (start.clone(), start);
                 x.scale_into(1.0 / 3.0, &mut fast, add);
                 scale_into_generic(&x, 1.0 / 3.0, &mut slow, add);
-                assert!(
-                    fast.iter()
-                        .zip(&slow)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{d:?} add={add}"
-                );
+                assert!(same_bits(&fast, &slow), "{d:?} add={add}");
             }
         }
     }
@@ -476,9 +475,7 @@ mod tests {
                             })
                             .collect();
                         assert!(
-                            got.iter()
-                                .zip(&want)
-                                .all(|(g, w)| g.to_bits() == w.to_bits()),
+                            same_bits(&got, &want),
                             "{d:?} len={len} out_len={out_len} add={add}"
                         );
                     }
