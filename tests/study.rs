@@ -240,6 +240,9 @@ fn study_runs_end_to_end_and_reuses_its_pool() {
         "subsets.csv",
         "subsets.svg",
         "curves.svg",
+        "proxies.png",
+        "subsets.png",
+        "curves.png",
     ] {
         assert!(results.join(f).is_file(), "missing {f}");
     }

@@ -3,7 +3,7 @@
 //! Layout under `out_dir/results/`: `mixtures.csv` (the regression dataset: λ, MDE and
 //! merged losses, true losses), `proxies.csv`, `noise.csv`, `test.csv`, `curves.csv`,
 //! `subsets.csv` (Na et al.'s setting), `regression.md`, `outcome.json` (every number),
-//! `report.md`, and the plots `proxies.svg`, `subsets.svg`, `curves.svg`.
+//! `report.md`, and the plots `proxies`, `subsets`, `curves` (each as SVG and PNG).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -79,6 +79,12 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
     plot(o, &dir.join("proxies.svg"))?;
     plot_subsets(o, &dir.join("subsets.svg"))?;
     plot_curves(o, &dir.join("curves.svg"))?;
+    for name in ["proxies", "subsets", "curves"] {
+        let svg = dir.join(format!("{name}.svg"));
+        if svg.is_file() {
+            png_copy(&svg)?;
+        }
+    }
     let md = markdown(cfg, o);
     write_atomic(&dir.join("report.md"), md.as_bytes())?;
     Ok(md)
@@ -554,4 +560,30 @@ fn plot_curves(o: &StudyOutcome, path: &Path) -> Result<()> {
         root.present().map_err(|e| plot_err(e.to_string()))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes a PNG beside an SVG plot (`x.svg` -> `x.png`), rasterised by resvg with the
+/// system's fonts (text is left out where none is installed).
+fn png_copy(svg: &Path) -> Result<()> {
+    use resvg::{tiny_skia, usvg};
+    let bad = |e: String| Error::Invalid(format!("plot {}: {e}", svg.display()));
+    let data = std::fs::read(svg).map_err(|e| Error::io(svg, e))?;
+    let mut opt = usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_system_fonts();
+    if db
+        .faces()
+        .any(|f| f.families.iter().any(|(n, _)| n == "DejaVu Sans"))
+    {
+        db.set_sans_serif_family("DejaVu Sans");
+    }
+    let tree = usvg::Tree::from_data(&data, &opt).map_err(|e| bad(e.to_string()))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| bad("empty image".into()))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    let png = pixmap.encode_png().map_err(|e| bad(e.to_string()))?;
+    write_atomic(&svg.with_extension("png"), &png)?;
+    Ok(())
 }
