@@ -17,6 +17,7 @@
 //! 5. **Report** ([`report`]): CSV/JSON results, SVG plots, a markdown summary.
 
 pub mod analysis;
+mod checks;
 pub mod config;
 pub mod data;
 pub mod lab;
@@ -112,7 +113,9 @@ fn run_on<B: AutodiffBackend>(
     let k = data.domains.len();
     let mixtures = draw_mixtures(k, cfg.mixtures.count, cfg.mixtures.alpha, cfg.seed);
     let n_models = m.units.len() + k + mixtures.len() + usize::from(cfg.search.validate);
-    let total = cfg.seed_model.steps + n_models as u64 * cfg.continued.steps;
+    let total = (n_models as u64)
+        .saturating_mul(cfg.continued.steps)
+        .saturating_add(cfg.seed_model.steps);
     tracing::info!(
         domains = k,
         units = m.units.len(),
