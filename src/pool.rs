@@ -196,7 +196,11 @@ fn check_dir(dir: &Path) -> Result<EntryState> {
     };
     let rec: Integrity = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return Ok(EntryState::Damaged(format!("{INTEGRITY_FILE} unreadable: {e}"))),
+        Err(e) => {
+            return Ok(EntryState::Damaged(format!(
+                "{INTEGRITY_FILE} unreadable: {e}"
+            )));
+        }
     };
     if rec.format != INTEGRITY_FORMAT {
         return Ok(EntryState::Damaged(format!(
@@ -438,7 +442,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(pool.dir(&key)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(pool.dir(&key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o755, "entries are ordinary folders");
         }
         (dir, pool, key)
@@ -450,7 +457,10 @@ mod tests {
             matches!(pool.verify(key).unwrap(), EntryState::Damaged(_)),
             "{what}: not detected"
         );
-        assert!(!pool.contains(key), "{what}: a damaged entry was reported present");
+        assert!(
+            !pool.contains(key),
+            "{what}: a damaged entry was reported present"
+        );
         assert!(!pool.dir(key).exists(), "{what}: not moved aside");
         let aside: Vec<_> = std::fs::read_dir(pool.root())
             .unwrap()

@@ -241,7 +241,10 @@ mod tests {
     #[test]
     fn huge_step_counts_are_errors_not_overflows() {
         let e = err(&[("steps = 300", "steps = 18446744073709551615")]);
-        assert!(e.contains("seed_model.steps") && e.contains("64 bits"), "{e}");
+        assert!(
+            e.contains("seed_model.steps") && e.contains("64 bits"),
+            "{e}"
+        );
         let e = err(&[("steps = 60", "steps = 100000000000000000")]);
         assert!(e.contains("continued.steps"), "{e}");
         let e = err(&[("batch_size = 8", "batch_size = 1152921504606846976")]);
@@ -261,7 +264,10 @@ mod tests {
     fn min_lr_ratio_must_be_in_0_1() {
         for bad in ["-0.1", "1.5", "nan"] {
             let e = err(&[("lr = 1e-3", &format!("lr = 1e-3\nmin_lr_ratio = {bad}"))]);
-            assert!(e.contains("continued.min_lr_ratio") && e.contains("[0, 1]"), "{e}");
+            assert!(
+                e.contains("continued.min_lr_ratio") && e.contains("[0, 1]"),
+                "{e}"
+            );
         }
         with(&[("lr = 1e-3", "lr = 1e-3\nmin_lr_ratio = 1.0")]).unwrap();
     }
@@ -269,7 +275,10 @@ mod tests {
     #[test]
     fn huge_vocab_mixtures_and_batches_are_rejected_up_front() {
         let e = err(&[("vocab_size = 2048", "vocab_size = 1000000000")]);
-        assert!(e.contains("data.vocab_size") && e.contains("1048576"), "{e}");
+        assert!(
+            e.contains("data.vocab_size") && e.contains("1048576"),
+            "{e}"
+        );
         let e = err(&[("count = 16", "count = 100000000000")]);
         assert!(e.contains("mixtures.count") && e.contains("10000"), "{e}");
         // 1e5 sequences of 128 tokens over a 2048 vocabulary: ~100 GB of logits.
@@ -301,15 +310,18 @@ mod tests {
         search_bounds(&cfg, &names, &tokens).unwrap();
         cfg.search.min_weight = 0.5;
         let e = search_bounds(&cfg, &names, &tokens).unwrap_err();
-        assert!(e.contains("search.min_weight") && e.contains("8 domains"), "{e}");
+        assert!(
+            e.contains("search.min_weight") && e.contains("8 domains"),
+            "{e}"
+        );
         cfg.search.min_weight = 0.125;
         search_bounds(&cfg, &names, &tokens).unwrap();
         // Too few tokens for the budget at one epoch per domain.
         cfg.search.min_weight = 0.0;
         cfg.search.max_epochs = Some(1.0);
         let budget = cfg.continued.tokens(cfg.data.seq_len);
-        let e = search_bounds(&cfg, &names, &vec![budget / 100; 8]).unwrap_err();
+        let e = search_bounds(&cfg, &names, &[budget / 100; 8]).unwrap_err();
         assert!(e.contains("search.max_epochs"), "{e}");
-        search_bounds(&cfg, &names, &vec![budget; 8]).unwrap();
+        search_bounds(&cfg, &names, &[budget; 8]).unwrap();
     }
 }

@@ -274,7 +274,8 @@ pub fn write_safetensors(
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(e.to_string()))?;
     write_atomic(path, &sorted_header(bytes).map_err(corrupt)?)
 }
 

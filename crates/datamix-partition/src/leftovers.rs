@@ -145,7 +145,11 @@ mod tests {
         let (h, pid) = owner(&name, ".tmp-").unwrap();
         assert_eq!(h, host_name());
         assert_eq!(pid, std::process::id());
-        assert_eq!(owner(".tmp-Ab3xYz", ".tmp-"), None, "old-style names have no owner");
+        assert_eq!(
+            owner(".tmp-Ab3xYz", ".tmp-"),
+            None,
+            "old-style names have no owner"
+        );
         assert_eq!(owner(".tmp-a-b-c", ".tmp-"), None);
     }
 
@@ -180,8 +184,10 @@ mod tests {
         let removed = clean(dir.path(), ".tmp-", Duration::from_millis(1)).unwrap();
         assert_eq!(removed.len(), 3, "{removed:?}");
         assert!(unrelated.exists());
-        assert!(clean(&dir.path().join("missing"), ".tmp-", DEFAULT_MAX_AGE)
-            .unwrap()
-            .is_empty());
+        assert!(
+            clean(&dir.path().join("missing"), ".tmp-", DEFAULT_MAX_AGE)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -265,7 +265,11 @@ impl Partitioner {
         let cache_dir = match &self.cache_dir {
             Some(d) => d.clone(),
             None => {
-                crate::leftovers::clean(parent, ".datamix-tok-", crate::leftovers::DEFAULT_MAX_AGE)?;
+                crate::leftovers::clean(
+                    parent,
+                    ".datamix-tok-",
+                    crate::leftovers::DEFAULT_MAX_AGE,
+                )?;
                 scratch = tempfile::Builder::new()
                     .prefix(&crate::leftovers::temp_prefix(".datamix-tok-"))
                     .tempdir_in(parent)

@@ -470,7 +470,9 @@ fn leftovers_of_killed_runs_are_removed_and_outputs_are_not_private() {
     let host = leftovers::host_name();
     // A kill -9 during tokenization (dead pid: above Linux's pid limit) and during packing.
     let dead_tok = cache.join(format!(".tmp-tok-{host}-4194321-abc"));
-    let dead_stage = dir.path().join(format!(".datamix-partition-{host}-4194321-abc"));
+    let dead_stage = dir
+        .path()
+        .join(format!(".datamix-partition-{host}-4194321-abc"));
     // A concurrent live writer (this process).
     let live_tok = cache.join(format!("{}abc", leftovers::temp_prefix(".tmp-tok-")));
     for d in [&dead_tok, &dead_stage, &live_tok] {
