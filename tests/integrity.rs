@@ -171,3 +171,134 @@ fn a_tokenizer_without_its_key_file_is_retrained() {
     assert!(key.is_file());
     assert_ne!(mtime(&tok), t);
 }
+
+/// A complete (tiny) study over `corpus` into `out`.
+fn study_config(out: &Path, corpus: &Path) -> StudyConfig {
+    let text = format!(
+        r#"
+out_dir = "{out}"
+[data]
+corpus = "{corpus}"
+vocab_size = 300
+seq_len = 16
+unit_tokens = 512
+heldout_fraction = 0.2
+eval_tokens = 256
+[model]
+preset = "tiny"
+d_model = 32
+[seed_model]
+steps = 6
+batch_size = 2
+lr = 5e-3
+[continued]
+steps = 3
+batch_size = 2
+lr = 3e-3
+[mixtures]
+count = 4
+[analysis]
+family = "ridge"
+[search]
+validate = false
+"#,
+        out = out.display(),
+        corpus = corpus.display(),
+    );
+    StudyConfig::from_toml(&text, Path::new("integrity.toml")).unwrap()
+}
+
+/// BLAKE3 of every file under `dir`, by relative path.
+fn hashes(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(
+                    rel,
+                    blake3::hash(&std::fs::read(&p).unwrap())
+                        .to_hex()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn two_identical_runs_write_byte_identical_pools_and_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    write_corpus(&corpus, 7, 40);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    datamix::study::run(&study_config(&a, &corpus)).unwrap();
+    datamix::study::run(&study_config(&b, &corpus)).unwrap();
+    for sub in ["pool", "tables"] {
+        let (ha, hb) = (hashes(&a.join(sub)), hashes(&b.join(sub)));
+        assert!(!ha.is_empty());
+        assert_eq!(ha, hb, "{sub} differs between two identical runs");
+    }
+}
+
+#[test]
+fn a_damaged_pool_entry_is_retrained_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    write_corpus(&corpus, 8, 40);
+    let out = dir.path().join("out");
+    let cfg = study_config(&out, &corpus);
+    let first = datamix::study::run(&cfg).unwrap();
+    let pool = out.join("pool");
+    let before = hashes(&pool);
+    // Truncate one model's weights, remove another entry's spec.json, and leave the temp
+    // dir of a killed run (a dead pid on this host).
+    let mut entries: Vec<_> = std::fs::read_dir(&pool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    let weights = entries[0].join("model.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap();
+    f.set_len(len / 2).unwrap();
+    std::fs::remove_file(entries[1].join("spec.json")).unwrap();
+    let host = datamix::partition::leftovers::host_name();
+    let stray = pool.join(format!(".tmp-{host}-4194321-xyz"));
+    std::fs::create_dir(&stray).unwrap();
+
+    let again = datamix::study::run(&cfg).unwrap();
+    assert_eq!(again.true_loss, first.true_loss);
+    assert_eq!(again.mde_loss, first.mde_loss);
+    assert_eq!(again.merged_loss, first.merged_loss);
+    let damaged = std::fs::read_dir(&pool)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".damaged-")
+        })
+        .count();
+    assert_eq!(damaged, 2, "both damaged entries moved aside");
+    if Path::new("/proc/self").exists() {
+        assert!(!stray.exists(), "the killed run's temp dir is removed");
+    }
+    let after: std::collections::BTreeMap<_, _> = hashes(&pool)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(".damaged-"))
+        .collect();
+    assert_eq!(
+        after, before,
+        "repaired entries are identical to the originals"
+    );
+}
