@@ -127,6 +127,22 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
             domains.len()
         )));
     }
+    for s in m.sources.iter().chain(&m.eval_sources) {
+        if s.documents == 0 {
+            tracing::warn!(source = %s.path, "holds no documents: it contributes nothing");
+        }
+    }
+    for d in &m.domains {
+        if d.tokens < cfg.data.unit_tokens {
+            tracing::warn!(
+                domain = %d.name,
+                "{} training tokens, fewer than data.unit_tokens = {}: its only base unit is \
+                 smaller than the others (lower data.unit_tokens for equal units)",
+                d.tokens,
+                cfg.data.unit_tokens
+            );
+        }
+    }
     let domain_tokens: Vec<u64> = m.domains.iter().map(|d| d.tokens).collect();
     super::checks::search_bounds(cfg, &domains, &domain_tokens).map_err(Error::Invalid)?;
 
@@ -310,9 +326,6 @@ fn corpus_stale(
             }
         ));
     }
-    if m.tokenizer_hash != tokenizer_hash {
-        return Some("the tokenizer changed".into());
-    }
     let keys = |entries: &[datamix_partition::SourceEntry]| -> Vec<SourceKey> {
         entries
             .iter()
@@ -324,6 +337,7 @@ fn corpus_stale(
     };
     sources_changed("sources", &keys(&m.sources), train)
         .or_else(|| sources_changed("eval sets", &keys(&m.eval_sources), eval))
+        .or_else(|| (m.tokenizer_hash != tokenizer_hash).then(|| "the tokenizer changed".into()))
 }
 
 fn tokenizer(
