@@ -118,7 +118,8 @@ pub enum EntryState {
     Damaged(String),
 }
 
-/// The files of `dir` (recursively, relative `/`-separated paths) except `integrity.json`.
+/// The files of `dir` (recursively, relative `/`-separated paths) except `integrity.json`
+/// and hidden entries (temporary files of an atomic write in progress: entries hold none).
 fn list_files(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), String::new())];
@@ -126,6 +127,9 @@ fn list_files(dir: &Path) -> Result<Vec<String>> {
         for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
             let e = e.map_err(|e| Error::io(&d, e))?;
             let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
             let r = if rel.is_empty() {
                 name
             } else {
@@ -524,6 +528,9 @@ mod tests {
         std::fs::write(pool.dir(&key).join(INTEGRITY_FILE), b"{").unwrap();
         assert_repaired(&pool, &key, "corrupt integrity.json");
         let (_d, pool, key) = pool_with_entry(b"w");
+        // A concurrent atomic write's temporary file is not part of the entry.
+        std::fs::write(pool.dir(&key).join(".tmpAbC123"), b"x").unwrap();
+        assert_eq!(pool.verify(&key).unwrap(), EntryState::Valid);
         std::fs::write(pool.dir(&key).join("stray.bin"), b"x").unwrap();
         assert_repaired(&pool, &key, "unrecorded file");
     }

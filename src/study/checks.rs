@@ -93,6 +93,8 @@ fn run(name: &str, r: &RunConfig, seq_len: usize) -> Result<(), String> {
     if (r.batch_size as u64)
         .checked_mul(seq_len as u64)
         .and_then(|t| t.checked_mul(r.steps))
+        // The sampler's budget adds one sequence.
+        .and_then(|t| t.checked_add(seq_len as u64))
         .is_none()
     {
         return Err(format!(
