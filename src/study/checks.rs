@@ -7,7 +7,8 @@
 //!
 //! **Upper bounds.** Fixed ones, far above any sensible study:
 //! `data.vocab_size <= 2^20` (for a trained BPE), `mixtures.count <= 10 000` (each is a
-//! trained model), and token counts (`steps × batch_size × seq_len`) that fit in `u64`.
+//! trained model), `mixtures.alpha` in `[1e-3, 1e6]` (outside, Dirichlet draws underflow or
+//! overflow and never finish), and token counts (`steps × batch_size × seq_len`) that fit in `u64`.
 //! Machine-fitting ones: a *lower bound* of the peak memory of one training step,
 //! [`memory_estimate`], must not exceed the machine's memory (`MemTotal` of
 //! `/proc/meminfo`; not checked where that is unknown). The estimate counts the f32
@@ -27,6 +28,10 @@ use crate::error::Error;
 pub const MAX_VOCAB: usize = 1 << 20;
 /// Largest `mixtures.count`.
 pub const MAX_MIXTURES: usize = 10_000;
+/// Smallest `mixtures.alpha`.
+pub const MIN_ALPHA: f64 = 1e-3;
+/// Largest `mixtures.alpha`.
+pub const MAX_ALPHA: f64 = 1e6;
 
 /// Every check that needs only the config (see the module docs).
 pub(super) fn check(cfg: &StudyConfig) -> Result<(), String> {
@@ -64,6 +69,14 @@ pub(super) fn check(cfg: &StudyConfig) -> Result<(), String> {
         return Err(format!(
             "mixtures.count = {} (expected in [2, {MAX_MIXTURES}]: each mixture is a trained model)",
             cfg.mixtures.count
+        ));
+    }
+    // Dirichlet draws: below this alpha every Gamma sample underflows to 0 (above the upper
+    // bound their sum overflows), and drawing a mixture would never finish.
+    let alpha = cfg.mixtures.alpha;
+    if !(MIN_ALPHA..=MAX_ALPHA).contains(&alpha) {
+        return Err(format!(
+            "mixtures.alpha = {alpha} (expected in [{MIN_ALPHA}, {MAX_ALPHA}])"
         ));
     }
     // Search feasibility needs the domains' token counts: `search_bounds`, after partitioning.
@@ -292,6 +305,30 @@ mod tests {
         memory_within(&cfg, 2048, 64.0 * (1u64 << 30) as f64).unwrap();
         let m = model(&cfg, 2048).unwrap();
         assert!(memory_estimate(&cfg, &m) < 1e9);
+    }
+
+    #[test]
+    fn extreme_dirichlet_alpha_is_rejected() {
+        for bad in ["1e-300", "1e300"] {
+            let e = err(&[("alpha = 1.0", &format!("alpha = {bad}"))]);
+            assert!(e.contains("mixtures.alpha") && e.contains("0.001"), "{e}");
+        }
+        // The bounds themselves draw mixtures in finite time.
+        for alpha in [MIN_ALPHA, MAX_ALPHA] {
+            let m = super::super::draw_mixtures(8, 50, alpha, 3);
+            assert_eq!(m.len(), 50);
+        }
+    }
+
+    #[test]
+    fn a_backend_not_compiled_in_is_named() {
+        let missing = datamix_decoder::BackendKind::ALL
+            .into_iter()
+            .find(|b| !b.is_available());
+        if let Some(b) = missing {
+            let e = err(&[("backend = \"cpu\"", &format!("backend = \"{b}\""))]);
+            assert!(e.contains("backend") && e.contains("not compiled"), "{e}");
+        }
     }
 
     #[test]
