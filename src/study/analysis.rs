@@ -1,50 +1,91 @@
-//! Study stage 4 (backend-free): proxy quality, regression, search.
+//! Study stage 4 (backend-free): proxy quality beside a λ-only baseline, the noise floor,
+//! regression cross-validated on the training mixtures and scored on held-out test
+//! mixtures, learning curves, the search and what validates it.
 
 use datamix_mde::{ExpertTable, OptimumParams};
 use datamix_optimizer::{
     BayesOpt, BoConfig, CmaEs, MdeFeatures, MdeObjective, Method, ModelObjective, OptimResult,
     RegressionSurrogate, SearchSpace, TokenLimits, mde_exact,
 };
-use datamix_regression::eval::{pearson, spearman};
 use datamix_regression::{
     Column, ComparisonTable, Dataset, FeatureSet, Folds, GbdtParams, GpParams, MdeAloneParams,
-    MeanParams, Regressor, RidgeParams, compare,
+    MeanParams, Metrics, Regressor, RidgeParams, compare,
 };
-use ndarray::{Array1, Array2};
+use ndarray::Array2;
 use serde::Serialize;
 
 use super::StudyOutcome;
 use super::config::StudyConfig;
+use super::stats::{self, CurvePoint, NoiseFloor};
 use crate::error::{Error, Result};
 
-/// The objective: mean cross-entropy over all eval domains.
+/// The objective's name in datasets and tables: the weighted mean of eval-domain losses
+/// (`objective.weights`).
 pub const OBJECTIVE: &str = "objective";
+
+/// Label of the λ-only baseline rows in [`Analysis::proxy_quality`].
+pub const LAMBDA_ONLY: &str = "λ-only (CV)";
 
 /// How well one proxy tracks the true loss on one eval domain (or the objective).
 #[derive(Debug, Clone, Serialize)]
 pub struct ProxyQuality {
     /// Eval domain, or `objective`.
     pub target: String,
-    /// `mde` or `merged`.
+    /// `mde`, `merged`, or the λ-only baseline (the best family's out-of-fold predictions).
     pub proxy: String,
-    /// Pearson r between proxy and true loss over the ground-truth mixtures.
+    /// Pearson r between proxy and true loss over every trained mixture.
     pub pearson: f64,
     /// Spearman ρ.
     pub spearman: f64,
 }
 
+/// A family on a feature set, fitted on every training mixture and scored on the test
+/// mixtures.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRow {
+    /// Family.
+    pub family: String,
+    /// Feature set.
+    pub features: String,
+    /// Metrics on the test mixtures.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// The recommendation trained for real with several seeds, beside the uniform and the best
+/// training mixture trained with the same seeds (objective values).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Validation {
+    /// Training seeds.
+    pub seeds: Vec<u64>,
+    /// The recommendation's objective per seed.
+    pub recommended: Vec<f64>,
+    /// The uniform mixture's objective per seed.
+    pub uniform: Vec<f64>,
+    /// Index of the best training mixture (by its first-seed objective).
+    pub best_index: usize,
+    /// Its objective per seed.
+    pub best: Vec<f64>,
+}
+
 /// Regression, search and validation results.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Analysis {
-    /// Proxy vs truth, per eval domain and for the objective.
+    /// Proxy vs truth, per eval domain and for the objective, with the λ-only baseline.
     pub proxy_quality: Vec<ProxyQuality>,
-    /// Cross-validated families x feature sets on the objective.
+    /// Seed-to-seed noise per eval domain and for the objective (when replicated).
+    pub noise: Vec<NoiseFloor>,
+    /// Families x feature sets cross-validated on the training mixtures (objective).
     pub comparison: Option<ComparisonTable>,
+    /// Families x feature sets fitted on the training mixtures, scored on the test ones.
+    pub test: Vec<TestRow>,
+    /// Spearman on the test mixtures against the number of training mixtures.
+    pub curves: Vec<CurvePoint>,
     /// Family used for the search, and the feature groups it uses.
     pub family: String,
     /// Feature groups of the searched model.
     pub features: Vec<String>,
-    /// Index of the ground-truth mixture with the lowest objective.
+    /// Index of the training mixture with the lowest objective.
     pub best_observed: usize,
     /// Its objective.
     pub best_observed_loss: f64,
@@ -62,19 +103,21 @@ pub struct Analysis {
     pub search: Option<OptimResult>,
     /// The mixture a Bayesian-optimisation step proposes to train next.
     pub bo_next: Option<Vec<f64>>,
-    /// True objective of a model trained on the recommendation (when validated).
+    /// True objective of a model trained on the recommendation (first seed).
     pub validated_loss: Option<f64>,
     /// Its per-eval-domain losses.
     pub validated_losses: Option<Vec<f64>>,
+    /// The recommendation against the uniform and the best training mixture, per seed.
+    pub validation: Option<Validation>,
 }
 
-/// Mean over eval domains.
-pub fn objective(losses: &[f64]) -> f64 {
-    losses.iter().sum::<f64>() / losses.len() as f64
+/// The weighted objective of per-eval-domain losses (`weights` sum to 1).
+pub fn objective(losses: &[f64], weights: &[f64]) -> f64 {
+    losses.iter().zip(weights).map(|(l, w)| l * w).sum()
 }
 
-/// The regression dataset of a study: λ, MDE and merged losses as features; per-eval-domain
-/// losses and the objective as targets.
+/// The regression dataset of a study (every mixture, test ones included): λ, MDE and merged
+/// losses as features; per-eval-domain losses and the objective as targets.
 pub fn dataset(o: &StudyOutcome) -> Result<Dataset> {
     let n = o.mixtures.len();
     let mut columns = Vec::new();
@@ -98,73 +141,135 @@ pub fn dataset(o: &StudyOutcome) -> Result<Dataset> {
         o.eval_domains.clone(),
         targets,
     )?;
-    let w = 1.0 / o.eval_domains.len() as f64;
-    let weights: Vec<(&str, f64)> = o.eval_domains.iter().map(|e| (e.as_str(), w)).collect();
+    let weights: Vec<(&str, f64)> = o
+        .eval_domains
+        .iter()
+        .zip(&o.objective_weights)
+        .filter(|(_, w)| **w > 0.0)
+        .map(|(e, &w)| (e.as_str(), w))
+        .collect();
     data.add_objective(OBJECTIVE, &weights)?;
     Ok(data)
 }
 
-fn quality(target: &str, proxy: &str, p: &[f64], t: &[f64]) -> ProxyQuality {
-    let (p, t) = (Array1::from(p.to_vec()), Array1::from(t.to_vec()));
-    ProxyQuality {
-        target: target.into(),
-        proxy: proxy.into(),
-        pearson: pearson(p.view(), t.view()),
-        spearman: spearman(p.view(), t.view()),
-    }
+/// Indices of the training and the test mixtures.
+pub fn split(o: &StudyOutcome) -> (Vec<usize>, Vec<usize>) {
+    (0..o.mixtures.len()).partition(|&j| !o.is_test[j])
+}
+
+fn column(m: &[Vec<f64>], j: usize) -> Vec<f64> {
+    m.iter().map(|r| r[j]).collect()
+}
+
+/// The folds of the training mixtures (`analysis.folds`, 0 or more than rows = LOO).
+fn folds(cfg: &StudyConfig, n: usize) -> Result<Folds> {
+    Ok(if cfg.analysis.folds == 0 || cfg.analysis.folds >= n {
+        Folds::loo(n)?
+    } else {
+        Folds::kfold(n, cfg.analysis.folds, Some(cfg.seed))?
+    })
+}
+
+/// The feature sets compared.
+fn feature_sets() -> [FeatureSet; 3] {
+    [
+        FeatureSet::new("λ", &["lambda"]),
+        FeatureSet::new("λ+MDE", &["lambda", "mde"]),
+        FeatureSet::new("λ+MDE+merged", &["lambda", "mde", "merged"]),
+    ]
 }
 
 /// Every analysis of the measured losses.
 pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> Result<Analysis> {
     let mut a = Analysis::default();
-    let col = |m: &Vec<Vec<f64>>, j: usize| m.iter().map(|r| r[j]).collect::<Vec<_>>();
-    for (j, e) in o.eval_domains.iter().enumerate() {
-        let t = col(&o.true_loss, j);
-        a.proxy_quality
-            .push(quality(e, "mde", &col(&o.mde_loss, j), &t));
-        a.proxy_quality
-            .push(quality(e, "merged", &col(&o.merged_loss, j), &t));
-    }
-    let obj = |m: &Vec<Vec<f64>>| m.iter().map(|r| objective(r)).collect::<Vec<_>>();
-    let true_obj = obj(&o.true_loss);
-    a.proxy_quality
-        .push(quality(OBJECTIVE, "mde", &obj(&o.mde_loss), &true_obj));
-    a.proxy_quality.push(quality(
-        OBJECTIVE,
-        "merged",
-        &obj(&o.merged_loss),
-        &true_obj,
-    ));
-    let (best, best_loss) = true_obj
-        .iter()
-        .copied()
-        .enumerate()
-        .min_by(|x, y| x.1.total_cmp(&y.1))
-        .expect("at least two mixtures");
-    a.best_observed = best;
-    a.best_observed_loss = best_loss;
-
-    // Regression: every family on every feature set, cross-validated on the objective.
+    let w = &o.objective_weights;
     let data = dataset(o)?;
-    let n = data.n_rows();
-    let folds = if cfg.analysis.folds == 0 || cfg.analysis.folds >= n {
-        Folds::loo(n)?
-    } else {
-        Folds::kfold(n, cfg.analysis.folds, Some(cfg.seed))?
-    };
+    let (train_rows, test_rows) = split(o);
+    let train = data.subset(&train_rows);
+    let cv_folds = folds(cfg, train_rows.len())?;
     let ridge = RidgeParams::new();
     let gp = GpParams::new();
     let gbdt = GbdtParams::new();
     let (mean, mde_alone) = (MeanParams, MdeAloneParams::default());
-    let families: Vec<&dyn Regressor> = vec![&mean, &mde_alone, &ridge, &gp, &gbdt];
-    let sets = [
-        FeatureSet::new("λ", &["lambda"]),
-        FeatureSet::new("λ+MDE", &["lambda", "mde"]),
-        FeatureSet::new("λ+MDE+merged", &["lambda", "mde", "merged"]),
-    ];
-    let table = compare(&data, OBJECTIVE, &families, &sets, &folds)?;
+    let learners: [&dyn Regressor; 3] = [&ridge, &gp, &gbdt];
 
-    // The family searched: as configured, or the best cross-validated one on λ+MDE.
+    // Proxies over every mixture, beside the best λ-only family's out-of-fold predictions
+    // (over every mixture too, so each number comes from the same rows).
+    let all_folds = folds(cfg, o.mixtures.len())?;
+    let targets: Vec<String> = o
+        .eval_domains
+        .iter()
+        .cloned()
+        .chain([OBJECTIVE.to_string()])
+        .collect();
+    let obj = |m: &[Vec<f64>]| m.iter().map(|r| objective(r, w)).collect::<Vec<_>>();
+    for (j, target) in targets.iter().enumerate() {
+        let pick = |m: &[Vec<f64>]| {
+            if j < o.eval_domains.len() {
+                column(m, j)
+            } else {
+                obj(m)
+            }
+        };
+        let truth = pick(&o.true_loss);
+        for (proxy, m) in [("mde", &o.mde_loss), ("merged", &o.merged_loss)] {
+            let (pearson, spearman) = stats::correlate(&pick(m), &truth);
+            a.proxy_quality.push(ProxyQuality {
+                target: target.clone(),
+                proxy: proxy.into(),
+                pearson,
+                spearman,
+            });
+        }
+        let task = data.task(&["lambda"], target)?;
+        let (family, pearson, spearman) = stats::best_baseline(&learners, &task, &all_folds)?;
+        a.proxy_quality.push(ProxyQuality {
+            target: target.clone(),
+            proxy: format!("{LAMBDA_ONLY}: {family}"),
+            pearson,
+            spearman,
+        });
+    }
+    a.noise = noise(o);
+
+    let train_obj: Vec<f64> = train_rows
+        .iter()
+        .map(|&j| objective(&o.true_loss[j], w))
+        .collect();
+    let (best_pos, best_loss) = train_obj
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .expect("at least three training mixtures");
+    a.best_observed = train_rows[best_pos];
+    a.best_observed_loss = best_loss;
+
+    // Regression: every family on every feature set, cross-validated on the training
+    // mixtures' folds (the family is chosen there), then fitted on all of them and scored
+    // on the test mixtures.
+    let families: Vec<&dyn Regressor> = vec![&mean, &mde_alone, &ridge, &gp, &gbdt];
+    let table = compare(&train, OBJECTIVE, &families, &feature_sets(), &cv_folds)?;
+    if !test_rows.is_empty() {
+        let test = data.subset(&test_rows);
+        for fam in &families {
+            for fs in feature_sets() {
+                let groups: Vec<&str> = fs.groups.iter().map(String::as_str).collect();
+                let (tr, te) = (
+                    train.task(&groups, OBJECTIVE)?,
+                    test.task(&groups, OBJECTIVE)?,
+                );
+                if fam.name().starts_with("mde-alone") && !groups.contains(&"mde") {
+                    continue;
+                }
+                a.test.push(TestRow {
+                    family: fam.name(),
+                    features: fs.name.clone(),
+                    metrics: stats::holdout(*fam, &tr, &te)?,
+                });
+            }
+        }
+    }
     let family = match cfg.analysis.family.as_str() {
         "auto" => table
             .rows
@@ -190,28 +295,55 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
     a.family = chosen.name();
     a.features = vec!["lambda".into(), "mde".into()];
     a.comparison = Some(table);
-    let task = data.task(&["lambda", "mde"], OBJECTIVE)?;
+    if test_rows.len() >= 3 {
+        let test = data.subset(&test_rows);
+        let sizes = curve_sizes(train_rows.len());
+        for (name, groups) in [("λ", &["lambda"][..]), ("λ+MDE", &["lambda", "mde"][..])] {
+            let (tr, te) = (
+                train.task(groups, OBJECTIVE)?,
+                test.task(groups, OBJECTIVE)?,
+            );
+            a.curves.extend(stats::test_curve(
+                chosen,
+                name,
+                &tr,
+                &te,
+                &sizes,
+                cfg.analysis.curve_repeats,
+                cfg.seed,
+            )?);
+        }
+    }
+    let task = train.task(&["lambda", "mde"], OBJECTIVE)?;
     let model = chosen.fit(&task)?;
 
     let space = search::space(cfg, o)?;
     let owned: Vec<ExpertTable> = tables.iter().map(|t| (*t).clone()).collect();
     // MDE alone, solved exactly over the same constrained simplex.
-    let mde_obj = MdeObjective::mean(tables)?;
+    let (obj_tables, obj_weights): (Vec<&ExpertTable>, Vec<f64>) = tables
+        .iter()
+        .zip(w)
+        .filter(|(_, w)| **w > 0.0)
+        .map(|(t, &w)| (*t, w))
+        .unzip();
+    let mde_obj = MdeObjective::new(&obj_tables, &obj_weights)?;
     let exact = mde_exact(&space, &mde_obj, &OptimumParams::default())?;
     a.mde_optimum = Some(exact.mixture.clone());
     a.mde_optimum_loss = Some(exact.objective);
     // The regression model, searched with MDE features computed for every candidate.
-    let objective = ModelObjective::new(
+    let objective_fn = ModelObjective::new(
         model,
         &space,
         Some(Box::new(MdeFeatures::new(owned.clone())?)),
     )?;
-    let found = CmaEs::new().seed(cfg.seed).minimize(&space, &objective)?;
+    let found = CmaEs::new()
+        .seed(cfg.seed)
+        .minimize(&space, &objective_fn)?;
     a.recommended = Some(found.mixture.clone());
     a.predicted = Some(found.objective);
     a.predicted_std = found.uncertainty;
     a.search = Some(found);
-    // One Bayesian-optimisation step: a GP on [λ, MDE(λ)] fitted to every trained mixture
+    // One Bayesian-optimisation step: a GP on [λ, MDE(λ)] fitted to every training mixture
     // proposes the next mixture worth training.
     let surrogate = RegressionSurrogate::new(GpParams::new(), &space)
         .with_features(Box::new(MdeFeatures::new(owned)?));
@@ -223,11 +355,60 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
             ..BoConfig::default()
         },
     )?;
-    for (x, y) in o.mixtures.iter().zip(&true_obj) {
-        bo.observe(x.clone(), *y)?;
+    for (&j, y) in train_rows.iter().zip(&train_obj) {
+        bo.observe(o.mixtures[j].clone(), *y)?;
     }
     a.bo_next = Some(bo.suggest()?);
     Ok(a)
+}
+
+/// Learning-curve sizes: 5, 10, 15, ... up to all training mixtures.
+fn curve_sizes(n: usize) -> Vec<usize> {
+    let mut s: Vec<usize> = (1..).map(|i| 5 * i).take_while(|&m| m < n).collect();
+    s.push(n);
+    s
+}
+
+/// The noise floor of every eval domain and the objective: the runs of each replicated
+/// mixture (its first run and its replicates) against the spread over training mixtures.
+pub fn noise(o: &StudyOutcome) -> Vec<NoiseFloor> {
+    let mut replicated: Vec<usize> = o.replicates.iter().map(|r| r.mixture).collect();
+    replicated.sort_unstable();
+    replicated.dedup();
+    if replicated.is_empty() {
+        return Vec::new();
+    }
+    let runs = |j: usize| -> Vec<&Vec<f64>> {
+        std::iter::once(&o.true_loss[j])
+            .chain(
+                o.replicates
+                    .iter()
+                    .filter(|r| r.mixture == j)
+                    .map(|r| &r.losses),
+            )
+            .collect()
+    };
+    let (train_rows, _) = split(o);
+    let w = &o.objective_weights;
+    let value = |l: &Vec<f64>, j: Option<usize>| j.map_or_else(|| objective(l, w), |j| l[j]);
+    (0..=o.eval_domains.len())
+        .map(|j| {
+            let (target, j) = if j < o.eval_domains.len() {
+                (o.eval_domains[j].as_str(), Some(j))
+            } else {
+                (OBJECTIVE, None)
+            };
+            let groups: Vec<Vec<f64>> = replicated
+                .iter()
+                .map(|&m| runs(m).into_iter().map(|l| value(l, j)).collect())
+                .collect();
+            let across: Vec<f64> = train_rows
+                .iter()
+                .map(|&m| value(&o.true_loss[m], j))
+                .collect();
+            stats::noise_floor(target, &groups, &across)
+        })
+        .collect()
 }
 
 /// The search space of a study.

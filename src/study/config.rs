@@ -1,5 +1,11 @@
 //! The study configuration (TOML). Unknown keys are rejected by name.
+//!
+//! A study can combine both papers' designs over one pool: Belenki et al.'s Dirichlet
+//! mixtures over domains (`[mixtures]`, with held-out test mixtures and replicates) and
+//! Na et al.'s sets of base units (`[subsets]`), scored on eval sets and end-task sets
+//! (`data.task_sets`) and summarised by a weighted objective (`[objective]`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use datamix_decoder::{BackendKind, DecoderConfig, TrainConfig};
@@ -31,6 +37,15 @@ pub struct StudyConfig {
     pub continued: RunConfig,
     /// Ground-truth mixtures: trained for real to fit and judge the proxies.
     pub mixtures: MixtureConfig,
+    /// Mixtures as sets of base units (Na et al.'s setting); off unless `subsets.count > 0`.
+    #[serde(default)]
+    pub subsets: SubsetConfig,
+    /// Mixtures trained again with other seeds: the noise floor of every target.
+    #[serde(default)]
+    pub replicates: ReplicateConfig,
+    /// The objective: a weighted mean of eval-domain losses.
+    #[serde(default)]
+    pub objective: ObjectiveConfig,
     /// Regression and cross-validation.
     #[serde(default)]
     pub analysis: AnalysisConfig,
@@ -53,6 +68,11 @@ pub struct DataConfig {
     /// Out-of-domain evaluation sets (files or folders); each file is one eval domain.
     #[serde(default)]
     pub eval_sets: Vec<PathBuf>,
+    /// End-task sets (files or folders of JSONL `{"context", "answer"}` items); each file is
+    /// one eval domain named `task_<file stem>`, scored on the answer tokens only (the items
+    /// are joined into one stream, so earlier items act as few-shot examples).
+    #[serde(default)]
+    pub task_sets: Vec<PathBuf>,
     /// A `tokenizer.json`; when absent a byte-level BPE of `vocab_size` is trained on the corpus.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
@@ -69,6 +89,9 @@ pub struct DataConfig {
     /// Tokens scored per eval domain (held-out streams are cut to this length).
     #[serde(default = "default_eval_tokens")]
     pub eval_tokens: usize,
+    /// At most this many tokens per end-task stream (items past it are dropped).
+    #[serde(default = "default_task_tokens")]
+    pub task_tokens: usize,
     /// How documents map to domains (default: metadata field `domain`, which the
     /// readers fill from file or folder names).
     #[serde(default)]
@@ -83,6 +106,9 @@ fn default_heldout() -> f64 {
 }
 fn default_eval_tokens() -> usize {
     16_384
+}
+fn default_task_tokens() -> usize {
+    65_536
 }
 
 /// The decoder architecture: a preset, optionally with a few fields changed.
@@ -171,37 +197,99 @@ impl RunConfig {
     }
 }
 
-/// The ground-truth mixtures.
+/// The ground-truth mixtures (Belenki et al.'s setting).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixtureConfig {
-    /// Mixtures drawn from a symmetric Dirichlet (the uniform mixture is always added first).
+    /// Mixtures drawn from a symmetric Dirichlet (the uniform mixture is always added first),
+    /// test mixtures included.
     pub count: usize,
     /// Dirichlet concentration (1 = uniform on the simplex; smaller = sparser mixtures).
     #[serde(default = "default_alpha")]
     pub alpha: f64,
+    /// The last `test` mixtures are held out: never used to fit a regression or to choose a
+    /// family, only to measure predictions.
+    #[serde(default)]
+    pub test: usize,
+    /// Where the domain experts and the mixture models start: `seed` (continued from the
+    /// seed model, λ controls `continued / (seed + continued)` of training) or `scratch`
+    /// (random initialisation, λ controls all of it).
+    #[serde(default)]
+    pub init: Init,
 }
 
 fn default_alpha() -> f64 {
     1.0
 }
 
+/// Where experts and mixture models start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// Continued from the seed model (with its optimizer state; learning rate re-warmed).
+    #[default]
+    Seed,
+    /// From a random initialisation (the seed model is then only used for base units).
+    Scratch,
+}
+
+/// Na et al.'s setting: mixtures as sets of `k` base units, each trained for real on the
+/// union of its units with `k` times the unit budget (from the seed) and predicted by merges
+/// of the units' models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubsetConfig {
+    /// Number of distinct k-subsets drawn (0 = the setting is off).
+    pub count: usize,
+    /// Base units per subset.
+    pub k: usize,
+}
+
+impl Default for SubsetConfig {
+    fn default() -> Self {
+        Self { count: 0, k: 2 }
+    }
+}
+
+/// Replicates: mixtures trained again with other seeds (data order; initialisation too
+/// when `mixtures.init = "scratch"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicateConfig {
+    /// Indices into the mixtures (0 = the uniform mixture) trained again.
+    pub mixtures: Vec<usize>,
+    /// Extra seeds per replicated mixture (`seed + 1 ..= seed + seeds`).
+    pub seeds: usize,
+}
+
+/// The objective minimised by the search: `Σ_e w_e · loss_e / Σ_e w_e`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveConfig {
+    /// Weight per eval domain (held-out domain name, eval-set stem or `task_<stem>`);
+    /// empty = every eval domain weighted equally.
+    pub weights: BTreeMap<String, f64>,
+}
+
 /// Regression settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalysisConfig {
-    /// Cross-validation folds (0 = leave-one-out).
+    /// Cross-validation folds over the training mixtures (0 = leave-one-out).
     pub folds: usize,
     /// Model family used for the search (`ridge`, `gp`, `gbdt`; `auto` = best CV Spearman
-    /// on λ+MDE).
+    /// on λ+MDE over the training mixtures' folds).
     pub family: String,
+    /// Random training subsets per learning-curve point.
+    pub curve_repeats: usize,
 }
 
 impl Default for AnalysisConfig {
     fn default() -> Self {
         Self {
-            folds: 0,
+            folds: 5,
             family: "auto".into(),
+            curve_repeats: 20,
         }
     }
 }
@@ -217,6 +305,9 @@ pub struct SearchConfig {
     pub max_epochs: Option<f64>,
     /// Train a model on the recommended mixture and report its true loss.
     pub validate: bool,
+    /// Seeds the recommendation is trained with; the uniform and the best training mixture
+    /// are trained with the same seeds, so the gaps are stated in seed-to-seed units.
+    pub validate_seeds: usize,
 }
 
 impl Default for SearchConfig {
@@ -225,6 +316,7 @@ impl Default for SearchConfig {
             min_weight: 0.0,
             max_epochs: None,
             validate: true,
+            validate_seeds: 1,
         }
     }
 }
@@ -303,6 +395,45 @@ impl StudyConfig {
                 "mixtures.count = {} (expected >= 2: regression needs several trained mixtures)",
                 self.mixtures.count
             ));
+        }
+        if self.mixtures.test + 3 > self.mixtures.count {
+            return Err(format!(
+                "mixtures.test = {} with mixtures.count = {} (expected test <= count - 3: \
+                 at least 3 training mixtures are needed to fit and cross-validate)",
+                self.mixtures.test, self.mixtures.count
+            ));
+        }
+        if let Some(&i) = self
+            .replicates
+            .mixtures
+            .iter()
+            .find(|&&i| i >= self.mixtures.count)
+        {
+            return Err(format!(
+                "replicates.mixtures: mixture {i} does not exist (mixtures.count = {}, \
+                 indices 0..{})",
+                self.mixtures.count, self.mixtures.count
+            ));
+        }
+        if !self.replicates.mixtures.is_empty() && self.replicates.seeds == 0 {
+            return Err("replicates.seeds = 0 with replicates.mixtures set (expected >= 1)".into());
+        }
+        if self.subsets.count > 0 && self.subsets.k < 1 {
+            return Err("subsets.k = 0 (expected >= 1)".into());
+        }
+        if self.search.validate && self.search.validate_seeds == 0 {
+            return Err("search.validate_seeds = 0 (expected >= 1)".into());
+        }
+        for (name, &w) in &self.objective.weights {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(format!(
+                    "objective.weights.{name} = {w} (expected a finite weight >= 0)"
+                ));
+            }
+        }
+        if !self.objective.weights.is_empty() && self.objective.weights.values().sum::<f64>() <= 0.0
+        {
+            return Err("objective.weights sum to 0 (expected a positive sum)".into());
         }
         if !(self.mixtures.alpha.is_finite() && self.mixtures.alpha > 0.0) {
             return Err(format!(

@@ -21,9 +21,14 @@ pub struct EvalStream {
     pub name: String,
     /// Whether it is a training domain's held-out split.
     pub in_domain: bool,
+    /// Whether it is an end-task set (scored on its answer tokens only).
+    pub task: bool,
     /// The tokens (documents joined by the end-of-text token).
     #[serde(skip)]
     pub tokens: Vec<u32>,
+    /// Which targets count (`scored[t - 1]` for target `t`); `None` = all of them.
+    #[serde(skip)]
+    pub scored: Option<Vec<bool>>,
 }
 
 /// What the training stages need from the data.
@@ -166,17 +171,13 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
         eval.push(EvalStream {
             name: d.clone(),
             in_domain: true,
+            task: false,
             tokens,
+            scored: None,
         });
     }
     for s in &eval_sources {
-        let name = s
-            .path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.split('.').next())
-            .unwrap_or("eval")
-            .to_string();
+        let name = stem(&s.path);
         let tokens = tokenize_capped(s, &reader, &tokenizer, cfg.data.eval_tokens)?;
         if tokens.len() < 2 {
             return Err(Error::Invalid(format!(
@@ -193,8 +194,37 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
         eval.push(EvalStream {
             name,
             in_domain: false,
+            task: false,
             tokens,
+            scored: None,
         });
+    }
+    for p in &cfg.data.task_sets {
+        for s in Source::discover(p)? {
+            let name = format!("task_{}", stem(&s.path));
+            let t =
+                super::tasks::load(&s.path, &tokenizer, cfg.data.seq_len, cfg.data.task_tokens)?;
+            tracing::info!(
+                task = %name,
+                items = t.items,
+                answer_tokens = t.scored.iter().filter(|x| **x).count(),
+                truncated = t.truncated,
+                "end-task set"
+            );
+            if eval.iter().any(|e| e.name == name) {
+                return Err(Error::Invalid(format!(
+                    "data.task_sets: eval domain `{name}` ({}) clashes with another eval domain",
+                    s.path.display()
+                )));
+            }
+            eval.push(EvalStream {
+                name,
+                in_domain: false,
+                task: true,
+                tokens: t.tokens,
+                scored: Some(t.scored),
+            });
+        }
     }
     if eval.is_empty() {
         return Err(Error::Invalid(
@@ -338,6 +368,15 @@ fn corpus_stale(
     sources_changed("sources", &keys(&m.sources), train)
         .or_else(|| sources_changed("eval sets", &keys(&m.eval_sources), eval))
         .or_else(|| (m.tokenizer_hash != tokenizer_hash).then(|| "the tokenizer changed".into()))
+}
+
+/// A file's name up to its first dot (`sotu.jsonl.gz` -> `sotu`).
+fn stem(path: &std::path::Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').next())
+        .unwrap_or("eval")
+        .to_string()
 }
 
 fn tokenizer(

@@ -10,7 +10,7 @@ use datamix_partition::{Mixture, MixtureSampler, PackedCorpus};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::config::{RunConfig, StudyConfig};
+use super::config::{Init, RunConfig, StudyConfig};
 use super::data::Prepared;
 use crate::error::{Error, Result};
 use crate::pool::{Pool, PoolKey};
@@ -43,6 +43,8 @@ pub struct Lab<'a, B: AutodiffBackend> {
     model: DecoderConfig,
     device: B::Device,
     streams: Vec<(String, Vec<u32>)>,
+    /// Per stream, which log-probabilities count (end-task sets: the answer tokens only).
+    masks: Vec<Option<Vec<bool>>>,
     /// The previous proxy's buffers, reused by the next merge.
     proxies: Mutex<ProxyMerger>,
     bar: ProgressBar,
@@ -76,6 +78,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
                 .iter()
                 .map(|e| (e.name.clone(), e.tokens.clone()))
                 .collect(),
+            masks: data.eval.iter().map(|e| e.scored.clone()).collect(),
             proxies: Mutex::new(ProxyMerger::new()),
             bar,
         })
@@ -154,6 +157,24 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         Ok(key)
     }
 
+    /// Trains (or finds) a model on mixture λ the way experts and mixture models are
+    /// trained: from the seed model or from scratch (`mixtures.init`), for `continued`.
+    pub fn train_lambda(
+        &self,
+        seed: &PoolKey,
+        role: &str,
+        name: &str,
+        lambda: &[f64],
+        train_seed: u64,
+    ) -> Result<PoolKey> {
+        let mix = Mixture::from_weights(&self.data.corpus, lambda)?;
+        let from = match self.cfg.mixtures.init {
+            Init::Seed => Some(seed),
+            Init::Scratch => None,
+        };
+        self.train(role, name, from, &mix, &self.cfg.continued, train_seed)
+    }
+
     /// Loads a pool model for inference.
     pub fn load(&self, key: &PoolKey) -> Result<Decoder<B::InnerBackend>> {
         Ok(self
@@ -169,22 +190,43 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         }
     }
 
-    /// Per-token log-probabilities of a pool model on every eval stream.
+    /// Keeps the log-probabilities that count for stream `i` (all, or an end-task set's
+    /// answer tokens).
+    fn masked(&self, i: usize, logprobs: Vec<f32>) -> Vec<f32> {
+        match &self.masks[i] {
+            None => logprobs,
+            Some(m) => logprobs
+                .into_iter()
+                .zip(m)
+                .filter(|(_, keep)| **keep)
+                .map(|(l, _)| l)
+                .collect(),
+        }
+    }
+
+    /// Per-token log-probabilities of a pool model on every eval stream (end-task sets:
+    /// answer tokens only).
     pub fn score(&self, key: &PoolKey) -> Result<Vec<Vec<f32>>> {
         let model = self.load(key)?;
         let cfg = self.eval_config();
         self.streams
             .iter()
-            .map(|(_, t)| Ok(evaluate(&model, t, &cfg, &self.device)?.logprobs))
+            .enumerate()
+            .map(
+                |(i, (_, t))| Ok(self.masked(i, evaluate(&model, t, &cfg, &self.device)?.logprobs)),
+            )
             .collect()
     }
 
-    /// Mean cross-entropy per eval stream of the λ-weighted merge of the base-unit models
-    /// (each domain's units averaged uniformly, then the domains weighted by λ: Na et al.'s
-    /// macro merge with mixture weights), built in memory (in the previous proxy's
-    /// buffers) and never written.
-    pub fn score_merged(&self, lambda: &[f64], units: &[(String, PoolKey)]) -> Result<Vec<f64>> {
-        let plan = MergePlan::Average(
+    /// Mean cross-entropy of a pool model per eval stream.
+    pub fn score_mean(&self, key: &PoolKey) -> Result<Vec<f64>> {
+        Ok(self.score(key)?.iter().map(|l| mean_ce(l)).collect())
+    }
+
+    /// The λ-weighted merge of the base-unit models: each domain's units averaged uniformly,
+    /// then the domains weighted by λ (Na et al.'s macro merge with mixture weights).
+    pub fn lambda_plan(&self, lambda: &[f64], units: &[(String, PoolKey)]) -> MergePlan {
+        MergePlan::Average(
             self.data
                 .domains
                 .iter()
@@ -198,17 +240,37 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
                     (w, MergePlan::uniform(files))
                 })
                 .collect(),
-        );
+        )
+    }
+
+    /// A merge of pool models: `(weight, key)` pairs, normalised.
+    pub fn weighted_plan(&self, terms: &[(f64, &PoolKey)]) -> MergePlan {
+        MergePlan::weighted(terms.iter().map(|(w, k)| (self.pool.weights(k), *w)))
+    }
+
+    /// Mean cross-entropy per eval stream of a merge plan's model, built in memory (in the
+    /// previous proxy's buffers) and never written.
+    pub fn score_plan(&self, plan: &MergePlan) -> Result<Vec<f64>> {
         let mut proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
         let out = proxies.evaluate::<B::InnerBackend>(
-            &plan,
+            plan,
             &PathsOnly,
             &self.model,
             &self.streams,
             &self.eval_config(),
             &self.device,
         )?;
-        Ok(out.into_iter().map(|(_, r)| r.mean_ce).collect())
+        Ok(out
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, r))| mean_ce(&self.masked(i, r.logprobs)))
+            .collect())
+    }
+
+    /// Mean cross-entropy per eval stream of the λ-weighted merge of the base-unit models
+    /// ([`Lab::lambda_plan`]).
+    pub fn score_merged(&self, lambda: &[f64], units: &[(String, PoolKey)]) -> Result<Vec<f64>> {
+        self.score_plan(&self.lambda_plan(lambda, units))
     }
 
     /// Marks the progress bar done.

@@ -1,8 +1,9 @@
 //! Study stage 5: results as CSV/JSON, plots as SVG, a markdown summary.
 //!
 //! Layout under `out_dir/results/`: `mixtures.csv` (the regression dataset: λ, MDE and
-//! merged losses, true losses), `proxies.csv`, `regression.md`, `outcome.json` (every
-//! number), `report.md`, `proxies.svg`.
+//! merged losses, true losses), `proxies.csv`, `noise.csv`, `test.csv`, `curves.csv`,
+//! `subsets.csv` (Na et al.'s setting), `regression.md`, `outcome.json` (every number),
+//! `report.md`, and the plots `proxies.svg`, `subsets.svg`, `curves.svg`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,8 +12,9 @@ use datamix_decoder::checkpoint::write_atomic;
 use plotters::prelude::*;
 
 use super::StudyOutcome;
-use super::analysis::{self, objective};
+use super::analysis::{self, LAMBDA_ONLY, OBJECTIVE, objective};
 use super::config::StudyConfig;
+use super::stats;
 use crate::error::{Error, Result};
 
 /// Writes every result file; returns the report's markdown.
@@ -20,8 +22,9 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
     let dir = cfg.out_dir.join("results");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     analysis::dataset(o)?.to_csv(dir.join("mixtures.csv"))?;
+    let a = &o.analysis;
     let mut csv = String::from("target,proxy,pearson,spearman\n");
-    for q in &o.analysis.proxy_quality {
+    for q in &a.proxy_quality {
         let _ = writeln!(
             csv,
             "{},{},{:.6},{:.6}",
@@ -29,12 +32,53 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
         );
     }
     write_atomic(&dir.join("proxies.csv"), csv.as_bytes())?;
-    if let Some(t) = &o.analysis.comparison {
+    let mut csv = String::from("target,mixtures,runs,seed_sd,mixture_sd,ceiling\n");
+    for n in &a.noise {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.6e},{:.6e},{:.6}",
+            n.target, n.mixtures, n.runs, n.seed_sd, n.mixture_sd, n.ceiling
+        );
+    }
+    write_atomic(&dir.join("noise.csv"), csv.as_bytes())?;
+    let mut csv = String::from("family,features,mse,spearman,pearson,top1_regret\n");
+    for r in &a.test {
+        let m = &r.metrics;
+        let _ = writeln!(
+            csv,
+            "{},{},{:.6e},{:.6},{:.6},{:.6e}",
+            r.family, r.features, m.mse, m.spearman, m.pearson, m.top1_regret
+        );
+    }
+    write_atomic(&dir.join("test.csv"), csv.as_bytes())?;
+    let mut csv = String::from("family,features,n_train,spearman,spearman_sd,repeats\n");
+    for c in &a.curves {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.6},{:.6},{}",
+            c.family, c.features, c.n_train, c.spearman, c.spearman_sd, c.repeats
+        );
+    }
+    write_atomic(&dir.join("curves.csv"), csv.as_bytes())?;
+    if let Some(s) = &o.subsets {
+        let mut csv = String::from("eval_domain,in_domain,proxy,pearson,spearman\n");
+        for q in &s.quality {
+            let _ = writeln!(
+                csv,
+                "{},{},{},{:.6},{:.6}",
+                q.eval_domain, q.in_domain, q.proxy, q.pearson, q.spearman
+            );
+        }
+        write_atomic(&dir.join("subsets.csv"), csv.as_bytes())?;
+    }
+    if let Some(t) = &a.comparison {
         write_atomic(&dir.join("regression.md"), t.to_markdown().as_bytes())?;
     }
     let json = serde_json::to_vec_pretty(o).expect("outcome serialises");
     write_atomic(&dir.join("outcome.json"), &json)?;
     plot(o, &dir.join("proxies.svg"))?;
+    plot_subsets(o, &dir.join("subsets.svg"))?;
+    plot_curves(o, &dir.join("curves.svg"))?;
     let md = markdown(cfg, o);
     write_atomic(&dir.join("report.md"), md.as_bytes())?;
     Ok(md)
@@ -49,21 +93,47 @@ fn fmt_mix(domains: &[String], l: &[f64]) -> String {
         .join(", ")
 }
 
+/// Where an eval domain comes from.
+fn kind(o: &StudyOutcome, j: usize) -> &'static str {
+    if o.eval_task[j] {
+        "end task"
+    } else if o.eval_in_domain[j] {
+        "in-domain"
+    } else {
+        "out-of-domain"
+    }
+}
+
+/// Mean of the finite values (NaN when none).
+fn finite_mean(v: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
+    stats::mean(&v)
+}
+
 /// The human-readable summary.
 pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
     let a = &o.analysis;
+    let n_test = o.is_test.iter().filter(|t| **t).count();
     let mut s = String::from("# datamix study\n\n");
     let _ = writeln!(
         s,
-        "Config: `{}` backend, model preset `{}`; {} domains, {} base units, {} ground-truth mixtures, {} eval domains.\n",
+        "Config: `{}` backend, model preset `{}`; {} domains, {} base units, {} ground-truth mixtures \
+         ({} for training, {} held out for testing), {} replicate runs, {} unit subsets, {} eval domains. \
+         λ decides {:.0}% of each mixture model's training steps (`mixtures.init = {:?}`).\n",
         cfg.backend,
         cfg.model.preset,
         o.domains.len(),
         o.units_per_domain.iter().sum::<usize>(),
         o.mixtures.len(),
-        o.eval_domains.len()
+        o.mixtures.len() - n_test,
+        n_test,
+        o.replicates.len(),
+        o.subsets.as_ref().map_or(0, |x| x.subsets.len()),
+        o.eval_domains.len(),
+        100.0 * o.lambda_share,
+        cfg.mixtures.init,
     );
-    s.push_str("## Losses (mean CE, nats/token)\n\n| eval domain | in-domain | seed | best expert | mixture models (min / mean / max) |\n|---|---|---:|---:|---:|\n");
+    s.push_str("## Losses (mean CE, nats/token)\n\n| eval domain | kind | objective weight | seed | best expert | mixture models (min / mean / max) |\n|---|---|---:|---:|---:|---:|\n");
     for (j, e) in o.eval_domains.iter().enumerate() {
         let col: Vec<f64> = o.true_loss.iter().map(|r| r[j]).collect();
         let best_expert = o
@@ -73,36 +143,160 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
             .fold(f64::INFINITY, f64::min);
         let _ = writeln!(
             s,
-            "| {e} | {} | {:.4} | {:.4} | {:.4} / {:.4} / {:.4} |",
-            if o.eval_in_domain[j] { "yes" } else { "no" },
+            "| {e} | {} | {:.3} | {:.4} | {:.4} | {:.4} / {:.4} / {:.4} |",
+            kind(o, j),
+            o.objective_weights[j],
             o.seed_loss[j],
             best_expert,
             col.iter().copied().fold(f64::INFINITY, f64::min),
-            objective(&col),
+            stats::mean(&col),
             col.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         );
     }
-    s.push_str("\n## Proxies vs truth on the objective (mean over eval domains)\n\n| proxy | Pearson r | Spearman ρ |\n|---|---:|---:|\n");
-    for q in a
-        .proxy_quality
-        .iter()
-        .filter(|q| q.target == analysis::OBJECTIVE)
-    {
-        let _ = writeln!(s, "| {} | {:.3} | {:.3} |", q.proxy, q.pearson, q.spearman);
+    if !a.noise.is_empty() {
+        s.push_str("\n## Noise floor (seed-to-seed)\n\nThe same mixture trained with other seeds; the ceiling is the highest correlation any predictor can reach against one-seed measurements, `sqrt(1 - seed_sd² / mixture_sd²)`.\n\n| target | replicated mixtures | runs | seed-to-seed SD | SD across training mixtures | correlation ceiling |\n|---|---:|---:|---:|---:|---:|\n");
+        for n in &a.noise {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.2e} | {:.2e} | {:.3} |",
+                n.target, n.mixtures, n.runs, n.seed_sd, n.mixture_sd, n.ceiling
+            );
+        }
     }
-    s.push_str("\nPer eval domain: `proxies.csv`. Plot: `proxies.svg`.\n\n");
-    if let Some(t) = &a.comparison {
-        s.push_str("## Regression (cross-validated)\n\n");
-        s.push_str(&t.to_markdown());
-        s.push('\n');
-    }
-    s.push_str("## Search\n\n");
     let _ = writeln!(
         s,
-        "- Best trained mixture: mix{:02} (objective {:.4}): {}",
+        "\n## Proxies vs truth per eval domain (all {} mixtures)\n\nPearson r (Spearman ρ). The λ-only baseline is the best of ridge, GP and GBDT on λ alone, cross-validated ({} folds): a proxy's r means little unless it beats it.\n\n| target | MDE | merged (λ-weighted units) | λ-only baseline |\n|---|---:|---:|---:|",
+        o.mixtures.len(),
+        if cfg.analysis.folds == 0 {
+            "leave-one-out".to_string()
+        } else {
+            cfg.analysis.folds.to_string()
+        }
+    );
+    let targets: Vec<&str> = o
+        .eval_domains
+        .iter()
+        .map(String::as_str)
+        .chain([OBJECTIVE])
+        .collect();
+    for t in targets {
+        let cell = |p: &str| {
+            a.proxy_quality
+                .iter()
+                .find(|q| q.target == t && q.proxy.starts_with(p))
+                .map_or("-".into(), |q| {
+                    format!("{:.3} ({:.3})", q.pearson, q.spearman)
+                })
+        };
+        let base = a
+            .proxy_quality
+            .iter()
+            .find(|q| q.target == t && q.proxy.starts_with(LAMBDA_ONLY))
+            .map_or("-".into(), |q| {
+                format!(
+                    "{:.3} ({:.3}) {}",
+                    q.pearson,
+                    q.spearman,
+                    q.proxy
+                        .trim_start_matches(LAMBDA_ONLY)
+                        .trim_start_matches(": ")
+                )
+            });
+        let _ = writeln!(s, "| {t} | {} | {} | {base} |", cell("mde"), cell("merged"));
+    }
+    if let Some(t) = &a.comparison {
+        let _ = writeln!(
+            s,
+            "\n## Regression, cross-validated on the {} training mixtures\n",
+            o.mixtures.len() - n_test
+        );
+        s.push_str(&t.to_markdown());
+    }
+    if !a.test.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Held-out test mixtures ({n_test}, never fitted on, never used to choose a family)\n\nFitted on every training mixture, scored on the test mixtures' objective.\n\n| family | features | Spearman | Pearson | MSE | top-1 regret |\n|---|---|---:|---:|---:|---:|"
+        );
+        for r in &a.test {
+            let m = &r.metrics;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {:.3} | {:.3e} | {:.2e} |",
+                r.family, r.features, m.spearman, m.pearson, m.mse, m.top1_regret
+            );
+        }
+    }
+    if !a.curves.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Learning curves ({}: Spearman on the test mixtures, mean ± SD over random training subsets)\n\n| training mixtures | λ | λ+MDE |\n|---:|---:|---:|",
+            a.family
+        );
+        let mut sizes: Vec<usize> = a.curves.iter().map(|c| c.n_train).collect();
+        sizes.dedup();
+        for n in sizes {
+            let cell = |f: &str| {
+                a.curves
+                    .iter()
+                    .find(|c| c.n_train == n && c.features == f)
+                    .map_or("-".into(), |c| {
+                        format!("{:.3} ± {:.3} ({})", c.spearman, c.spearman_sd, c.repeats)
+                    })
+            };
+            let _ = writeln!(s, "| {n} | {} | {} |", cell("λ"), cell("λ+MDE"));
+        }
+    }
+    if let Some(x) = &o.subsets {
+        let _ = writeln!(
+            s,
+            "\n## Na et al.'s setting: {} subsets of k = {} base units\n\nPearson r of seq-model vs proxy perplexity over the subsets, per eval domain.\n",
+            x.subsets.len(),
+            x.k
+        );
+        let mut names: Vec<String> = x.proxies.iter().map(|(n, _)| n.clone()).collect();
+        names.push(LAMBDA_ONLY.into());
+        let _ = writeln!(s, "| eval domain | kind | {} |", names.join(" | "));
+        let _ = writeln!(s, "|---|---|{}", "---:|".repeat(names.len()));
+        let cell = |e: &str, p: &str| {
+            x.quality
+                .iter()
+                .find(|q| q.eval_domain == e && q.proxy.starts_with(p))
+                .map_or(f64::NAN, |q| q.pearson)
+        };
+        for (j, e) in o.eval_domains.iter().enumerate() {
+            let row: Vec<String> = names.iter().map(|p| format!("{:.3}", cell(e, p))).collect();
+            let _ = writeln!(s, "| {e} | {} | {} |", kind(o, j), row.join(" | "));
+        }
+        for (label, pick) in [("mean, out-of-domain", false), ("mean, in-domain", true)] {
+            let row: Vec<String> = names
+                .iter()
+                .map(|p| {
+                    let v = finite_mean(
+                        o.eval_domains
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| o.eval_in_domain[*j] == pick && !o.eval_task[*j])
+                            .map(|(_, e)| cell(e, p)),
+                    );
+                    format!("{v:.3}")
+                })
+                .collect();
+            let _ = writeln!(s, "| **{label}** | | {} |", row.join(" | "));
+        }
+    }
+    s.push_str("\n## Search\n\n");
+    let w = &o.objective_weights;
+    let _ = writeln!(
+        s,
+        "- Best training mixture: mix{:02} (objective {:.4}): {}",
         a.best_observed,
         a.best_observed_loss,
         fmt_mix(&o.domains, &o.mixtures[a.best_observed])
+    );
+    let _ = writeln!(
+        s,
+        "- Uniform mixture: objective {:.4}",
+        objective(&o.true_loss[0], w)
     );
     if let Some(r) = &a.recommended {
         let std = a
@@ -111,18 +305,41 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "- Recommended by {} on {}: predicted {:.4}{std}: {}",
+            "- Recommended by {} on {} (fitted on the training mixtures): predicted {:.4}{std}: {}",
             a.family,
             a.features.join("+"),
             a.predicted.unwrap_or(f64::NAN),
             fmt_mix(&o.domains, r)
         );
     }
-    if let Some(v) = a.validated_loss {
+    if let Some(v) = &a.validation {
+        let sd = a
+            .noise
+            .iter()
+            .find(|n| n.target == OBJECTIVE)
+            .map_or(f64::NAN, |n| n.seed_sd);
+        let (rec, uni, best) = (
+            stats::mean(&v.recommended),
+            stats::mean(&v.uniform),
+            stats::mean(&v.best),
+        );
         let _ = writeln!(
             s,
-            "- Trained on the recommendation: objective {v:.4} ({:+.4} vs the best trained mixture)",
-            v - a.best_observed_loss
+            "- Trained for real with {} seed(s): recommended {:.4}, uniform {:.4}, best training mixture (mix{:02}) {:.4} (means; seed-to-seed SD of the objective {:.2e})",
+            v.seeds.len(),
+            rec,
+            uni,
+            v.best_index,
+            best,
+            sd
+        );
+        let _ = writeln!(
+            s,
+            "- Recommended vs uniform: {:+.4} ({:+.1} SD); vs the best training mixture: {:+.4} ({:+.1} SD)",
+            rec - uni,
+            (rec - uni) / sd,
+            rec - best,
+            (rec - best) / sd
         );
     }
     if let (Some(m), Some(v)) = (&a.mde_optimum, a.mde_optimum_loss) {
@@ -142,20 +359,82 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
     s
 }
 
-/// One scatter panel: each trained mixture's loss against its two proxies.
+/// One scatter panel: the trained models' losses (y) against one or more proxies (x).
 struct Panel {
     name: String,
     truth: Vec<f64>,
-    mde: Vec<f64>,
-    merged: Vec<f64>,
+    series: Vec<(RGBColor, Vec<f64>)>,
 }
 
-/// One scatter panel per eval domain (and one for the objective): both proxies (MDE
-/// blue, merged red) against the trained models' losses.
-fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
+/// Padded range of some values.
+fn range(v: &[f64]) -> std::ops::Range<f64> {
+    let (lo, hi) = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    (lo - pad)..(hi + pad)
+}
+
+/// Draws scatter panels, three per row, into an SVG file (written to a temporary file and
+/// renamed).
+fn scatter(path: &Path, panels: &[Panel], x_desc: &str, y_desc: &str) -> Result<()> {
     let plot_err = |e: String| Error::Invalid(format!("plot {}: {e}", path.display()));
-    let col = |m: &Vec<Vec<f64>>, j: usize| m.iter().map(|r| r[j]).collect::<Vec<_>>();
-    let obj = |m: &Vec<Vec<f64>>| m.iter().map(|r| objective(r)).collect::<Vec<_>>();
+    let cols = 3;
+    let rows = panels.len().div_ceil(cols).max(1);
+    let tmp = path.with_extension("svg.tmp");
+    {
+        let root = SVGBackend::new(&tmp, (1200, 340 * rows as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
+        for (area, p) in root.split_evenly((rows, cols)).iter().zip(panels) {
+            let all: Vec<f64> = p
+                .series
+                .iter()
+                .flat_map(|(_, v)| v.iter().copied())
+                .collect();
+            let mut chart = ChartBuilder::on(area)
+                .caption(&p.name, ("sans-serif", 18))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(range(&all), range(&p.truth))
+                .map_err(|e| plot_err(e.to_string()))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .draw()
+                .map_err(|e| plot_err(e.to_string()))?;
+            for (colour, proxy) in &p.series {
+                chart
+                    .draw_series(
+                        proxy
+                            .iter()
+                            .zip(&p.truth)
+                            .map(|(&x, &y)| Circle::new((x, y), 3, colour.filled())),
+                    )
+                    .map_err(|e| plot_err(e.to_string()))?;
+            }
+        }
+        root.present().map_err(|e| plot_err(e.to_string()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// One panel per eval domain (and one for the objective): MDE (blue) and merged (red)
+/// proxies against the trained mixture models' losses.
+fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
+    let col = |m: &[Vec<f64>], j: usize| m.iter().map(|r| r[j]).collect::<Vec<_>>();
+    let obj = |m: &[Vec<f64>]| {
+        m.iter()
+            .map(|r| objective(r, &o.objective_weights))
+            .collect::<Vec<_>>()
+    };
     let mut panels: Vec<Panel> = o
         .eval_domains
         .iter()
@@ -163,67 +442,115 @@ fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
         .map(|(j, e)| Panel {
             name: e.clone(),
             truth: col(&o.true_loss, j),
-            mde: col(&o.mde_loss, j),
-            merged: col(&o.merged_loss, j),
+            series: vec![(BLUE, col(&o.mde_loss, j)), (RED, col(&o.merged_loss, j))],
         })
         .collect();
     panels.push(Panel {
-        name: "objective (mean)".into(),
+        name: "objective".into(),
         truth: obj(&o.true_loss),
-        mde: obj(&o.mde_loss),
-        merged: obj(&o.merged_loss),
+        series: vec![(BLUE, obj(&o.mde_loss)), (RED, obj(&o.merged_loss))],
     });
-    let cols = 3;
-    let rows = panels.len().div_ceil(cols);
+    scatter(
+        path,
+        &panels,
+        "proxy CE: MDE (blue), merged (red)",
+        "trained model CE",
+    )
+}
+
+/// Na et al.'s Figure 3: per eval domain, seq-model perplexity against the macro (red),
+/// micro (blue) and expert (green) merges' perplexities.
+fn plot_subsets(o: &StudyOutcome, path: &Path) -> Result<()> {
+    let Some(x) = &o.subsets else {
+        return Ok(());
+    };
+    let ppl = |m: &[Vec<f64>], j: usize| m.iter().map(|r| r[j].exp()).collect::<Vec<_>>();
+    let panels: Vec<Panel> = o
+        .eval_domains
+        .iter()
+        .enumerate()
+        .map(|(j, e)| Panel {
+            name: e.clone(),
+            truth: ppl(&x.seq_loss, j),
+            series: x
+                .proxies
+                .iter()
+                .filter_map(|(n, m)| {
+                    let c = match n.as_str() {
+                        "macro" => RED,
+                        "micro" => BLUE,
+                        "experts" => GREEN,
+                        _ => return None,
+                    };
+                    Some((c, ppl(m, j)))
+                })
+                .collect(),
+        })
+        .collect();
+    scatter(
+        path,
+        &panels,
+        "merged PPL: macro (red), micro (blue), experts (green)",
+        "seq model PPL",
+    )
+}
+
+/// Learning curves: Spearman on the test mixtures against the number of training mixtures,
+/// λ (grey) and λ+MDE (blue), ± one SD.
+fn plot_curves(o: &StudyOutcome, path: &Path) -> Result<()> {
+    let c = &o.analysis.curves;
+    if c.is_empty() {
+        return Ok(());
+    }
+    let plot_err = |e: String| Error::Invalid(format!("plot {}: {e}", path.display()));
     let tmp = path.with_extension("svg.tmp");
     {
-        let root = SVGBackend::new(&tmp, (1200, 340 * rows as u32)).into_drawing_area();
+        let root = SVGBackend::new(&tmp, (720, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
-        let areas = root.split_evenly((rows, cols));
-        for (
-            area,
-            Panel {
-                name,
-                truth,
-                mde,
-                merged,
-            },
-        ) in areas.iter().zip(&panels)
-        {
-            let all: Vec<f64> = mde.iter().chain(merged).copied().collect();
-            let range = |v: &[f64]| {
-                let (lo, hi) = v
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-                        (a.min(x), b.max(x))
-                    });
-                let pad = ((hi - lo) * 0.08).max(1e-3);
-                (lo - pad)..(hi + pad)
-            };
-            let mut chart = ChartBuilder::on(area)
-                .caption(name, ("sans-serif", 18))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(56)
-                .build_cartesian_2d(range(&all), range(truth))
-                .map_err(|e| plot_err(e.to_string()))?;
+        let max_n = c.iter().map(|p| p.n_train).max().unwrap_or(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{}: Spearman on held-out test mixtures", o.analysis.family),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..max_n + 1.0, -1.0..1.0)
+            .map_err(|e| plot_err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("training mixtures")
+            .y_desc("Spearman ρ (test)")
+            .draw()
+            .map_err(|e| plot_err(e.to_string()))?;
+        for (f, colour) in [("λ", RGBColor(120, 120, 120)), ("λ+MDE", BLUE)] {
+            let pts: Vec<(f64, f64, f64)> = c
+                .iter()
+                .filter(|p| p.features == f && p.spearman.is_finite())
+                .map(|p| (p.n_train as f64, p.spearman, p.spearman_sd))
+                .collect();
             chart
-                .configure_mesh()
-                .x_desc("proxy: MDE (blue), merged (red)")
-                .y_desc("trained model")
-                .draw()
+                .draw_series(LineSeries::new(
+                    pts.iter().map(|p| (p.0, p.1)),
+                    colour.stroke_width(2),
+                ))
+                .map_err(|e| plot_err(e.to_string()))?
+                .label(f)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+            chart
+                .draw_series(
+                    pts.iter().filter(|p| p.2.is_finite()).map(|p| {
+                        PathElement::new(vec![(p.0, p.1 - p.2), (p.0, p.1 + p.2)], colour)
+                    }),
+                )
                 .map_err(|e| plot_err(e.to_string()))?;
-            for (proxy, colour) in [(mde, BLUE), (merged, RED)] {
-                chart
-                    .draw_series(
-                        proxy
-                            .iter()
-                            .zip(truth)
-                            .map(|(&x, &y)| Circle::new((x, y), 3, colour.filled())),
-                    )
-                    .map_err(|e| plot_err(e.to_string()))?;
-            }
         }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(e.to_string()))?;
         root.present().map_err(|e| plot_err(e.to_string()))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
