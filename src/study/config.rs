@@ -189,9 +189,11 @@ impl RunConfig {
         }
     }
 
-    /// Tokens a run consumes.
+    /// Tokens a run consumes (saturating; `validate` rejects configs where it would overflow).
     pub fn tokens(&self, seq_len: usize) -> u64 {
-        self.steps * (self.batch_size * seq_len) as u64
+        (self.batch_size as u64)
+            .saturating_mul(seq_len as u64)
+            .saturating_mul(self.steps)
     }
 }
 
@@ -464,7 +466,7 @@ impl StudyConfig {
                 self.search.min_weight
             ));
         }
-        Ok(())
+        super::checks::check(self)
     }
 }
 

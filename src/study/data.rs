@@ -1,13 +1,14 @@
 //! Study stage 1: tokenizer, packed corpus (domains, base units, held-out splits) and the
 //! evaluation streams.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datamix_partition::{
     DEFAULT_EOT, PackedCorpus, PartitionConfig, Partitioner, ReaderOptions, Source, TextTokenizer,
     train_tokenizer,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::config::StudyConfig;
@@ -45,6 +46,15 @@ pub struct Prepared {
 
 /// Builds (or reuses) the tokenizer and the packed corpus under `out_dir` and cuts the
 /// eval streams.
+///
+/// Both derived artefacts are keyed by what they derive from: every source's path and
+/// content hash (xxh3-128 of its bytes, [`Source::content_hash`], computed once here and
+/// handed to the partitioner), the settings and the tokenizer. The packed corpus is reused
+/// only when its manifest records the same partition config, tokenizer hash and the same
+/// training and eval sources (paths, in order, with the same content hashes); the trained
+/// tokenizer only when its key file ([`TOKENIZER_KEY_SUFFIX`]) records the same sources,
+/// vocabulary and training parameters, and the tokenizer's own hash. The log says why
+/// each was reused or rebuilt.
 pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     let out = &cfg.out_dir;
     let sources = Source::discover(&cfg.data.corpus)?;
@@ -58,9 +68,15 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     for p in &cfg.data.eval_sets {
         eval_sources.extend(Source::discover(p)?);
     }
+    let train_keys = source_keys(&sources)?;
+    let eval_keys = source_keys(&eval_sources)?;
     let reader = ReaderOptions::default();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let tokenizer = tokenizer(cfg, &sources, &reader)?;
+    let tokenizer = tokenizer(cfg, &sources, &train_keys, &reader)?;
+    if cfg.data.tokenizer.is_some() {
+        // Checked with data.vocab_size before; now that the real vocabulary is known:
+        super::checks::memory(cfg, tokenizer.vocab_size()).map_err(Error::Invalid)?;
+    }
 
     let pcfg = PartitionConfig {
         seq_len: cfg.data.seq_len,
@@ -74,20 +90,33 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
         ..PartitionConfig::default()
     };
     let corpus_dir = out.join("corpus");
-    let reuse = datamix_partition::Manifest::load(&corpus_dir).is_ok_and(|m| {
-        m.config == pcfg
-            && m.tokenizer_hash == tokenizer.hash()
-            && m.sources.len() == sources.len()
-            && m.eval_sources.len() == eval_sources.len()
-    });
-    if reuse {
-        tracing::info!(dir = %corpus_dir.display(), "reusing the packed corpus");
-    } else {
-        tracing::info!(dir = %corpus_dir.display(), "partitioning the corpus");
-        Partitioner::new(pcfg, tokenizer.clone())?
-            .with_cache_dir(out.join("cache"))
-            .with_eval_sets(eval_sources.clone())
-            .run(&sources, &corpus_dir)?;
+    match corpus_stale(
+        &corpus_dir,
+        &pcfg,
+        tokenizer.hash(),
+        &train_keys,
+        &eval_keys,
+    ) {
+        None => tracing::info!(
+            dir = %corpus_dir.display(),
+            "reusing the packed corpus: same partition settings, tokenizer and {} source(s) \
+             (paths and content hashes)",
+            train_keys.len() + eval_keys.len()
+        ),
+        Some(why) => {
+            tracing::info!(dir = %corpus_dir.display(), "partitioning the corpus: {why}");
+            let hashes = sources
+                .iter()
+                .zip(&train_keys)
+                .chain(eval_sources.iter().zip(&eval_keys))
+                .map(|(s, k)| (s.path.clone(), k.content_hash.clone()))
+                .collect();
+            Partitioner::new(pcfg, tokenizer.clone())?
+                .with_cache_dir(out.join("cache"))
+                .with_eval_sets(eval_sources.clone())
+                .with_content_hashes(hashes)
+                .run(&sources, &corpus_dir)?;
+        }
     }
     let corpus = Arc::new(PackedCorpus::open(&corpus_dir)?);
     let manifest_path = corpus_dir.join("manifest.json");
@@ -103,6 +132,24 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
             domains.len()
         )));
     }
+    for s in m.sources.iter().chain(&m.eval_sources) {
+        if s.documents == 0 {
+            tracing::warn!(source = %s.path, "holds no documents: it contributes nothing");
+        }
+    }
+    for d in &m.domains {
+        if d.tokens < cfg.data.unit_tokens {
+            tracing::warn!(
+                domain = %d.name,
+                "{} training tokens, fewer than data.unit_tokens = {}: its only base unit is \
+                 smaller than the others (lower data.unit_tokens for equal units)",
+                d.tokens,
+                cfg.data.unit_tokens
+            );
+        }
+    }
+    let domain_tokens: Vec<u64> = m.domains.iter().map(|d| d.tokens).collect();
+    super::checks::search_bounds(cfg, &domains, &domain_tokens).map_err(Error::Invalid)?;
 
     let mut eval = Vec::new();
     for d in &domains {
@@ -192,6 +239,137 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     })
 }
 
+/// Suffix of the file beside a trained tokenizer recording what it was trained from.
+pub const TOKENIZER_KEY_SUFFIX: &str = ".key.json";
+
+/// A source as a derived artefact is keyed by it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceKey {
+    /// The path as discovered (as the manifest records it).
+    pub path: String,
+    /// xxh3-128 of its bytes ([`Source::content_hash`]).
+    pub content_hash: String,
+}
+
+/// Hashes every source once.
+fn source_keys(sources: &[Source]) -> Result<Vec<SourceKey>> {
+    sources
+        .iter()
+        .map(|s| {
+            Ok(SourceKey {
+                path: s.path.display().to_string(),
+                content_hash: s.content_hash()?,
+            })
+        })
+        .collect()
+}
+
+/// What a trained tokenizer derives from (the key file beside it), plus its own hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TokenizerKey {
+    format: String,
+    vocab_size: usize,
+    eot: String,
+    max_bytes: u64,
+    reader: ReaderOptions,
+    sources: Vec<SourceKey>,
+    /// [`TextTokenizer::hash`] of the file it describes (guards against a tokenizer
+    /// replaced without its key, e.g. by a run killed between the two writes).
+    tokenizer_hash: String,
+}
+
+const TOKENIZER_KEY_FORMAT: &str = "datamix-tokenizer-key-v1";
+
+/// Why `old` sources differ from `new` ones (`what` names them in the message); `None`
+/// when they are the same paths, in the same order, with the same content hashes.
+fn sources_changed(what: &str, old: &[SourceKey], new: &[SourceKey]) -> Option<String> {
+    let mut why = Vec::new();
+    for n in new {
+        match old.iter().find(|o| o.path == n.path) {
+            None => why.push(format!("{} added", n.path)),
+            Some(o) if o.content_hash != n.content_hash => why.push(format!("{} changed", n.path)),
+            Some(_) => {}
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.path == o.path) {
+            why.push(format!("{} removed", o.path));
+        }
+    }
+    if old.len() != new.len() {
+        why.insert(
+            0,
+            format!("number of {what} changed ({} -> {})", old.len(), new.len()),
+        );
+    }
+    if why.is_empty() && old != new {
+        why.push(format!("order of {what} changed"));
+    }
+    if why.is_empty() {
+        return None;
+    }
+    let more = why.len().saturating_sub(4);
+    why.truncate(4);
+    if more > 0 {
+        why.push(format!("{more} more"));
+    }
+    Some(why.join(", "))
+}
+
+/// Why the packed corpus in `dir` cannot be reused (`None`: it can).
+fn corpus_stale(
+    dir: &Path,
+    pcfg: &PartitionConfig,
+    tokenizer_hash: &str,
+    train: &[SourceKey],
+    eval: &[SourceKey],
+) -> Option<String> {
+    if !dir
+        .join(datamix_partition::manifest::MANIFEST_FILE)
+        .exists()
+    {
+        return Some("no packed corpus yet".into());
+    }
+    let m = match datamix_partition::Manifest::load(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("its manifest cannot be read ({e})")),
+    };
+    if m.config != *pcfg {
+        let (old, new) = (
+            serde_json::to_value(&m.config).unwrap_or_default(),
+            serde_json::to_value(pcfg).unwrap_or_default(),
+        );
+        let fields: Vec<&str> = match (old.as_object(), new.as_object()) {
+            (Some(o), Some(n)) => n
+                .iter()
+                .filter(|(k, v)| o.get(*k) != Some(*v))
+                .map(|(k, _)| k.as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
+        return Some(format!(
+            "partition settings changed ({})",
+            if fields.is_empty() {
+                "format".to_string()
+            } else {
+                fields.join(", ")
+            }
+        ));
+    }
+    let keys = |entries: &[datamix_partition::SourceEntry]| -> Vec<SourceKey> {
+        entries
+            .iter()
+            .map(|e| SourceKey {
+                path: e.path.clone(),
+                content_hash: e.content_hash.clone(),
+            })
+            .collect()
+    };
+    sources_changed("sources", &keys(&m.sources), train)
+        .or_else(|| sources_changed("eval sets", &keys(&m.eval_sources), eval))
+        .or_else(|| (m.tokenizer_hash != tokenizer_hash).then(|| "the tokenizer changed".into()))
+}
+
 /// A file's name up to its first dot (`sotu.jsonl.gz` -> `sotu`).
 fn stem(path: &std::path::Path) -> String {
     path.file_name()
@@ -204,6 +382,7 @@ fn stem(path: &std::path::Path) -> String {
 fn tokenizer(
     cfg: &StudyConfig,
     sources: &[Source],
+    keys: &[SourceKey],
     reader: &ReaderOptions,
 ) -> Result<TextTokenizer> {
     if let Some(path) = &cfg.data.tokenizer {
@@ -212,16 +391,67 @@ fn tokenizer(
     let path = cfg
         .out_dir
         .join(format!("tokenizer-bpe{}.json", cfg.data.vocab_size));
-    if path.is_file() {
-        tracing::info!(path = %path.display(), "reusing the trained tokenizer");
-        return Ok(TextTokenizer::from_file(&path, DEFAULT_EOT)?);
-    }
+    let mut key_name = path.as_os_str().to_os_string();
+    key_name.push(TOKENIZER_KEY_SUFFIX);
+    let key_path = PathBuf::from(key_name);
+    let mut want = TokenizerKey {
+        format: TOKENIZER_KEY_FORMAT.into(),
+        vocab_size: cfg.data.vocab_size,
+        eot: DEFAULT_EOT.into(),
+        max_bytes: u64::MAX,
+        reader: reader.clone(),
+        sources: keys.to_vec(),
+        tokenizer_hash: String::new(),
+    };
+    let why = if !path.is_file() {
+        "no trained tokenizer yet".to_string()
+    } else {
+        let recorded = std::fs::read(&key_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<TokenizerKey>(&b).ok());
+        match recorded {
+            None => format!(
+                "{} records nothing usable about its training data",
+                key_path.display()
+            ),
+            Some(old) => {
+                let tok = TextTokenizer::from_file(&path, DEFAULT_EOT)?;
+                let why = if old.tokenizer_hash != tok.hash() {
+                    Some("the tokenizer file does not match its key file".to_string())
+                } else if old.format != want.format
+                    || old.vocab_size != want.vocab_size
+                    || old.eot != want.eot
+                    || old.max_bytes != want.max_bytes
+                    || old.reader != want.reader
+                {
+                    Some("training parameters changed".to_string())
+                } else {
+                    sources_changed("sources", &old.sources, &want.sources)
+                };
+                match why {
+                    None => {
+                        tracing::info!(
+                            path = %path.display(),
+                            "reusing the trained tokenizer: same training parameters and {} \
+                             source(s) (paths and content hashes)",
+                            keys.len()
+                        );
+                        return Ok(tok);
+                    }
+                    Some(w) => w,
+                }
+            }
+        }
+    };
     tracing::info!(
         vocab = cfg.data.vocab_size,
-        "training a byte-level BPE on the corpus"
+        "training a byte-level BPE on the corpus: {why}"
     );
     let tok = train_tokenizer(sources, reader, cfg.data.vocab_size, DEFAULT_EOT, u64::MAX)?;
     tok.save(&path)?;
+    want.tokenizer_hash = tok.hash().to_string();
+    let json = serde_json::to_vec_pretty(&want).expect("tokenizer key serialises");
+    datamix_decoder::checkpoint::write_atomic(&key_path, &json)?;
     Ok(tok)
 }
 
@@ -242,4 +472,57 @@ fn tokenize_capped(
     }
     tokens.truncate(cap);
     Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &[(&str, &str)]) -> Vec<SourceKey> {
+        v.iter()
+            .map(|(p, h)| SourceKey {
+                path: p.to_string(),
+                content_hash: h.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn source_changes_are_explained() {
+        let a = keys(&[("corpus/books.jsonl", "1"), ("corpus/code.jsonl", "2")]);
+        assert_eq!(sources_changed("sources", &a, &a), None);
+        let edited = keys(&[("corpus/books.jsonl", "9"), ("corpus/code.jsonl", "2")]);
+        assert_eq!(
+            sources_changed("sources", &a, &edited).unwrap(),
+            "corpus/books.jsonl changed"
+        );
+        let more = keys(&[
+            ("corpus/books.jsonl", "1"),
+            ("corpus/code.jsonl", "2"),
+            ("corpus/web.jsonl", "3"),
+        ]);
+        assert_eq!(
+            sources_changed("sources", &a, &more).unwrap(),
+            "number of sources changed (2 -> 3), corpus/web.jsonl added"
+        );
+        let moved = keys(&[("other/books.jsonl", "1"), ("other/code.jsonl", "2")]);
+        let why = sources_changed("sources", &a, &moved).unwrap();
+        assert!(
+            why.contains("other/books.jsonl added") && why.contains("corpus/books.jsonl removed"),
+            "{why}"
+        );
+        let swapped = keys(&[("corpus/code.jsonl", "2"), ("corpus/books.jsonl", "1")]);
+        assert_eq!(
+            sources_changed("sources", &a, &swapped).unwrap(),
+            "order of sources changed"
+        );
+        let many: Vec<SourceKey> = (0..10)
+            .map(|i| SourceKey {
+                path: format!("x{i}"),
+                content_hash: "0".into(),
+            })
+            .collect();
+        let why = sources_changed("sources", &[], &many).unwrap();
+        assert!(why.ends_with("7 more"), "{why}");
+    }
 }

@@ -17,6 +17,7 @@
 //! 5. **Report** ([`report`]): CSV/JSON results, SVG plots, a markdown summary.
 
 pub mod analysis;
+mod checks;
 pub mod config;
 pub mod data;
 pub mod design;

@@ -270,13 +270,51 @@ pub fn write_safetensors(
             (name.clone(), view)
         })
         .collect();
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| {
-        DecoderError::CorruptCheckpoint {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-    })?;
-    write_atomic(path, &bytes)
+    let corrupt = |reason: String| DecoderError::CorruptCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(e.to_string()))?;
+    write_atomic(path, &sorted_header(bytes).map_err(corrupt)?)
+}
+
+/// Rewrites a safetensors buffer's JSON header with every key sorted (tensor names and the
+/// `__metadata__` entries, which `safetensors::serialize` writes from a `HashMap` in a
+/// random order), padded with spaces to 8 bytes as the format asks; the tensor data is
+/// untouched. Equal tensors and metadata then give byte-identical files, which any
+/// safetensors reader loads as before (readers order tensors by their data offsets).
+pub fn sorted_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or("shorter than a safetensors header")?;
+    let end = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&e| e <= bytes.len())
+        .ok_or("header length past the end")?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..end]).map_err(|e| e.to_string())?;
+    let header: BTreeMap<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "__metadata__" {
+                let m: BTreeMap<String, String> =
+                    serde_json::from_value(v).map_err(|e| e.to_string())?;
+                Ok((k, serde_json::to_value(m).map_err(|e| e.to_string())?))
+            } else {
+                Ok((k, v))
+            }
+        })
+        .collect::<std::result::Result<_, String>>()?;
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 /// Reads every tensor of a safetensors file as f32 (from f32, bf16 or f16),
@@ -341,4 +379,46 @@ pub fn save_weights<B: Backend>(
         ),
     ]);
     write_safetensors(path, &to_host(model), meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_tensors_and_metadata_give_identical_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tensors = TensorMap::new();
+        for (i, name) in ["b.weight", "a.weight", "z", "m.bias"].iter().enumerate() {
+            tensors.insert(
+                name.to_string(),
+                HostTensor {
+                    shape: vec![2, i + 1],
+                    data: (0..2 * (i + 1)).map(|x| x as f32 * 0.5 - 1.0).collect(),
+                },
+            );
+        }
+        let meta = || -> HashMap<String, String> {
+            (0..16)
+                .map(|i| (format!("key{i}"), format!("value {i}")))
+                .collect()
+        };
+        let mut files = Vec::new();
+        for i in 0..6 {
+            let p = dir.path().join(format!("m{i}.safetensors"));
+            write_safetensors(&p, &tensors, meta()).unwrap();
+            files.push(std::fs::read(&p).unwrap());
+            let (back, m) = read_safetensors(&p).unwrap();
+            assert_eq!(back, tensors);
+            assert_eq!(m, meta());
+        }
+        assert!(files.windows(2).all(|w| w[0] == w[1]), "files differ");
+        // The safetensors crate's own parser accepts it.
+        let st = SafeTensors::deserialize(&files[0]).unwrap();
+        assert_eq!(st.len(), 4);
+        let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        assert!(sorted_header(b"short".to_vec()).is_err());
+        assert!(sorted_header([u64::MAX.to_le_bytes().as_slice(), b"{}"].concat()).is_err());
+    }
 }

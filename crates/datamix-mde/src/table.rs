@@ -247,12 +247,21 @@ impl ExpertTable {
         )
         .map_err(|e| fmt(&e))?;
         let bytes = safetensors::serialize([(TENSOR, view)], Some(info)).map_err(|e| fmt(&e))?;
+        let bytes = sorted_header(bytes).map_err(|e| fmt(&e))?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
         tmp.write_all(&bytes).map_err(io)?;
+        // Temporary files are private (0600); the table gets the usual 0644.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(io)?;
+        }
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(path).map_err(|e| io(e.error))?;
         Ok(())
@@ -443,4 +452,42 @@ impl ExpertTableBuilder {
     pub fn build(self) -> Result<ExpertTable> {
         ExpertTable::from_parts(self.meta, self.logp)
     }
+}
+
+/// Rewrites a safetensors buffer's JSON header with every key sorted (the tensor and the
+/// `__metadata__` entries, which `safetensors::serialize` writes from a `HashMap` in a
+/// random order), padded with spaces to 8 bytes; the data is untouched. Equal tables then
+/// give byte-identical files.
+fn sorted_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or("shorter than a safetensors header")?;
+    let end = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&e| e <= bytes.len())
+        .ok_or("header length past the end")?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..end]).map_err(|e| e.to_string())?;
+    let header: BTreeMap<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "__metadata__" {
+                let m: BTreeMap<String, String> =
+                    serde_json::from_value(v).map_err(|e| e.to_string())?;
+                Ok((k, serde_json::to_value(m).map_err(|e| e.to_string())?))
+            } else {
+                Ok((k, v))
+            }
+        })
+        .collect::<std::result::Result<_, String>>()?;
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }

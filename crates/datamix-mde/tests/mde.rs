@@ -387,6 +387,34 @@ fn save_load_round_trip_and_bad_files() {
     ));
 }
 
+#[test]
+fn identical_tables_save_to_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = random_table(4, 257, 5);
+    let mut files = Vec::new();
+    for i in 0..6 {
+        // Fresh HashMaps each time: their iteration order (and formerly the header's) varies.
+        let p = dir.path().join(format!("t{i}.safetensors"));
+        table.save(&p).unwrap();
+        files.push(std::fs::read(&p).unwrap());
+        let back = ExpertTable::load(&p).unwrap();
+        assert_eq!(back.meta(), table.meta());
+        assert_eq!(back.logp(), table.logp());
+    }
+    assert!(files.windows(2).all(|w| w[0] == w[1]), "table files differ");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("t0.safetensors"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "tables are not private temp files");
+    }
+    let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+    assert_eq!(n % 8, 0, "header padded to 8 bytes");
+}
+
 fn small_table() -> impl Strategy<Value = (usize, Vec<f32>)> {
     (2usize..5, 1usize..40)
         .prop_flat_map(|(k, t)| (Just(k), proptest::collection::vec(-30.0f32..0.0, k * t)))

@@ -1397,17 +1397,27 @@ impl MergedTensors {
     }
 
     /// The merged model as safetensors bytes (`f32` floats), e.g. for a
-    /// loader that reads from a buffer.
+    /// loader that reads from a buffer: the same bytes as [`save`](Self::save)
+    /// with [`OutDtype::F32`] (sorted header, so equal models give equal bytes).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, MergeError> {
-        let meta = metadata(&self.record)?;
-        safetensors::serialize(
-            self.tensors.iter().map(|t| (t.name.as_str(), t)),
-            Some(meta),
-        )
-        .map_err(|e| MergeError::InvalidFile {
-            path: PathBuf::from("<memory>"),
-            reason: e.to_string(),
-        })
+        let mut order: Vec<&MergedTensor> = self.tensors.iter().collect();
+        order.sort_by_key(|t| std::cmp::Reverse(t.dtype().bitsize()));
+        let entries: Vec<_> = order
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.dtype(),
+                    t.shape.as_slice(),
+                    t.bytes().len(),
+                )
+            })
+            .collect();
+        let mut out = header_bytes(&entries, &self.record)?;
+        for t in order {
+            out.extend_from_slice(t.bytes());
+        }
+        Ok(out)
     }
 
     /// Writes the model to a safetensors file atomically, floats as `dtype`.

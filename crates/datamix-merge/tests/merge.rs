@@ -467,6 +467,13 @@ fn in_memory_result_saves_and_serialises_like_a_file_merge() {
         );
     }
     let bytes = merged.to_safetensors_bytes().unwrap();
+    // Deterministic (the header's metadata comes from a HashMap) and the same as the file.
+    for _ in 0..4 {
+        assert_eq!(merged.to_safetensors_bytes().unwrap(), bytes);
+    }
+    let saved = dir.path("saved-f32");
+    merged.save(&saved, OutDtype::F32).unwrap();
+    assert_eq!(std::fs::read(&saved).unwrap(), bytes);
     let st = SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.len(), 3);
     assert_eq!(

@@ -25,9 +25,17 @@ pub fn create(path: &Path) -> Result<tempfile::NamedTempFile> {
         .map_err(|e| PartitionError::io(dir, e))
 }
 
-/// Flushes, fsyncs and renames a temporary file to `path`.
+/// Flushes, fsyncs and renames a temporary file to `path` (readable by all, `0644`, like a
+/// file created the usual way; temporary files start private, `0600`).
 pub fn persist(mut f: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     f.flush().map_err(|e| PartitionError::io(path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| PartitionError::io(path, e))?;
+    }
     f.as_file()
         .sync_all()
         .map_err(|e| PartitionError::io(path, e))?;

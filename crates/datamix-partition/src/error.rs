@@ -26,6 +26,37 @@ pub enum PartitionError {
         /// What the parser said.
         message: String,
     },
+    /// Text that is not valid UTF-8 (a `.txt` line, a JSONL line, or a file of a folder
+    /// source, where `line` is 0).
+    #[error("{}: not valid UTF-8 text (datamix reads text as UTF-8: re-encode the file)", location(path, *line))]
+    InvalidUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number (0: the whole file).
+        line: u64,
+    },
+    /// Decontamination removed (nearly) all of a domain's training documents: an eval set
+    /// overlaps it.
+    #[error(
+        "the eval set(s) {eval_sets} overlap training domain `{domain}`: {contaminated} of its \
+         {documents} training documents were removed as contaminated (they share a \
+         {ngram}-token window with an eval set), too few are left for one {seq_len}-token \
+         sequence"
+    )]
+    Contaminated {
+        /// The domain.
+        domain: String,
+        /// The eval sets.
+        eval_sets: String,
+        /// Training documents removed.
+        contaminated: u64,
+        /// Training documents before decontamination.
+        documents: u64,
+        /// Decontamination window.
+        ngram: usize,
+        /// The sequence length.
+        seq_len: usize,
+    },
     /// A record lacks the text field (or it is not a string).
     #[error("{path}:{line}: record has no string field `{field}`")]
     MissingText {
@@ -119,6 +150,14 @@ impl PartitionError {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn location(path: &std::path::Path, line: u64) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}", path.display())
     }
 }
 

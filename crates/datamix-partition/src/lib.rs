@@ -45,6 +45,7 @@ mod atomic;
 pub mod bloom;
 mod corpus;
 mod error;
+pub mod leftovers;
 pub mod manifest;
 #[cfg(feature = "parquet")]
 mod parquet_reader;

@@ -3,7 +3,7 @@
 //! manifest. The whole output directory appears atomically.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -153,6 +153,7 @@ pub struct Partitioner {
     tokenizer: TextTokenizer,
     cache_dir: Option<PathBuf>,
     eval_sources: Vec<Source>,
+    known_hashes: HashMap<PathBuf, String>,
 }
 
 /// One document as cached after tokenization (its text is not kept).
@@ -206,6 +207,7 @@ impl Partitioner {
             tokenizer,
             cache_dir: None,
             eval_sources: Vec::new(),
+            known_hashes: HashMap::new(),
         })
     }
 
@@ -220,6 +222,14 @@ impl Partitioner {
     /// dropped.
     pub fn with_eval_sets(mut self, sources: Vec<Source>) -> Self {
         self.eval_sources = sources;
+        self
+    }
+
+    /// Content hashes ([`Source::content_hash`]) the caller has already computed, by source
+    /// path: used instead of reading those sources once more to hash them. They must be
+    /// fresh (computed from the bytes about to be read).
+    pub fn with_content_hashes(mut self, hashes: HashMap<PathBuf, String>) -> Self {
+        self.known_hashes = hashes;
         self
     }
 
@@ -255,14 +265,26 @@ impl Partitioner {
         let cache_dir = match &self.cache_dir {
             Some(d) => d.clone(),
             None => {
+                crate::leftovers::clean(
+                    parent,
+                    ".datamix-tok-",
+                    crate::leftovers::DEFAULT_MAX_AGE,
+                )?;
                 scratch = tempfile::Builder::new()
-                    .prefix(".datamix-tok-")
+                    .prefix(&crate::leftovers::temp_prefix(".datamix-tok-"))
                     .tempdir_in(parent)
                     .map_err(|e| PartitionError::io(parent, e))?;
                 scratch.path().to_path_buf()
             }
         };
         std::fs::create_dir_all(&cache_dir).map_err(|e| PartitionError::io(&cache_dir, e))?;
+        // Interrupted runs' half-tokenized sources and staging directories.
+        crate::leftovers::clean(&cache_dir, ".tmp-tok-", crate::leftovers::DEFAULT_MAX_AGE)?;
+        crate::leftovers::clean(
+            parent,
+            ".datamix-partition-",
+            crate::leftovers::DEFAULT_MAX_AGE,
+        )?;
 
         let train: Vec<Tokenized> = sources
             .iter()
@@ -370,7 +392,7 @@ impl Partitioner {
 
         // Staging directory: published as a whole at the end.
         let staging = tempfile::Builder::new()
-            .prefix(".datamix-partition-")
+            .prefix(&crate::leftovers::temp_prefix(".datamix-partition-"))
             .tempdir_in(parent)
             .map_err(|e| PartitionError::io(parent, e))?;
         let dtype = TokenDtype::for_vocab(self.tokenizer.vocab_size());
@@ -442,6 +464,21 @@ impl Partitioner {
                     held.len(),
                     cfg.seq_len
                 );
+            }
+            if train_sequences == 0 && contaminated > 0 {
+                return Err(PartitionError::Contaminated {
+                    domain: name.clone(),
+                    eval_sets: self
+                        .eval_sources
+                        .iter()
+                        .map(|s| format!("`{}`", s.path.display()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    contaminated,
+                    documents: before as u64,
+                    ngram: n,
+                    seq_len: cfg.seq_len,
+                });
             }
             if train_sequences == 0 {
                 return Err(PartitionError::EmptyDomain {
@@ -531,7 +568,10 @@ impl Partitioner {
 
     /// Tokenizes one source, or loads it from the cache.
     fn tokenized(&self, source: &Source, cache_dir: &Path) -> Result<Tokenized> {
-        let content_hash = source.content_hash()?;
+        let content_hash = match self.known_hashes.get(&source.path) {
+            Some(h) => h.clone(),
+            None => source.content_hash()?,
+        };
         let key_json = serde_json::json!({
             "v": 1, "content": content_hash, "format": source.format, "domain": source.domain,
             "reader": self.config.reader, "tokenizer": self.tokenizer.hash(), "eot": self.config.eot_token,
@@ -604,7 +644,7 @@ impl Partitioner {
 
     fn tokenize_into_cache(&self, source: &Source, cache_dir: &Path, dir: &Path) -> Result<()> {
         let tmp = tempfile::Builder::new()
-            .prefix(".tmp-tok-")
+            .prefix(&crate::leftovers::temp_prefix(".tmp-tok-"))
             .tempdir_in(cache_dir)
             .map_err(|e| PartitionError::io(cache_dir, e))?;
         let tok_path = tmp.path().join("tokens.bin");
@@ -739,6 +779,13 @@ fn publish(staging: tempfile::TempDir, out_dir: &Path) -> Result<()> {
         old = Some(backup);
     }
     let kept = staging.keep();
+    // Temporary directories start private (0700); the output is an ordinary folder.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| PartitionError::io(&kept, e))?;
+    }
     if let Err(e) = std::fs::rename(&kept, out_dir) {
         let _ = std::fs::remove_dir_all(&kept);
         if let Some(b) = &old {

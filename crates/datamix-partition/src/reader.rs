@@ -360,10 +360,9 @@ impl SourceReader {
                         Ok(0) => return None,
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                            return Some(Err(PartitionError::MalformedRecord {
+                            return Some(Err(PartitionError::InvalidUtf8 {
                                 path: path.clone(),
                                 line: *line,
-                                message: "not valid UTF-8".into(),
                             }));
                         }
                         Err(e) => return Some(Err(PartitionError::io(path, e))),
@@ -383,10 +382,9 @@ impl SourceReader {
                     let n = match lines.read_line(&mut buf) {
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                            return Some(Err(PartitionError::MalformedRecord {
+                            return Some(Err(PartitionError::InvalidUtf8 {
                                 path: path.clone(),
                                 line: *line,
-                                message: "not valid UTF-8".into(),
                             }));
                         }
                         Err(e) => return Some(Err(PartitionError::io(path, e))),
@@ -434,10 +432,9 @@ impl SourceReader {
                             metadata,
                         }))
                     }
-                    Err(_) => Some(Err(PartitionError::MalformedRecord {
+                    Err(_) => Some(Err(PartitionError::InvalidUtf8 {
                         path: file,
                         line: 0,
-                        message: "not valid UTF-8".into(),
                     })),
                 }
             }
@@ -506,7 +503,9 @@ impl Iterator for SourceReader {
                 Some(Err(e)) => {
                     let recoverable = matches!(
                         e,
-                        PartitionError::MalformedRecord { .. } | PartitionError::MissingText { .. }
+                        PartitionError::MalformedRecord { .. }
+                            | PartitionError::MissingText { .. }
+                            | PartitionError::InvalidUtf8 { .. }
                     );
                     if recoverable && self.options.bad_records == BadRecordPolicy::Skip {
                         self.skipped += 1;

@@ -188,3 +188,53 @@ fn empty_domain_folder_is_typed() {
     let m = run(dir.path(), &data, config()).unwrap();
     assert_eq!(m.domains.len(), 1);
 }
+
+#[test]
+fn invalid_utf8_text_is_named_as_such_not_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("notes.txt");
+    std::fs::write(&data, b"a fine line\n\nbad \xff\xfe bytes\n").unwrap();
+    let e = run(dir.path(), &data, config()).unwrap_err();
+    assert!(
+        matches!(e, PartitionError::InvalidUtf8 { line: 3, .. }),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("notes.txt:3") && msg.contains("UTF-8") && !msg.contains("JSON"),
+        "{msg}"
+    );
+    assert_clean(dir.path(), &["notes.txt"]);
+}
+
+#[test]
+fn an_eval_set_equal_to_a_training_domain_is_reported_as_contamination() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let recs = records();
+    for d in DOMAINS {
+        let mine: Vec<_> = recs
+            .iter()
+            .filter(|r| r["metadata"]["domain"] == d)
+            .cloned()
+            .collect();
+        write_jsonl(&corpus.join(format!("{d}.jsonl")), &mine);
+    }
+    let eval = dir.path().join("copy.jsonl");
+    std::fs::copy(corpus.join(format!("{}.jsonl", DOMAINS[0])), &eval).unwrap();
+    let e = Partitioner::new(config(), tokenizer())
+        .unwrap()
+        .with_eval_sets(Source::discover(&eval).unwrap())
+        .run(&Source::discover(&corpus).unwrap(), &dir.path().join("out"))
+        .unwrap_err();
+    assert!(
+        matches!(&e, PartitionError::Contaminated { domain, .. } if domain == DOMAINS[0]),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("copy.jsonl") && msg.contains("contaminated") && msg.contains(DOMAINS[0]),
+        "{msg}"
+    );
+}

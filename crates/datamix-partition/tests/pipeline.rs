@@ -458,3 +458,57 @@ fn bpe_trained_on_the_sources_packs_the_corpus() {
     .unwrap_err();
     assert!(e.to_string().contains("bad.jsonl:2"), "{e}");
 }
+
+#[test]
+fn leftovers_of_killed_runs_are_removed_and_outputs_are_not_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.jsonl");
+    write_jsonl(&data, &records());
+    let sources = Source::discover(&data).unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let host = leftovers::host_name();
+    // A kill -9 during tokenization (dead pid: above Linux's pid limit) and during packing.
+    let dead_tok = cache.join(format!(".tmp-tok-{host}-4194321-abc"));
+    let dead_stage = dir
+        .path()
+        .join(format!(".datamix-partition-{host}-4194321-abc"));
+    // A concurrent live writer (this process).
+    let live_tok = cache.join(format!("{}abc", leftovers::temp_prefix(".tmp-tok-")));
+    for d in [&dead_tok, &dead_stage, &live_tok] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("tokens.bin"), b"partial").unwrap();
+    }
+    Partitioner::new(config(), tokenizer())
+        .unwrap()
+        .with_cache_dir(&cache)
+        .run(&sources, &dir.path().join("out"))
+        .unwrap();
+    if std::path::Path::new("/proc/self").exists() {
+        assert!(!dead_tok.exists() && !dead_stage.exists());
+    }
+    assert!(live_tok.exists(), "a live writer's temp dir is kept");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("out")), 0o755);
+        assert_eq!(mode(&dir.path().join("out").join("manifest.json")), 0o644);
+        assert_eq!(mode(&dir.path().join("out").join("tokenizer.json")), 0o644);
+    }
+}
+
+#[test]
+fn content_hashes_given_by_the_caller_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.jsonl");
+    write_jsonl(&data, &records());
+    let sources = Source::discover(&data).unwrap();
+    let real = sources[0].content_hash().unwrap();
+    let m = Partitioner::new(config(), tokenizer())
+        .unwrap()
+        .with_content_hashes([(data.clone(), real.clone())].into_iter().collect())
+        .run(&sources, &dir.path().join("out"))
+        .unwrap();
+    assert_eq!(m.sources[0].content_hash, real);
+}
