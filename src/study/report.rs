@@ -239,6 +239,7 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
             a.family
         );
         let mut sizes: Vec<usize> = a.curves.iter().map(|c| c.n_train).collect();
+        sizes.sort_unstable();
         sizes.dedup();
         for n in sizes {
             let cell = |f: &str| {
