@@ -103,6 +103,7 @@ count = 4
 k = 2
 [objective]
 weights = {{ code = 1.0, digits = 1.0, greek = 1.0, mixed = 2.0, task_next = 1.0 }}
+secondary = {{ task_next = 1.0 }}
 [analysis]
 folds = 0
 family = "ridge"
@@ -315,7 +316,16 @@ fn designs_that_need_the_data_fail_before_any_training() {
     for (from, to, expected) in [
         ("k = 2", "k = 500", "subsets.k = 500"),
         ("count = 4", "count = 4000", "subsets.count = 4000"),
-        ("task_next = 1.0", "nope = 1.0", "objective.weights.nope"),
+        (
+            "mixed = 2.0, task_next",
+            "mixed = 2.0, nope",
+            "objective.weights.nope",
+        ),
+        (
+            "secondary = { task_next",
+            "secondary = { gone",
+            "objective.secondary.gone",
+        ),
         (
             "task_sets = [\"",
             "task_sets = [\"BAD\", \"",
@@ -333,4 +343,47 @@ fn designs_that_need_the_data_fail_before_any_training() {
             "{from}: trained before failing"
         );
     }
+}
+
+/// `mixtures.init = "scratch"`: experts and mixture models start from a random
+/// initialisation (their pool specs name no parent), λ decides all of their training, and
+/// the expert merge (meaningless across basins) is left out of the subsets' proxies.
+#[test]
+fn mixtures_from_scratch_have_no_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path());
+    let text = config(dir.path())
+        .replace("alpha = 0.5", "alpha = 0.5\ninit = \"scratch\"")
+        .replace("count = 10\ntest = 3", "count = 8\ntest = 3")
+        .replace("mixtures = [0, 1]", "mixtures = [0]")
+        .replace("count = 4\nk = 2", "count = 3\nk = 2")
+        .replace("validate_seeds = 2", "validate_seeds = 1");
+    let cfg = StudyConfig::from_toml(&text, Path::new("scratch.toml")).unwrap();
+    let o = study::run(&cfg).unwrap();
+    assert_eq!(o.lambda_share, 1.0);
+    let x = o.subsets.as_ref().unwrap();
+    let names: Vec<&str> = x.proxies.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["micro", "macro", "mean-individual"]);
+    let mut roles = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for e in std::fs::read_dir(cfg.out_dir.join("pool")).unwrap() {
+        let spec = e.unwrap().path().join("spec.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(spec).unwrap()).unwrap();
+        let r = roles
+            .entry(v["role"].as_str().unwrap().to_string())
+            .or_default();
+        if v["from"].is_null() {
+            r.0 += 1
+        } else {
+            r.1 += 1
+        }
+    }
+    // (from scratch, from a parent) per role.
+    assert_eq!(roles["seed"], (1, 0));
+    assert_eq!(roles["expert"], (3, 0));
+    assert!(
+        roles["mixture"].0 >= 8 && roles["mixture"].1 == 0,
+        "{roles:?}"
+    );
+    assert_eq!(roles["unit"].0, 0);
+    assert_eq!(roles["subset"], (0, 3));
 }

@@ -23,6 +23,9 @@ use crate::error::{Error, Result};
 /// (`objective.weights`).
 pub const OBJECTIVE: &str = "objective";
 
+/// The secondary objective's name (`objective.secondary`).
+pub const SECONDARY: &str = "secondary";
+
 /// Label of the λ-only baseline rows in [`Analysis::proxy_quality`].
 pub const LAMBDA_ONLY: &str = "λ-only (CV)";
 
@@ -43,6 +46,8 @@ pub struct ProxyQuality {
 /// mixtures.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestRow {
+    /// `objective` or `secondary`.
+    pub target: String,
     /// Family.
     pub family: String,
     /// Feature set.
@@ -149,6 +154,16 @@ pub fn dataset(o: &StudyOutcome) -> Result<Dataset> {
         .map(|(e, &w)| (e.as_str(), w))
         .collect();
     data.add_objective(OBJECTIVE, &weights)?;
+    if let Some(w2) = &o.secondary_weights {
+        let weights: Vec<(&str, f64)> = o
+            .eval_domains
+            .iter()
+            .zip(w2)
+            .filter(|(_, w)| **w > 0.0)
+            .map(|(e, &w)| (e.as_str(), w))
+            .collect();
+        data.add_objective(SECONDARY, &weights)?;
+    }
     Ok(data)
 }
 
@@ -196,20 +211,19 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
     // Proxies over every mixture, beside the best λ-only family's out-of-fold predictions
     // (over every mixture too, so each number comes from the same rows).
     let all_folds = folds(cfg, o.mixtures.len())?;
+    let objectives: Vec<(&str, &Vec<f64>)> = std::iter::once((OBJECTIVE, w))
+        .chain(o.secondary_weights.as_ref().map(|w2| (SECONDARY, w2)))
+        .collect();
     let targets: Vec<String> = o
         .eval_domains
         .iter()
         .cloned()
-        .chain([OBJECTIVE.to_string()])
+        .chain(objectives.iter().map(|(n, _)| n.to_string()))
         .collect();
-    let obj = |m: &[Vec<f64>]| m.iter().map(|r| objective(r, w)).collect::<Vec<_>>();
     for (j, target) in targets.iter().enumerate() {
-        let pick = |m: &[Vec<f64>]| {
-            if j < o.eval_domains.len() {
-                column(m, j)
-            } else {
-                obj(m)
-            }
+        let pick = |m: &[Vec<f64>]| match j.checked_sub(o.eval_domains.len()) {
+            None => column(m, j),
+            Some(k) => m.iter().map(|r| objective(r, objectives[k].1)).collect(),
         };
         let truth = pick(&o.true_loss);
         for (proxy, m) in [("mde", &o.mde_loss), ("merged", &o.merged_loss)] {
@@ -252,21 +266,21 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
     let table = compare(&train, OBJECTIVE, &families, &feature_sets(), &cv_folds)?;
     if !test_rows.is_empty() {
         let test = data.subset(&test_rows);
-        for fam in &families {
-            for fs in feature_sets() {
-                let groups: Vec<&str> = fs.groups.iter().map(String::as_str).collect();
-                let (tr, te) = (
-                    train.task(&groups, OBJECTIVE)?,
-                    test.task(&groups, OBJECTIVE)?,
-                );
-                if fam.name().starts_with("mde-alone") && !groups.contains(&"mde") {
-                    continue;
+        for (target, _) in &objectives {
+            for fam in &families {
+                for fs in feature_sets() {
+                    let groups: Vec<&str> = fs.groups.iter().map(String::as_str).collect();
+                    if fam.name().starts_with("mde-alone") && !groups.contains(&"mde") {
+                        continue;
+                    }
+                    let (tr, te) = (train.task(&groups, target)?, test.task(&groups, target)?);
+                    a.test.push(TestRow {
+                        target: target.to_string(),
+                        family: fam.name(),
+                        features: fs.name.clone(),
+                        metrics: stats::holdout(*fam, &tr, &te)?,
+                    });
                 }
-                a.test.push(TestRow {
-                    family: fam.name(),
-                    features: fs.name.clone(),
-                    metrics: stats::holdout(*fam, &tr, &te)?,
-                });
             }
         }
     }

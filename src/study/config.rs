@@ -269,6 +269,10 @@ pub struct ObjectiveConfig {
     /// Weight per eval domain (held-out domain name, eval-set stem or `task_<stem>`);
     /// empty = every eval domain weighted equally.
     pub weights: BTreeMap<String, f64>,
+    /// A second objective reported beside the first (e.g. Belenki et al.'s AVG-ET+SP when
+    /// the first is AVG-SP): proxy quality and held-out test metrics; the search uses the
+    /// first. Empty = none.
+    pub secondary: BTreeMap<String, f64>,
 }
 
 /// Regression settings.
@@ -403,6 +407,13 @@ impl StudyConfig {
                 self.mixtures.test, self.mixtures.count
             ));
         }
+        if (1..3).contains(&self.mixtures.test) {
+            return Err(format!(
+                "mixtures.test = {} (expected 0 = none, or >= 3: test metrics rank the test \
+                 mixtures)",
+                self.mixtures.test
+            ));
+        }
         if let Some(&i) = self
             .replicates
             .mixtures
@@ -421,19 +432,28 @@ impl StudyConfig {
         if self.subsets.count > 0 && self.subsets.k < 1 {
             return Err("subsets.k = 0 (expected >= 1)".into());
         }
+        if (1..3).contains(&self.subsets.count) {
+            return Err(format!(
+                "subsets.count = {} (expected 0 = off, or >= 3: proxies are correlated with \
+                 the seq models over the subsets)",
+                self.subsets.count
+            ));
+        }
         if self.search.validate && self.search.validate_seeds == 0 {
             return Err("search.validate_seeds = 0 (expected >= 1)".into());
         }
-        for (name, &w) in &self.objective.weights {
-            if !(w.is_finite() && w >= 0.0) {
+        for (key, weights) in [
+            ("objective.weights", &self.objective.weights),
+            ("objective.secondary", &self.objective.secondary),
+        ] {
+            if let Some((name, w)) = weights.iter().find(|(_, w)| !(w.is_finite() && **w >= 0.0)) {
                 return Err(format!(
-                    "objective.weights.{name} = {w} (expected a finite weight >= 0)"
+                    "{key}.{name} = {w} (expected a finite weight >= 0)"
                 ));
             }
-        }
-        if !self.objective.weights.is_empty() && self.objective.weights.values().sum::<f64>() <= 0.0
-        {
-            return Err("objective.weights sum to 0 (expected a positive sum)".into());
+            if !weights.is_empty() && weights.values().sum::<f64>() <= 0.0 {
+                return Err(format!("{key} sum to 0 (expected a positive sum)"));
+            }
         }
         if !(self.mixtures.alpha.is_finite() && self.mixtures.alpha > 0.0) {
             return Err(format!(
@@ -481,6 +501,16 @@ mod tests {
         let c = StudyConfig::from_toml(SMALL, Path::new("study-small.toml")).unwrap();
         assert_eq!(c.backend, BackendKind::Cpu);
         c.model.decoder(c.data.vocab_size, c.data.seq_len).unwrap();
+    }
+
+    #[test]
+    fn main_job_config_parses() {
+        let text = include_str!("../../configs/reproduce.toml");
+        let c = StudyConfig::from_toml(text, Path::new("reproduce.toml")).unwrap();
+        assert_eq!((c.mixtures.count, c.mixtures.test), (44, 16));
+        assert_eq!((c.subsets.count, c.subsets.k), (16, 3));
+        assert_eq!(c.objective.weights.len(), 6);
+        assert_eq!(c.objective.secondary.len(), 8);
     }
 
     #[test]

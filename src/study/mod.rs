@@ -1,20 +1,26 @@
-//! The end-to-end study: from a raw multi-domain corpus to a recommended mixture.
+//! The end-to-end study: from a raw multi-domain corpus to a recommended mixture, with the
+//! statistics that say how far to trust it.
 //!
-//! 1. **Data** ([`data`]): tokenizer (a given `tokenizer.json` or a BPE trained on the
-//!    corpus), domains, equal-sized base units, held-out splits, eval streams.
-//! 2. **Pool** ([`lab`]): a seed model pre-trained on the uniform mixture; continued from it
-//!    with the same budget: one model per base unit (Na et al.), one expert per domain
-//!    (Belenki et al.), and one model per ground-truth mixture (drawn from a Dirichlet).
-//!    Every model is content-addressed in `out_dir/pool`, so reruns and extensions only
-//!    train what is new.
-//! 3. **Proxies**: for each ground-truth mixture λ, the MDE loss per eval domain (from the
-//!    experts' per-token probabilities, tables saved in `out_dir/tables`) and the loss of
-//!    the λ-weighted merge of the base-unit models.
-//! 4. **Analysis** ([`analysis`]): how well each proxy ranks the true losses; regression
-//!    families cross-validated on λ, λ+MDE, λ+MDE+merged; the fitted model searched over
-//!    the simplex (MDE features computed for every candidate); the exact MDE-only optimum;
-//!    and optionally one more model trained on the recommendation to check it.
-//! 5. **Report** ([`report`]): CSV/JSON results, SVG plots, a markdown summary.
+//! 1. **Data** ([`data`], [`tasks`]): tokenizer (a given `tokenizer.json` or a BPE trained on
+//!    the corpus), domains, equal-sized base units, held-out splits, eval streams, end-task
+//!    streams scored on their answer tokens.
+//! 2. **Design** ([`design`]): ground-truth mixtures (uniform + Dirichlet draws; the last
+//!    `mixtures.test` held out), Na et al.'s k-subsets of base units, replicate seeds.
+//! 3. **Pool** ([`lab`]): a seed model pre-trained on the uniform mixture; from it (or from
+//!    scratch, `mixtures.init`) one model per base unit, one expert per domain, one model
+//!    per mixture and replicate, and one seq model per subset. Every model is
+//!    content-addressed in `out_dir/pool`, so reruns and extensions only train what is new.
+//! 4. **Proxies**: per mixture, the MDE loss per eval domain (expert tables saved in
+//!    `out_dir/tables`) and the loss of the λ-weighted merge of the base-unit models; per
+//!    subset, its micro, macro and expert merges and the mean of its units' models
+//!    ([`subsets`]).
+//! 5. **Analysis** ([`analysis`], [`stats`]): proxies beside a λ-only baseline, the
+//!    seed-to-seed noise floor, families cross-validated on the training mixtures and scored
+//!    on the test ones, learning curves, the search (CMA-ES on the chosen family with MDE
+//!    features), the exact MDE optimum, one Bayesian-optimisation proposal.
+//! 6. **Validation**: the recommendation trained with `search.validate_seeds` seeds beside
+//!    the uniform and the best training mixture.
+//! 7. **Report** ([`report`]): CSV/JSON results, SVG and PNG plots, a markdown summary.
 
 pub mod analysis;
 mod checks;
@@ -57,6 +63,8 @@ pub struct StudyOutcome {
     pub eval_task: Vec<bool>,
     /// The objective's weight per eval domain (normalised to sum to 1).
     pub objective_weights: Vec<f64>,
+    /// The secondary objective's weights (`objective.secondary`), when set.
+    pub secondary_weights: Option<Vec<f64>>,
     /// Share of a mixture model's training steps that λ decides (1 when trained from
     /// scratch, `continued / (seed + continued)` when continued from the seed).
     pub lambda_share: f64,
@@ -114,16 +122,21 @@ fn check_design(cfg: &StudyConfig, data: &Prepared) -> Result<()> {
     if cfg.subsets.count > 0 {
         design::draw_subsets(units, cfg.subsets.k, cfg.subsets.count, cfg.seed)?;
     }
-    objective_weights(cfg, data).map(|_| ())
+    objective_weights("objective.weights", &cfg.objective.weights, data)?;
+    objective_weights("objective.secondary", &cfg.objective.secondary, data).map(|_| ())
 }
 
-/// The objective's weights aligned with the eval domains, normalised.
-fn objective_weights(cfg: &StudyConfig, data: &Prepared) -> Result<Vec<f64>> {
-    let w = &cfg.objective.weights;
+/// An objective's weights aligned with the eval domains, normalised (`key` names the
+/// config table in errors; empty weights = every eval domain equally).
+fn objective_weights(
+    key: &str,
+    w: &std::collections::BTreeMap<String, f64>,
+    data: &Prepared,
+) -> Result<Vec<f64>> {
     if let Some(unknown) = w.keys().find(|k| !data.eval.iter().any(|e| &e.name == *k)) {
         let names: Vec<&str> = data.eval.iter().map(|e| e.name.as_str()).collect();
         return Err(Error::Invalid(format!(
-            "objective.weights.{unknown}: no such eval domain (expected one of {})",
+            "{key}.{unknown}: no such eval domain (expected one of {})",
             names.join(", ")
         )));
     }
@@ -140,9 +153,9 @@ fn objective_weights(cfg: &StudyConfig, data: &Prepared) -> Result<Vec<f64>> {
         .collect();
     let sum: f64 = raw.iter().sum();
     if !(sum > 0.0 && sum.is_finite()) {
-        return Err(Error::Invalid(
-            "objective.weights: the eval domains present get no positive weight".into(),
-        ));
+        return Err(Error::Invalid(format!(
+            "{key}: the eval domains present get no positive weight"
+        )));
     }
     Ok(raw.iter().map(|x| x / sum).collect())
 }
@@ -346,7 +359,16 @@ fn score<B: AutodiffBackend>(
         eval_domains: data.eval.iter().map(|e| e.name.clone()).collect(),
         eval_in_domain: data.eval.iter().map(|e| e.in_domain).collect(),
         eval_task: data.eval.iter().map(|e| e.task).collect(),
-        objective_weights: objective_weights(cfg, data)?,
+        objective_weights: objective_weights("objective.weights", &cfg.objective.weights, data)?,
+        secondary_weights: if cfg.objective.secondary.is_empty() {
+            None
+        } else {
+            Some(objective_weights(
+                "objective.secondary",
+                &cfg.objective.secondary,
+                data,
+            )?)
+        },
         lambda_share: match cfg.mixtures.init {
             Init::Seed => cont / (seed_steps + cont),
             Init::Scratch => 1.0,

@@ -41,13 +41,13 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
         );
     }
     write_atomic(&dir.join("noise.csv"), csv.as_bytes())?;
-    let mut csv = String::from("family,features,mse,spearman,pearson,top1_regret\n");
+    let mut csv = String::from("target,family,features,mse,spearman,pearson,top1_regret\n");
     for r in &a.test {
         let m = &r.metrics;
         let _ = writeln!(
             csv,
-            "{},{},{:.6e},{:.6},{:.6},{:.6e}",
-            r.family, r.features, m.mse, m.spearman, m.pearson, m.top1_regret
+            "{},{},{},{:.6e},{:.6},{:.6},{:.6e}",
+            r.target, r.family, r.features, m.mse, m.spearman, m.pearson, m.top1_regret
         );
     }
     write_atomic(&dir.join("test.csv"), csv.as_bytes())?;
@@ -218,12 +218,14 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
         );
         s.push_str(&t.to_markdown());
     }
-    if !a.test.is_empty() {
+    let mut test_targets: Vec<&str> = a.test.iter().map(|r| r.target.as_str()).collect();
+    test_targets.dedup();
+    for target in test_targets {
         let _ = writeln!(
             s,
-            "\n## Held-out test mixtures ({n_test}, never fitted on, never used to choose a family)\n\nFitted on every training mixture, scored on the test mixtures' objective.\n\n| family | features | Spearman | Pearson | MSE | top-1 regret |\n|---|---|---:|---:|---:|---:|"
+            "\n## Held-out test mixtures ({n_test}, never fitted on, never used to choose a family): `{target}`\n\nFitted on every training mixture, scored on the test mixtures' `{target}`.\n\n| family | features | Spearman | Pearson | MSE | top-1 regret |\n|---|---|---:|---:|---:|---:|"
         );
-        for r in &a.test {
+        for r in a.test.iter().filter(|r| r.target == target) {
             let m = &r.metrics;
             let _ = writeln!(
                 s,
@@ -262,8 +264,22 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
         );
         let mut names: Vec<String> = x.proxies.iter().map(|(n, _)| n.clone()).collect();
         names.push(LAMBDA_ONLY.into());
-        let _ = writeln!(s, "| eval domain | kind | {} |", names.join(" | "));
-        let _ = writeln!(s, "|---|---|{}", "---:|".repeat(names.len()));
+        s.push_str("The ceiling is the highest r any proxy can reach given the seed-to-seed SD of the replicated mixture models against the spread of the subsets' seq-model CE.\n\n");
+        let _ = writeln!(
+            s,
+            "| eval domain | kind | {} | ceiling |",
+            names.join(" | ")
+        );
+        let _ = writeln!(s, "|---|---|{}---:|", "---:|".repeat(names.len()));
+        let ceiling = |j: usize| {
+            let seed_sd = a
+                .noise
+                .iter()
+                .find(|n| n.target == o.eval_domains[j])
+                .map_or(f64::NAN, |n| n.seed_sd);
+            let spread = stats::sample_sd(&x.seq_loss.iter().map(|r| r[j]).collect::<Vec<_>>());
+            (1.0 - (seed_sd / spread).powi(2)).max(0.0).sqrt()
+        };
         let cell = |e: &str, p: &str| {
             x.quality
                 .iter()
@@ -272,7 +288,13 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
         };
         for (j, e) in o.eval_domains.iter().enumerate() {
             let row: Vec<String> = names.iter().map(|p| format!("{:.3}", cell(e, p))).collect();
-            let _ = writeln!(s, "| {e} | {} | {} |", kind(o, j), row.join(" | "));
+            let _ = writeln!(
+                s,
+                "| {e} | {} | {} | {:.3} |",
+                kind(o, j),
+                row.join(" | "),
+                ceiling(j)
+            );
         }
         for (label, pick) in [("mean, out-of-domain", false), ("mean, in-domain", true)] {
             let row: Vec<String> = names
@@ -288,7 +310,7 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
                     format!("{v:.3}")
                 })
                 .collect();
-            let _ = writeln!(s, "| **{label}** | | {} |", row.join(" | "));
+            let _ = writeln!(s, "| **{label}** | | {} | |", row.join(" | "));
         }
     }
     s.push_str("\n## Search\n\n");
@@ -348,6 +370,28 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
             rec - best,
             (rec - best) / sd
         );
+        // Paired by seed (same seed = same sampling stream, common random numbers).
+        for (label, other) in [("uniform", &v.uniform), ("best training mixture", &v.best)] {
+            let d: Vec<f64> = v
+                .recommended
+                .iter()
+                .zip(other)
+                .map(|(r, u)| r - u)
+                .collect();
+            let wins = d.iter().filter(|x| **x < 0.0).count();
+            let se = stats::sample_sd(&d) / (d.len() as f64).sqrt();
+            let _ = writeln!(
+                s,
+                "- Paired by seed, recommended − {label}: {} (mean {:+.4} ± {:.4} SE; better in {wins} of {})",
+                d.iter()
+                    .map(|x| format!("{x:+.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                stats::mean(&d),
+                se,
+                d.len()
+            );
+        }
     }
     if let (Some(m), Some(v)) = (&a.mde_optimum, a.mde_optimum_loss) {
         let _ = writeln!(
