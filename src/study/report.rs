@@ -457,6 +457,8 @@ fn scatter(path: &Path, panels: &[Panel], x_desc: &str, y_desc: &str) -> Result<
                 .map_err(|e| plot_err(e.to_string()))?;
             chart
                 .configure_mesh()
+                .x_labels(5)
+                .y_labels(6)
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .draw()
