@@ -176,13 +176,18 @@ fn column(m: &[Vec<f64>], j: usize) -> Vec<f64> {
     m.iter().map(|r| r[j]).collect()
 }
 
-/// The folds of the training mixtures (`analysis.folds`, 0 or more than rows = LOO).
-fn folds(cfg: &StudyConfig, n: usize) -> Result<Folds> {
-    Ok(if cfg.analysis.folds == 0 || cfg.analysis.folds >= n {
+/// `k` folds over `n` rows (`k` = 0 or at least `n`: leave-one-out), shuffled by `seed`.
+pub(super) fn folds_of(k: usize, n: usize, seed: u64) -> Result<Folds> {
+    Ok(if k == 0 || k >= n {
         Folds::loo(n)?
     } else {
-        Folds::kfold(n, cfg.analysis.folds, Some(cfg.seed))?
+        Folds::kfold(n, k, Some(seed))?
     })
+}
+
+/// The folds of `analysis.folds` over `n` rows.
+fn folds(cfg: &StudyConfig, n: usize) -> Result<Folds> {
+    folds_of(cfg.analysis.folds, n, cfg.seed)
 }
 
 /// The feature sets compared.

@@ -10,7 +10,7 @@
 //! domain shares.
 
 use burn::tensor::backend::AutodiffBackend;
-use datamix_regression::{Folds, GbdtParams, GpParams, Regressor, RidgeParams, Task};
+use datamix_regression::{GbdtParams, GpParams, Regressor, RidgeParams, Task};
 use ndarray::{Array1, Array2};
 use serde::Serialize;
 
@@ -173,11 +173,7 @@ pub fn analyse(
     seed: u64,
 ) -> Result<()> {
     let n = o.subsets.len();
-    let folds = if folds == 0 || folds >= n {
-        Folds::loo(n)?
-    } else {
-        Folds::kfold(n, folds, Some(seed))?
-    };
+    let folds = super::analysis::folds_of(folds, n, seed)?;
     let x = shares(o, unit_domains, domains);
     let (ridge, gp, gbdt) = (RidgeParams::new(), GpParams::new(), GbdtParams::new());
     let learners: [&dyn Regressor; 3] = [&ridge, &gp, &gbdt];

@@ -130,6 +130,17 @@ fn run_path(path: &Path) -> (Option<i32>, String) {
     )
 }
 
+/// A clean failure: exit status 1, one `error:` line naming `expected`, no panic.
+fn assert_user_error(what: &str, code: Option<i32>, err: &str, expected: &str) {
+    assert_eq!(code, Some(1), "{what}: {err}");
+    assert!(err.starts_with("error: "), "{what}: {err}");
+    assert!(
+        err.contains(expected),
+        "{what}: expected `{expected}` in: {err}"
+    );
+    assert!(!err.contains("panicked"), "{what}: {err}");
+}
+
 /// Config-level cases: `(what, from, to, expected in the message)`; `from` is replaced by
 /// `to` in the good config.
 const CONFIG_CASES: &[(&str, &str, &str, &str)] = &[
@@ -375,13 +386,7 @@ fn config_errors_exit_1_name_the_key_and_write_nothing() {
     for (what, from, to, expected) in CONFIG_CASES {
         assert!(good.contains(from), "{what}: `{from}` not in the config");
         let (code, err) = run(dir.path(), &good.replacen(from, to, 1));
-        assert_eq!(code, Some(1), "{what}: {err}");
-        assert!(err.starts_with("error: "), "{what}: {err}");
-        assert!(
-            err.contains(expected),
-            "{what}: expected `{expected}` in: {err}"
-        );
-        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert_user_error(what, code, &err, expected);
         assert!(!dir.path().join("out").exists(), "{what}: output written");
     }
     let (code, err) = run_path(&dir.path().join("absent.toml"));
@@ -399,13 +404,7 @@ fn data_errors_exit_1_name_the_file_or_key_and_train_nothing() {
     for (what, from, to, expected) in DATA_CASES {
         assert!(good.contains(from), "{what}: `{from}` not in the config");
         let (code, err) = run(dir.path(), &good.replacen(from, to, 1));
-        assert_eq!(code, Some(1), "{what}: {err}");
-        assert!(err.starts_with("error: "), "{what}: {err}");
-        assert!(
-            err.contains(expected),
-            "{what}: expected `{expected}` in: {err}"
-        );
-        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert_user_error(what, code, &err, expected);
         assert!(!out.join("pool").exists(), "{what}: a model was trained");
         assert!(!out.join("results").exists(), "{what}: results written");
     }
