@@ -331,10 +331,21 @@ fn designs_that_need_the_data_fail_before_any_training() {
             "task_sets = [\"BAD\", \"",
             "qa.jsonl line 2: no `answer`",
         ),
+        (
+            "vocab_size = 300",
+            "vocab_size = 300\nseed_corpus = \"EVAL\"",
+            "has the same content as eval set",
+        ),
+        (
+            "vocab_size = 300",
+            "vocab_size = 300\nseed_corpus = \"EVAL/none.jsonl\"",
+            "none.jsonl",
+        ),
     ] {
         let text = config(dir.path())
             .replace(from, to)
-            .replace("BAD", &bad_tasks.display().to_string());
+            .replace("BAD", &bad_tasks.display().to_string())
+            .replace("EVAL", &dir.path().join("eval").display().to_string());
         let cfg = StudyConfig::from_toml(&text, Path::new("d.toml")).unwrap();
         let e = study::run(&cfg).unwrap_err().to_string();
         assert!(e.contains(expected), "{from} -> {to}: {e}");
@@ -386,4 +397,77 @@ fn mixtures_from_scratch_have_no_parent() {
     );
     assert_eq!(roles["unit"].0, 0);
     assert_eq!(roles["subset"], (0, 3));
+}
+
+/// `data.seed_corpus`: the seed model trains on the uniform mixture of the seed corpus'
+/// domains (its pool spec names that corpus, not the training one); everything else
+/// continues from it as before, and nothing of the seed corpus is evaluated.
+#[test]
+fn a_separate_seed_corpus_trains_the_seed_only() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path());
+    let seed_dir = dir.path().join("seed-corpus");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let mut general = String::new();
+    for doc in 0..30 {
+        let text: String = (0..150)
+            .map(|i| ["the", "cat", "sat", "on", "a", "mat", "and", "slept"][(i * 7 + doc) % 8])
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            general,
+            "{}",
+            serde_json::json!({"id": doc, "text": text, "metadata": {"domain": "general"}})
+        );
+    }
+    std::fs::write(seed_dir.join("general.jsonl"), general).unwrap();
+    let text = config(dir.path())
+        .replace(
+            "vocab_size = 300",
+            &format!("vocab_size = 300\nseed_corpus = \"{}\"", seed_dir.display()),
+        )
+        .replace("count = 10\ntest = 3", "count = 6\ntest = 0")
+        .replace("mixtures = [0, 1]", "mixtures = []")
+        .replace("count = 4\nk = 2", "count = 0\nk = 2")
+        .replace("validate_seeds = 2", "validate = false");
+    let cfg = StudyConfig::from_toml(&text, Path::new("seedcorpus.toml")).unwrap();
+    let o = study::run(&cfg).unwrap();
+    assert!(
+        o.eval_domains.iter().all(|d| d != "general"),
+        "{:?}",
+        o.eval_domains
+    );
+    let manifest = std::fs::read(cfg.out_dir.join("seed_corpus/manifest.json")).unwrap();
+    let seed_id = hex_sha256(&manifest);
+    let train_id = hex_sha256(&std::fs::read(cfg.out_dir.join("corpus/manifest.json")).unwrap());
+    let mut seeds = Vec::new();
+    let mut continued = 0;
+    for e in std::fs::read_dir(cfg.out_dir.join("pool")).unwrap() {
+        let spec = e.unwrap().path().join("spec.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(spec).unwrap()).unwrap();
+        if v["role"] == "seed" {
+            seeds.push(v);
+        } else {
+            assert_eq!(v["corpus"], train_id.as_str(), "{v}");
+            continued += 1;
+        }
+    }
+    assert_eq!(seeds.len(), 1);
+    assert_eq!(seeds[0]["corpus"], seed_id.as_str());
+    assert!(
+        seeds[0]["data"].to_string().contains("general"),
+        "{}",
+        seeds[0]["data"]
+    );
+    assert!(continued >= 6 + 3, "{continued} continued models");
+    let report = std::fs::read_to_string(cfg.out_dir.join("results/report.md")).unwrap();
+    assert!(report.contains("a separate seed corpus"), "{report}");
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -30,7 +30,8 @@ pub struct StudyConfig {
     pub data: DataConfig,
     /// The model architecture.
     pub model: ModelConfig,
-    /// Pre-training of the shared seed model (on the uniform mixture of domains).
+    /// Pre-training of the shared seed model (on the uniform mixture of the training domains,
+    /// or of `data.seed_corpus`'s domains when set).
     pub seed_model: RunConfig,
     /// Continued pre-training from the seed: base-unit models, domain experts and the
     /// ground-truth mixture models all use it (same token budget).
@@ -73,6 +74,13 @@ pub struct DataConfig {
     /// are joined into one stream, so earlier items act as few-shot examples).
     #[serde(default)]
     pub task_sets: Vec<PathBuf>,
+    /// A separate corpus for the seed model only (a file or a folder, read like `corpus`):
+    /// the seed is pre-trained on the uniform mixture of its domains instead of the training
+    /// domains', so the mixtures start from a model that has not seen their data. It is
+    /// tokenized with the study's tokenizer (trained on `corpus`, never on this) and packed
+    /// under `out_dir/seed_corpus`; it is never evaluated.
+    #[serde(default)]
+    pub seed_corpus: Option<PathBuf>,
     /// A `tokenizer.json`; when absent a byte-level BPE of `vocab_size` is trained on the corpus.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,

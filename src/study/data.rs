@@ -42,6 +42,21 @@ pub struct Prepared {
     pub domains: Vec<String>,
     /// Eval streams: in-domain held-out sets first, then out-of-domain sets.
     pub eval: Vec<EvalStream>,
+    /// `data.seed_corpus`, packed (`None`: the seed trains on the training domains).
+    pub seed_corpus: Option<SeedCorpus>,
+}
+
+/// The seed model's own corpus (`data.seed_corpus`).
+#[derive(Debug)]
+pub struct SeedCorpus {
+    /// Tokenized with the study's tokenizer; nothing held out.
+    pub corpus: Arc<PackedCorpus>,
+    /// SHA-256 of its manifest (in the seed's pool key).
+    pub corpus_id: String,
+    /// Its domains (the seed trains on their uniform mixture).
+    pub domains: Vec<String>,
+    /// Its training tokens.
+    pub tokens: u64,
 }
 
 /// Builds (or reuses) the tokenizer and the packed corpus under `out_dir` and cuts the
@@ -89,39 +104,14 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
         progress: true,
         ..PartitionConfig::default()
     };
-    let corpus_dir = out.join("corpus");
-    match corpus_stale(
-        &corpus_dir,
-        &pcfg,
-        tokenizer.hash(),
-        &train_keys,
-        &eval_keys,
-    ) {
-        None => tracing::info!(
-            dir = %corpus_dir.display(),
-            "reusing the packed corpus: same partition settings, tokenizer and {} source(s) \
-             (paths and content hashes)",
-            train_keys.len() + eval_keys.len()
-        ),
-        Some(why) => {
-            tracing::info!(dir = %corpus_dir.display(), "partitioning the corpus: {why}");
-            let hashes = sources
-                .iter()
-                .zip(&train_keys)
-                .chain(eval_sources.iter().zip(&eval_keys))
-                .map(|(s, k)| (s.path.clone(), k.content_hash.clone()))
-                .collect();
-            Partitioner::new(pcfg, tokenizer.clone())?
-                .with_cache_dir(out.join("cache"))
-                .with_eval_sets(eval_sources.clone())
-                .with_content_hashes(hashes)
-                .run(&sources, &corpus_dir)?;
-        }
-    }
-    let corpus = Arc::new(PackedCorpus::open(&corpus_dir)?);
-    let manifest_path = corpus_dir.join("manifest.json");
-    let bytes = std::fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-    let corpus_id = hex::encode(Sha256::digest(&bytes));
+    let (corpus, corpus_id) = pack(
+        out,
+        "corpus",
+        pcfg.clone(),
+        &tokenizer,
+        (&sources, &train_keys),
+        (&eval_sources, &eval_keys),
+    )?;
     let m = corpus.manifest();
     tracing::info!("\n{}", m.report());
     let domains: Vec<String> = m.domains.iter().map(|d| d.name.clone()).collect();
@@ -150,6 +140,17 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     }
     let domain_tokens: Vec<u64> = m.domains.iter().map(|d| d.tokens).collect();
     super::checks::search_bounds(cfg, &domains, &domain_tokens).map_err(Error::Invalid)?;
+    let seed_corpus = match &cfg.data.seed_corpus {
+        None => None,
+        Some(p) => Some(seed_corpus(
+            cfg,
+            p,
+            pcfg,
+            &tokenizer,
+            &train_keys,
+            &eval_keys,
+        )?),
+    };
 
     let mut eval = Vec::new();
     for d in &domains {
@@ -236,6 +237,121 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
         corpus_id,
         domains,
         eval,
+        seed_corpus,
+    })
+}
+
+/// Partitions `sources` (with `eval` as out-of-domain sets) into `out/<name>`, or reuses
+/// what is there when it was packed from the same sources, settings and tokenizer; returns
+/// the corpus and the SHA-256 of its manifest.
+fn pack(
+    out: &Path,
+    name: &str,
+    pcfg: PartitionConfig,
+    tokenizer: &TextTokenizer,
+    (sources, keys): (&[Source], &[SourceKey]),
+    (eval, eval_keys): (&[Source], &[SourceKey]),
+) -> Result<(Arc<PackedCorpus>, String)> {
+    let dir = out.join(name);
+    match corpus_stale(&dir, &pcfg, tokenizer.hash(), keys, eval_keys) {
+        None => tracing::info!(
+            dir = %dir.display(),
+            "reusing the packed {name}: same partition settings, tokenizer and {} source(s) \
+             (paths and content hashes)",
+            keys.len() + eval_keys.len()
+        ),
+        Some(why) => {
+            tracing::info!(dir = %dir.display(), "partitioning the {name}: {why}");
+            let hashes = sources
+                .iter()
+                .zip(keys)
+                .chain(eval.iter().zip(eval_keys))
+                .map(|(s, k)| (s.path.clone(), k.content_hash.clone()))
+                .collect();
+            Partitioner::new(pcfg, tokenizer.clone())?
+                .with_cache_dir(out.join("cache"))
+                .with_eval_sets(eval.to_vec())
+                .with_content_hashes(hashes)
+                .run(sources, &dir)?;
+        }
+    }
+    let corpus = Arc::new(PackedCorpus::open(&dir)?);
+    let manifest_path = dir.join("manifest.json");
+    let bytes = std::fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    Ok((corpus, hex::encode(Sha256::digest(&bytes))))
+}
+
+/// `data.seed_corpus`, tokenized with the study's tokenizer and packed under
+/// `out_dir/seed_corpus` with nothing held out. A source with the same content as an eval
+/// set is refused (the seed would have trained on it); one shared with the training
+/// corpus is allowed (a seed that has seen the training domains) and logged.
+fn seed_corpus(
+    cfg: &StudyConfig,
+    path: &Path,
+    pcfg: PartitionConfig,
+    tokenizer: &TextTokenizer,
+    train_keys: &[SourceKey],
+    eval_keys: &[SourceKey],
+) -> Result<SeedCorpus> {
+    let sources = Source::discover(path)?;
+    if sources.is_empty() {
+        return Err(Error::Invalid(format!(
+            "data.seed_corpus = {}: no readable corpus files found",
+            path.display()
+        )));
+    }
+    let keys = source_keys(&sources)?;
+    for k in &keys {
+        if let Some(e) = eval_keys.iter().find(|e| e.content_hash == k.content_hash) {
+            return Err(Error::Invalid(format!(
+                "data.seed_corpus: {} has the same content as eval set {}: the seed model \
+                 would be trained on an eval set (contamination)",
+                k.path, e.path
+            )));
+        }
+        if let Some(t) = train_keys.iter().find(|t| t.content_hash == k.content_hash) {
+            tracing::warn!(
+                seed_source = %k.path,
+                train_source = %t.path,
+                "data.seed_corpus shares this file's content with the training corpus"
+            );
+        }
+    }
+    let pcfg = PartitionConfig {
+        heldout_fraction: 0.0,
+        budget_tokens: Some(cfg.seed_model.tokens(cfg.data.seq_len)),
+        ..pcfg
+    };
+    let (corpus, corpus_id) = pack(
+        &cfg.out_dir,
+        "seed_corpus",
+        pcfg,
+        tokenizer,
+        (&sources, &keys),
+        (&[], &[]),
+    )?;
+    let m = corpus.manifest();
+    let domains: Vec<String> = m.domains.iter().map(|d| d.name.clone()).collect();
+    let tokens: u64 = m.domains.iter().map(|d| d.tokens).sum();
+    if tokens < cfg.data.seq_len as u64 + 1 {
+        return Err(Error::Invalid(format!(
+            "data.seed_corpus = {}: {tokens} tokens, fewer than one training sequence \
+             (data.seq_len + 1 = {})",
+            path.display(),
+            cfg.data.seq_len + 1
+        )));
+    }
+    tracing::info!(
+        dir = %path.display(),
+        domains = domains.len(),
+        tokens,
+        "seed corpus: the seed model trains on the uniform mixture of its domains"
+    );
+    Ok(SeedCorpus {
+        corpus,
+        corpus_id,
+        domains,
+        tokens,
     })
 }
 

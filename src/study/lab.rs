@@ -108,13 +108,44 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         run: &RunConfig,
         seed: u64,
     ) -> Result<PoolKey> {
+        let corpus = (self.corpus(), self.data.corpus_id.as_str());
+        self.train_in(corpus, role, name, from, data, run, seed)
+    }
+
+    /// Trains (or finds) the seed model: the uniform mixture of the training domains, or of
+    /// `data.seed_corpus`'s domains when the study has one, for `seed_model` steps.
+    pub fn train_seed(&self) -> Result<PoolKey> {
+        let (corpus, id, k) = match &self.data.seed_corpus {
+            Some(s) => (&s.corpus, s.corpus_id.as_str(), s.domains.len()),
+            None => (
+                self.corpus(),
+                self.data.corpus_id.as_str(),
+                self.data.domains.len(),
+            ),
+        };
+        let uniform = Mixture::from_weights(corpus, &vec![1.0; k])?;
+        let (run, seed) = (&self.cfg.seed_model, self.cfg.seed);
+        self.train_in((corpus, id), "seed", "uniform", None, &uniform, run, seed)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_in(
+        &self,
+        (corpus, corpus_id): (&Arc<PackedCorpus>, &str),
+        role: &str,
+        name: &str,
+        from: Option<&PoolKey>,
+        data: &Mixture,
+        run: &RunConfig,
+        seed: u64,
+    ) -> Result<PoolKey> {
         let seq = self.cfg.data.seq_len;
         let spec = ModelSpec {
             role,
             name: name.to_string(),
             from,
             data,
-            corpus: &self.data.corpus_id,
+            corpus: corpus_id,
             model: &self.model,
             train: run.train_config(seq, seed),
         };
@@ -133,7 +164,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         };
         // One extra sequence: a batch row needs `seq + 1` tokens.
         let budget = run.tokens(seq) + seq as u64;
-        let sampler = MixtureSampler::new(self.corpus().clone(), data, budget, seed)?;
+        let sampler = MixtureSampler::new(corpus.clone(), data, budget, seed)?;
         let mut packer = Packer::new(sampler, run.batch_size, seq);
         let stats = trainer.fit(&mut packer, run.steps, |_| self.bar.inc(1))?;
         if (stats.len() as u64) < run.steps {

@@ -6,7 +6,8 @@
 //!    streams scored on their answer tokens.
 //! 2. **Design** ([`design`]): ground-truth mixtures (uniform + Dirichlet draws; the last
 //!    `mixtures.test` held out), Na et al.'s k-subsets of base units, replicate seeds.
-//! 3. **Pool** ([`lab`]): a seed model pre-trained on the uniform mixture; from it (or from
+//! 3. **Pool** ([`lab`]): a seed model pre-trained on the uniform mixture (of the training
+//!    domains, or of `data.seed_corpus`'s); from it (or from
 //!    scratch, `mixtures.init`) one model per base unit, one expert per domain, one model
 //!    per mixture and replicate, and one seq model per subset. Every model is
 //!    content-addressed in `out_dir/pool`, so reruns and extensions only train what is new.
@@ -279,8 +280,7 @@ fn train_pool<B: AutodiffBackend>(
 ) -> Result<Trained> {
     let m = data.corpus.manifest();
     let k = data.domains.len();
-    let uniform = Mixture::from_weights(&data.corpus, &vec![1.0; k])?;
-    let seed = lab.train("seed", "uniform", None, &uniform, &cfg.seed_model, cfg.seed)?;
+    let seed = lab.train_seed()?;
     let mut units = Vec::new();
     for u in &m.units {
         let mix = Mixture::from_unit_ids(&data.corpus, &[u.id.as_str()])?;

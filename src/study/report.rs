@@ -139,6 +139,18 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
         100.0 * o.lambda_share,
         cfg.mixtures.init,
     );
+    let _ = writeln!(
+        s,
+        "The seed model was pre-trained for {} steps on the uniform mixture of {}.\n",
+        cfg.seed_model.steps,
+        match &cfg.data.seed_corpus {
+            Some(p) => format!(
+                "a separate seed corpus (`data.seed_corpus = {}`)",
+                p.display()
+            ),
+            None => "the training domains".into(),
+        }
+    );
     s.push_str("## Losses (mean CE, nats/token)\n\n| eval domain | kind | objective weight | seed | best expert | mixture models (min / mean / max) |\n|---|---|---:|---:|---:|---:|\n");
     for (j, e) in o.eval_domains.iter().enumerate() {
         let col: Vec<f64> = o.true_loss.iter().map(|r| r[j]).collect();

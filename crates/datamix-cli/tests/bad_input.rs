@@ -361,6 +361,18 @@ const DATA_CASES: &[(&str, &str, &str, &str)] = &[
     ),
     ("subset larger than units", "k = 2", "k = 50", "subsets.k"),
     (
+        "seed corpus missing",
+        "vocab_size = 300",
+        "vocab_size = 300\nseed_corpus = \"/no/seed-corpus\"",
+        "seed-corpus",
+    ),
+    (
+        "seed corpus folder empty",
+        "vocab_size = 300",
+        "vocab_size = 300\nseed_corpus = \"EMPTY\"",
+        "data.seed_corpus",
+    ),
+    (
         "infeasible min_weight",
         "min_weight = 0.0",
         "min_weight = 0.6",
@@ -403,7 +415,8 @@ fn data_errors_exit_1_name_the_file_or_key_and_train_nothing() {
     let out: PathBuf = dir.path().join("out");
     for (what, from, to, expected) in DATA_CASES {
         assert!(good.contains(from), "{what}: `{from}` not in the config");
-        let (code, err) = run(dir.path(), &good.replacen(from, to, 1));
+        let to = to.replace("EMPTY", &dir.path().join("empty").display().to_string());
+        let (code, err) = run(dir.path(), &good.replacen(from, &to, 1));
         assert_user_error(what, code, &err, expected);
         assert!(!out.join("pool").exists(), "{what}: a model was trained");
         assert!(!out.join("results").exists(), "{what}: results written");
