@@ -41,11 +41,19 @@ mod error;
 mod exec;
 mod method;
 mod plan;
+mod strategies;
 
 pub use error::MergeError;
 pub use exec::{
     BATCH_INPUT_BYTES, CHUNK_ELEMS, HASH_ALGORITHM, InputRecord, METADATA_KEY, MergeRecord,
     MergedTensor, MergedTensors, Merger, OutDtype, TensorData, file_hash,
 };
-pub use method::{FloatDtype, FloatSlice, Linear, MergeMethod, weighted_sum};
-pub use plan::{FlatPlan, FlatTerm, MergePlan, PathsOnly, Resolver, Source, Weighting};
+pub use method::{
+    FloatDtype, FloatSlice, MergeMethod, MethodError, PerTensor, Scope, TensorOverride,
+    TensorSlices, weighted_sum,
+};
+pub use plan::{
+    FlatPlan, FlatTerm, MergePlan, MethodPlan, PathsOnly, Resolver, Source, WeightOverride,
+    Weighting,
+};
+pub use strategies::{Linear, Method, Slerp, TaskArithmetic, Ties};

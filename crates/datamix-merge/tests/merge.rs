@@ -490,13 +490,12 @@ impl datamix_merge::MergeMethod for Refuse {
     fn name(&self) -> &str {
         "refuse"
     }
-    fn merge_chunk(
+    fn merge(
         &self,
-        _inputs: &[datamix_merge::FloatSlice<'_>],
-        _weights: &[f64],
+        _t: &datamix_merge::TensorSlices<'_>,
         _out: &mut [f64],
-    ) -> Result<(), String> {
-        Err("no".into())
+    ) -> Result<(), datamix_merge::MethodError> {
+        Err(datamix_merge::MethodError::Other("no".into()))
     }
 }
 

@@ -15,7 +15,6 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::MergeError;
 use crate::method::FloatDtype;
-use crate::plan::FlatPlan;
 
 use super::CHUNK_ELEMS;
 use super::output::OutDtype;
@@ -70,6 +69,8 @@ pub(super) struct Spec {
     pub(super) out_dtype: Dtype,
     /// Absolute byte offset of the tensor in each input's mapping.
     pub(super) offsets: Vec<usize>,
+    /// Its [`WeightSet`] in [`Layout::sets`].
+    pub(super) set: usize,
 }
 
 impl Spec {
@@ -97,12 +98,33 @@ impl Segment {
     }
 }
 
+/// The models a floating tensor is merged from, and their weights for it.
+pub(super) struct WeightSet {
+    /// Indices of the models in [`Job::inputs`] (those with a non-zero
+    /// weight when the method skips the others).
+    pub(super) active: Vec<usize>,
+    /// Their weights.
+    pub(super) weights: Vec<f64>,
+}
+
+/// What a job merges, besides the inputs: who weighs what, the base model,
+/// and how much of a tensor the method needs at once.
+pub(super) struct Layout {
+    /// Weight sets: the plan's first, then one per override.
+    pub(super) sets: Vec<WeightSet>,
+    /// Each override's tensor-name filter (set `k + 1` is override `k`'s).
+    pub(super) filters: Vec<String>,
+    /// The base model's index in the inputs (the last one), if any.
+    pub(super) base: Option<usize>,
+    /// Whether the method takes whole tensors (one segment per tensor).
+    pub(super) whole_tensors: bool,
+}
+
 /// A validated merge: inputs, output layout, chunks and batches.
 pub(super) struct Job {
+    /// The flattened plan's models, in order, then the base model if any.
     pub(super) inputs: Vec<Input>,
-    /// Inputs with a non-zero weight, and those weights.
-    pub(super) active: Vec<usize>,
-    pub(super) weights: Vec<f64>,
+    pub(super) layout: Layout,
     pub(super) specs: Vec<Spec>,
     pub(super) segments: Vec<Segment>,
     /// First segment of each tensor (plus one past the end).
@@ -128,7 +150,7 @@ pub(super) fn is_unmergeable_float(d: Dtype) -> bool {
 impl Job {
     pub(super) fn new(
         inputs: Vec<Input>,
-        flat: &FlatPlan,
+        layout: Layout,
         out_dtype: OutDtype,
         batch_bytes: usize,
     ) -> Result<Self, MergeError> {
@@ -187,6 +209,11 @@ impl Job {
                     Kind::Raw => info.dtype,
                 },
                 offsets,
+                set: layout
+                    .filters
+                    .iter()
+                    .position(|f| name.contains(f.as_str()))
+                    .map_or(0, |k| k + 1),
             };
             if let Kind::Raw = kind {
                 let len = spec.numel * spec.in_size();
@@ -219,8 +246,8 @@ impl Job {
         for (t, s) in specs.iter().enumerate() {
             tensor_starts.push(segments.len());
             let step = match s.kind {
-                Kind::Float(_) => CHUNK_ELEMS,
-                Kind::Raw => s.numel.max(1),
+                Kind::Float(_) if !layout.whole_tensors => CHUNK_ELEMS,
+                Kind::Float(_) | Kind::Raw => s.numel.max(1),
             };
             let mut start = 0;
             while start < s.numel {
@@ -234,19 +261,14 @@ impl Job {
         }
         tensor_starts.push(segments.len());
 
-        let (active, weights): (Vec<usize>, Vec<f64>) = flat
-            .terms
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.weight != 0.0)
-            .map(|(i, t)| (i, t.weight))
-            .unzip();
         let mut batches = Vec::new();
         let (mut start, mut bytes) = (0, 0);
         for (i, seg) in segments.iter().enumerate() {
             let spec = &specs[seg.tensor];
             let n = match spec.kind {
-                Kind::Float(_) => active.len(),
+                Kind::Float(_) => {
+                    layout.sets[spec.set].active.len() + usize::from(layout.base.is_some())
+                }
                 Kind::Raw => 1,
             } * seg.len()
                 * spec.in_size();
@@ -261,8 +283,7 @@ impl Job {
         }
         Ok(Self {
             inputs,
-            active,
-            weights,
+            layout,
             specs,
             segments,
             tensor_starts,

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use crate::MergeError;
-use crate::method::{Linear, MergeMethod};
-use crate::plan::{FlatPlan, MergePlan, Resolver, Source, Weighting};
+use crate::method::{MergeMethod, Scope};
+use crate::plan::{FlatPlan, MergePlan, MethodPlan, Resolver, Source, WeightOverride, Weighting};
+use crate::strategies::{Linear, Method};
 
 use super::hash::{HASH_ALGORITHM, HashState};
-use super::job::{Input, Job, Kind};
+use super::job::{Input, Job, Kind, Layout, WeightSet};
 use super::output::{
     MergedTensor, MergedTensors, OutDtype, TensorData, WriteError, atomic_write, header_bytes,
 };
@@ -30,6 +31,8 @@ pub struct Merger<M = Linear> {
     hash_inputs: bool,
     huge_pages: bool,
     batch_bytes: usize,
+    base: Option<Source>,
+    weight_overrides: Vec<WeightOverride>,
 }
 
 impl Default for Merger<Linear> {
@@ -46,6 +49,19 @@ impl Merger<Linear> {
     }
 }
 
+impl Merger<Method> {
+    /// A merger for a [`MethodPlan`]: its method, weighting, base model and
+    /// weight overrides (then `f32` output and hashed inputs, as
+    /// [`new`](Merger::new)). Run it on `plan.models`:
+    /// `Merger::for_plan(&plan).merge_to_file(&plan.models, &resolver, out)`.
+    pub fn for_plan(plan: &MethodPlan) -> Self {
+        let mut m = Merger::new(plan.method.clone()).weighting(plan.weighting);
+        m.base = plan.base.clone();
+        m.weight_overrides = plan.weight_overrides.clone();
+        m
+    }
+}
+
 impl<M: MergeMethod> Merger<M> {
     /// A merger using `method`, with normalised weights, `f32` output and
     /// hashed inputs.
@@ -57,7 +73,24 @@ impl<M: MergeMethod> Merger<M> {
             hash_inputs: true,
             huge_pages: false,
             batch_bytes: BATCH_INPUT_BYTES,
+            base: None,
+            weight_overrides: Vec::new(),
         }
+    }
+
+    /// The base model, for methods that take one (task arithmetic, TIES;
+    /// SLERP's first endpoint). It must have the models' tensors; it is
+    /// hashed and recorded like them.
+    pub fn base(mut self, base: impl Into<Source>) -> Self {
+        self.base = Some(base.into());
+        self
+    }
+
+    /// Adds a per-tensor weight override (see [`WeightOverride`]; the first
+    /// one whose filter matches a tensor's name wins).
+    pub fn weight_override(mut self, o: WeightOverride) -> Self {
+        self.weight_overrides.push(o);
+        self
     }
 
     /// How plan weights are checked and scaled (default normalised).
@@ -216,7 +249,7 @@ impl<M: MergeMethod> Merger<M> {
             // header is written with placeholders of the same length and
             // rewritten at the end.
             let placeholder = format!("{HASH_ALGORITHM}:{}", "0".repeat(64));
-            for i in &mut record.inputs {
+            for i in record.inputs.iter_mut().chain(&mut record.base) {
                 i.hash = Some(placeholder.clone());
             }
         }
@@ -287,9 +320,7 @@ impl<M: MergeMethod> Merger<M> {
                     job.finish_hashes(hashes, &mut record);
                     let real = header_bytes(&entries, &record).map_err(WriteError::Merge)?;
                     if real.len() != header.len() {
-                        return Err(WriteError::Merge(MergeError::Method {
-                            method: record.method.clone(),
-                            tensor: String::new(),
+                        return Err(WriteError::Merge(MergeError::Record {
                             reason: "the header with input hashes changed length".into(),
                         }));
                     }
@@ -316,9 +347,38 @@ impl<M: MergeMethod> Merger<M> {
         out_dtype: OutDtype,
     ) -> Result<(Job, MergeRecord), MergeError> {
         let flat = plan.flatten(self.weighting)?;
+        let setup = |source| MergeError::MethodSetup {
+            method: self.method.name().to_string(),
+            source,
+        };
+        self.method
+            .check(flat.terms.len(), self.base.is_some())
+            .map_err(setup)?;
+        let weights: Vec<f64> = flat.terms.iter().map(|t| t.weight).collect();
+        let sets = std::iter::once(Ok(weights))
+            .chain(
+                self.weight_overrides
+                    .iter()
+                    .map(|o| o.apply(&flat, self.weighting)),
+            )
+            .map(|w| {
+                let skip = self.method.skips_zero_weights();
+                let (active, weights) = w?
+                    .into_iter()
+                    .enumerate()
+                    .filter(|&(_, w)| !(skip && w == 0.0))
+                    .unzip();
+                Ok(WeightSet { active, weights })
+            })
+            .collect::<Result<Vec<_>, MergeError>>()?;
         let paths = resolve(&flat, resolver)?;
+        let base_path = match &self.base {
+            Some(b) => Some(resolve_source(b, resolver)?),
+            None => None,
+        };
         let inputs = paths
             .iter()
+            .chain(&base_path)
             .map(|p| Input::open(p))
             .collect::<Result<Vec<_>, _>>()?;
         let record = MergeRecord {
@@ -335,11 +395,43 @@ impl<M: MergeMethod> Merger<M> {
                     hash: None,
                 })
                 .collect(),
+            parameters: self.method.parameters(),
+            base: self
+                .base
+                .clone()
+                .zip(base_path)
+                .map(|(source, path)| InputRecord {
+                    source,
+                    path,
+                    weight: 0.0,
+                    hash: None,
+                }),
+            weight_overrides: self.weight_overrides.clone(),
+        };
+        let layout = Layout {
+            sets,
+            filters: self
+                .weight_overrides
+                .iter()
+                .map(|o| o.filter.clone())
+                .collect(),
+            base: self.base.as_ref().map(|_| flat.terms.len()),
+            whole_tensors: self.method.scope() == Scope::WholeTensor,
         };
         Ok((
-            Job::new(inputs, &flat, out_dtype, self.batch_bytes)?,
+            Job::new(inputs, layout, out_dtype, self.batch_bytes)?,
             record,
         ))
+    }
+}
+
+/// The file of one plan leaf.
+fn resolve_source(source: &Source, resolver: &impl Resolver) -> Result<PathBuf, MergeError> {
+    match source {
+        Source::Path(p) => Ok(p.clone()),
+        Source::Key(k) => resolver
+            .resolve(k)
+            .ok_or_else(|| MergeError::UnresolvedKey { key: k.clone() }),
     }
 }
 
@@ -349,12 +441,7 @@ pub(super) fn resolve(
 ) -> Result<Vec<PathBuf>, MergeError> {
     flat.terms
         .iter()
-        .map(|t| match &t.source {
-            Source::Path(p) => Ok(p.clone()),
-            Source::Key(k) => resolver
-                .resolve(k)
-                .ok_or_else(|| MergeError::UnresolvedKey { key: k.clone() }),
-        })
+        .map(|t| resolve_source(&t.source, resolver))
         .collect()
 }
 

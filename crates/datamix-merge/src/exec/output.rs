@@ -238,9 +238,7 @@ impl MergedTensors {
 }
 
 fn metadata(record: &MergeRecord) -> Result<HashMap<String, String>, MergeError> {
-    let json = serde_json::to_string(record).map_err(|e| MergeError::Method {
-        method: record.method.clone(),
-        tensor: String::new(),
+    let json = serde_json::to_string(record).map_err(|e| MergeError::Record {
         reason: format!("cannot serialise the merge record: {e}"),
     })?;
     Ok(HashMap::from([

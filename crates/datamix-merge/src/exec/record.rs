@@ -1,12 +1,13 @@
-//! The record of a merge written into every output's metadata: the method,
-//! the weighting and the flattened plan with resolved files and hashes.
+//! The record of a merge written into every output's metadata: the method
+//! and its parameters, the weighting, and the flattened plan (and base
+//! model) with resolved files and hashes.
 //! Knows serde only: not how inputs are read, merged or hashed.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Source, Weighting};
+use crate::plan::{Source, WeightOverride, Weighting};
 
 /// Metadata key under which outputs record their [`MergeRecord`] (JSON).
 pub const METADATA_KEY: &str = "datamix.merge";
@@ -21,6 +22,16 @@ pub struct MergeRecord {
     pub weighting: Weighting,
     /// The flattened plan with resolved files and their hashes.
     pub inputs: Vec<InputRecord>,
+    /// The method's parameters, for methods that have any
+    /// ([`MergeMethod::parameters`](crate::MergeMethod::parameters)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    /// The base model (its weight recorded as 0), for methods that take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<InputRecord>,
+    /// Per-tensor weight overrides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_overrides: Vec<WeightOverride>,
 }
 
 /// One input of a merge.

@@ -10,7 +10,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::MergeError;
-use crate::method::{FloatSlice, MergeMethod};
+use crate::method::{FloatSlice, MergeMethod, TensorSlices};
 
 use super::TILE_ELEMS;
 use super::encode::encode;
@@ -223,13 +223,16 @@ impl Job {
                 state.finish()
             })
             .collect();
-        for (rec, h) in record.inputs.iter_mut().zip(hashes) {
+        // The models, then the base model (the last input).
+        let recs = record.inputs.iter_mut().chain(&mut record.base);
+        for (rec, h) in recs.zip(hashes) {
             rec.hash = Some(h);
         }
     }
 
-    /// Merges one segment into `dst` (in the output dtype), through this
-    /// thread's accumulator.
+    /// Merges one segment into `dst` (in the output dtype): tile by tile
+    /// through this thread's accumulator for an elementwise method, in one
+    /// piece (a segment is a whole tensor) for a whole-tensor one.
     pub(super) fn run_segment(
         &self,
         method: &dyn MergeMethod,
@@ -241,36 +244,50 @@ impl Job {
             dst.copy_from_slice(&self.inputs[0].map[self.in_range(seg, 0)]);
             return Ok(());
         };
+        let whole = self.layout.whole_tensors;
+        let set = &self.layout.sets[spec.set];
         // Taken out rather than borrowed: a method that itself uses rayon may
         // let this thread run another chunk meanwhile, which then simply gets
-        // a fresh buffer.
-        let mut acc = ACC.take();
-        let mut xs = Vec::with_capacity(self.active.len());
+        // a fresh buffer. A whole tensor's accumulator is not kept.
+        let mut acc = if whole { Vec::new() } else { ACC.take() };
+        let tile_elems = if whole { seg.len() } else { TILE_ELEMS };
+        let mut xs = Vec::with_capacity(set.active.len());
         let out_size = spec.out_size();
-        let mut tiles = dst.chunks_mut(TILE_ELEMS * out_size).enumerate();
+        let mut tiles = dst.chunks_mut(tile_elems * out_size).enumerate();
         let merged = tiles.try_for_each(|(t, dst)| {
-            let start = seg.elems.start + t * TILE_ELEMS;
+            let start = seg.elems.start + t * tile_elems;
             let tile = Segment {
                 tensor: seg.tensor,
                 elems: start..start + dst.len() / out_size,
             };
-            xs.clear();
-            xs.extend(self.active.iter().map(|&i| {
+            let slice = |i: usize| {
                 FloatSlice::new(dtype, &self.inputs[i].map[self.in_range(&tile, i)])
                     .expect("ranges are whole elements")
-            }));
+            };
+            xs.clear();
+            xs.extend(set.active.iter().map(|&i| slice(i)));
             acc.resize(tile.len(), 0.0);
+            let slices = TensorSlices {
+                name: &spec.name,
+                shape: &spec.shape,
+                elems: tile.elems.clone(),
+                models: &xs,
+                weights: &set.weights,
+                base: self.layout.base.map(slice),
+            };
             method
-                .merge_chunk(&xs, &self.weights, &mut acc)
-                .map_err(|reason| MergeError::Method {
+                .merge(&slices, &mut acc)
+                .map_err(|source| MergeError::Method {
                     method: method.name().to_string(),
                     tensor: spec.name.clone(),
-                    reason,
+                    source,
                 })?;
             encode(&acc, spec.out_dtype, dst);
             Ok(())
         });
-        ACC.set(acc);
+        if !whole {
+            ACC.set(acc);
+        }
         merged
     }
 
