@@ -374,3 +374,335 @@ impl MergeMethod for Method {
         self.as_method().merge(t, out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::{FloatDtype, FloatSlice};
+
+    /// Little-endian `f64` bytes (exact, so expected values are too).
+    fn bytes(v: &[f64]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn slice(b: &[u8]) -> FloatSlice<'_> {
+        FloatSlice::new(FloatDtype::F64, b).unwrap()
+    }
+
+    /// Runs `method` on one tensor named `name` of the given models, weights
+    /// and base.
+    fn run(
+        method: &dyn MergeMethod,
+        name: &str,
+        models: &[&[f64]],
+        weights: &[f64],
+        base: Option<&[f64]>,
+    ) -> Result<Vec<f64>, MethodError> {
+        let n = models.first().map_or(0, |m| m.len());
+        let encoded: Vec<Vec<u8>> = models.iter().map(|m| bytes(m)).collect();
+        let xs: Vec<FloatSlice<'_>> = encoded.iter().map(|b| slice(b)).collect();
+        let base_bytes = base.map(bytes);
+        let shape = [n];
+        let t = TensorSlices {
+            name,
+            shape: &shape,
+            elems: 0..n,
+            models: &xs,
+            weights,
+            base: base_bytes.as_deref().map(slice),
+        };
+        let mut out = vec![f64::NAN; n];
+        method.merge(&t, &mut out).map(|()| out)
+    }
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(seed: u64, n: usize) -> Vec<f64> {
+        (0..n as u64)
+            .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f64 / 1001.5 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn linear_is_the_weighted_sum() {
+        // 0.25 [1, 2] + 0.75 [3, -4] = [0.25 + 2.25, 0.5 - 3] = [2.5, -2.5].
+        let got = run(
+            &Linear,
+            "w",
+            &[&[1.0, 2.0], &[3.0, -4.0]],
+            &[0.25, 0.75],
+            None,
+        );
+        assert_eq!(got.unwrap(), [2.5, -2.5]);
+        assert_eq!(
+            run(&Linear, "w", &[&[1.0, 2.0], &[3.0, -4.0]], &[1.0], None),
+            Err(MethodError::WeightCount {
+                models: 2,
+                weights: 1
+            })
+        );
+        assert_eq!(Linear.check(2, true), Err(MethodError::UnexpectedBase));
+    }
+
+    #[test]
+    fn linear_with_one_model_is_the_identity() {
+        let x = values(1, 257);
+        let got = run(&Linear, "w", &[&x], &[1.0], None).unwrap();
+        assert!(got.iter().zip(&x).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
+    fn task_arithmetic_adds_weighted_task_vectors_to_the_base() {
+        // base [1, 2, -1]; τ1 = [3, 2, 0] - base = [2, 0, 1],
+        // τ2 = [0, 4, -1] - base = [-1, 2, 0].
+        // 0.5 τ1 + 2 τ2 = [1 - 2, 0 + 4, 0.5 + 0] = [-1, 4, 0.5];
+        // plus the base: [0, 6, -0.5].
+        let base = [1.0, 2.0, -1.0];
+        let got = run(
+            &TaskArithmetic,
+            "w",
+            &[&[3.0, 2.0, 0.0], &[0.0, 4.0, -1.0]],
+            &[0.5, 2.0],
+            Some(&base),
+        );
+        assert_eq!(got.unwrap(), [0.0, 6.0, -0.5]);
+        // Without a base: refused up front and per tensor.
+        assert_eq!(
+            TaskArithmetic.check(2, false),
+            Err(MethodError::MissingBase)
+        );
+        assert_eq!(
+            run(&TaskArithmetic, "w", &[&[1.0]], &[1.0], None),
+            Err(MethodError::MissingBase)
+        );
+    }
+
+    #[test]
+    fn task_arithmetic_with_zero_weights_is_the_base() {
+        let (base, a, b) = (values(1, 100), values(2, 100), values(3, 100));
+        let got = run(&TaskArithmetic, "w", &[&a, &b], &[0.0, 0.0], Some(&base)).unwrap();
+        assert!(
+            got.iter()
+                .zip(&base)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        );
+    }
+
+    /// The TIES example worked by hand below: base, three models, weights.
+    const TIES_BASE: [f64; 4] = [1.0, 1.0, 1.0, 1.0];
+    const TIES_MODELS: [[f64; 4]; 3] = [
+        [4.0, 0.5, 1.0, -1.0], // τ1 = [3, -0.5, 0, -2]
+        [0.0, 2.0, 3.0, 3.0],  // τ2 = [-1, 1, 2, 2]
+        [1.5, 1.0, -2.0, 2.0], // τ3 = [0.5, 0, -3, 1]
+    ];
+    const TIES_WEIGHTS: [f64; 3] = [1.0, 0.5, 1.0];
+
+    fn ties(method: &Ties) -> Result<Vec<f64>, MethodError> {
+        let models: Vec<&[f64]> = TIES_MODELS.iter().map(|m| m.as_slice()).collect();
+        run(method, "w", &models, &TIES_WEIGHTS, Some(&TIES_BASE))
+    }
+
+    #[test]
+    fn ties_trims_elects_and_takes_the_disjoint_mean() {
+        // density 0.5 of 4 elements: k = 2 per task vector.
+        //   τ1' = [3, 0, 0, -2]   (|3|, |-2| largest)
+        //   τ2' = [0, 0, 2, 2]    (the two 2s)
+        //   τ3' = [0, 0, -3, 1]   (|-3|, |1|)
+        // weighted (w = [1, 0.5, 1]):
+        //   w1τ1' = [3, 0, 0, -2], w2τ2' = [0, 0, 1, 1], w3τ3' = [0, 0, -3, 1]
+        //   sum   = [3, 0, -2, 0] → elected signs [+, +, -, +] (0 counts as +)
+        // agreeing (non-zero, elected sign) entries and their weights:
+        //   e0: 3 (w 1)               → 3 / 1     = 3
+        //   e1: none                  → 0 / 1     = 0 (zero divisor → 1)
+        //   e2: -3 (w 1)              → -3 / 1    = -3
+        //   e3: 1 (w 0.5), 1 (w 1)    → 2 / 1.5
+        // plus the base (1 everywhere):
+        let got = ties(&Ties::new(0.5)).unwrap();
+        assert_eq!(got, [4.0, 1.0, -2.0, 1.0 + 2.0 / 1.5]);
+        // Without normalisation the agreeing entries are summed:
+        // [1 + 3, 1 + 0, 1 - 3, 1 + 2].
+        let sum = ties(&Ties {
+            density: 0.5.into(),
+            normalize: false,
+        });
+        assert_eq!(sum.unwrap(), [4.0, 1.0, -2.0, 3.0]);
+    }
+
+    #[test]
+    fn ties_density_is_per_tensor() {
+        // "w" matches no override (density 0.5, as above); a "norm" filter
+        // does not apply to it, a "w" one does: density 1 keeps every
+        // entry. Then (weights [1, 0.5, 1]):
+        //   w τ = [3, -0.5, 0, -2], [-0.5, 0.5, 1, 1], [0.5, 0, -3, 1]
+        //   sum = [3, 0, -2, 0] → signs [+, +, -, +]
+        //   e0: 3 (w 1), 0.5 (w 1)          → 3.5 / 2
+        //   e1: 0.5 (w 0.5)                 → 0.5 / 0.5 = 1
+        //   e2: -3 (w 1)                    → -3
+        //   e3: 1 (w 0.5), 1 (w 1)          → 2 / 1.5
+        let other = Ties::new(PerTensor::new(0.5).with("norm", 1.0));
+        assert_eq!(ties(&other).unwrap(), ties(&Ties::new(0.5)).unwrap());
+        let full = Ties::new(PerTensor::new(0.5).with("w", 1.0));
+        assert_eq!(
+            ties(&full).unwrap(),
+            [1.0 + 3.5 / 2.0, 2.0, -2.0, 1.0 + 2.0 / 1.5]
+        );
+    }
+
+    #[test]
+    fn ties_with_density_one_and_agreeing_signs_is_the_task_arithmetic_mean() {
+        // Task vectors of one sign per element (the sign of `s`); weights
+        // summing to 1, so the disjoint mean divides by 1.
+        let base = values(1, 300);
+        let s = values(2, 300);
+        let models: Vec<Vec<f64>> = (0..3)
+            .map(|i| {
+                let m = values(10 + i, 300);
+                (0..300)
+                    .map(|j| base[j] + s[j].signum() * (m[j].abs() + 0.01))
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f64]> = models.iter().map(|m| m.as_slice()).collect();
+        let w = [0.25, 0.25, 0.5];
+        let got = run(&Ties::new(1.0), "w", &refs, &w, Some(&base)).unwrap();
+        let want = run(&TaskArithmetic, "w", &refs, &w, Some(&base)).unwrap();
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+
+    #[test]
+    fn ties_checks_density_and_base() {
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            let err = Ties::new(bad).check(2, true).unwrap_err();
+            assert!(
+                matches!(err, MethodError::Parameter { name: "density", value, .. } if value.to_bits() == bad.to_bits()),
+                "{bad}: {err:?}"
+            );
+        }
+        let override_bad = Ties::new(PerTensor::new(0.5).with("mlp", 2.0));
+        assert!(matches!(
+            override_bad.check(2, true),
+            Err(MethodError::Parameter { value: 2.0, .. })
+        ));
+        assert_eq!(
+            Ties::new(1.0).check(2, false),
+            Err(MethodError::MissingBase)
+        );
+        assert_eq!(Ties::new(1.0).check(2, true), Ok(()));
+        // 0.2 of 4 elements keeps none: refused, naming the density.
+        assert_eq!(
+            ties(&Ties::new(0.2)),
+            Err(MethodError::NothingKept {
+                density: 0.2,
+                numel: 4
+            })
+        );
+    }
+
+    #[test]
+    fn top_k_breaks_ties_by_the_lower_index() {
+        let mut order = Vec::new();
+        assert_eq!(
+            top_k(&[1.0, -1.0, 1.0, 0.5], 2, &mut order),
+            [true, true, false, false]
+        );
+        assert_eq!(
+            top_k(&[0.0, -2.0, 1.0], 1, &mut order),
+            [false, true, false]
+        );
+        assert_eq!(top_k(&[1.0, 2.0], 5, &mut order), [true, true]);
+    }
+
+    #[test]
+    fn slerp_follows_the_great_circle() {
+        // v0 = [2, 0], v1 = [0, 3]: orthogonal, θ = π/2, sin θ = 1.
+        // t = 1/2: both coefficients sin(π/4) = √2/2 → [√2, 1.5 √2].
+        // t = 1/3: sin(π/3) = √3/2 and sin(π/6) = 1/2 → [√3, 1.5].
+        let (v0, v1) = ([2.0, 0.0], [0.0, 3.0]);
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-15);
+        let half = run(&Slerp::new(0.5), "w", &[&v0, &v1], &[0.5, 0.5], None).unwrap();
+        let r2 = std::f64::consts::SQRT_2;
+        assert!(close(&half, &[r2, 1.5 * r2]), "{half:?}");
+        let third = run(&Slerp::new(1.0 / 3.0), "w", &[&v0, &v1], &[1.0, 1.0], None).unwrap();
+        assert!(close(&third, &[3f64.sqrt(), 1.5]), "{third:?}");
+        // The base form: the base is v0.
+        let based = run(&Slerp::new(0.5), "w", &[&v1], &[1.0], Some(&v0)).unwrap();
+        assert_eq!(based, half);
+    }
+
+    #[test]
+    fn slerp_of_nearly_colinear_tensors_is_linear() {
+        // [1, 2] and [2, 4.002]: cos θ > 0.9995, so lerp at t = 1/4:
+        // 0.75 [1, 2] + 0.25 [2, 4.002] = [0.75 + 0.5, 1.5 + 1.0005].
+        let got = run(
+            &Slerp::new(0.25),
+            "w",
+            &[&[1.0, 2.0], &[2.0, 4.002]],
+            &[1.0, 1.0],
+            None,
+        )
+        .unwrap();
+        assert!((got[0] - 1.25).abs() < 1e-15 && (got[1] - 2.5005).abs() < 1e-15);
+    }
+
+    #[test]
+    fn slerp_endpoints_are_the_models() {
+        let (a, b) = (values(1, 200), values(2, 200));
+        for (t, want) in [(0.0, &a), (1.0, &b)] {
+            let got = run(&Slerp::new(t), "w", &[&a, &b], &[1.0, 1.0], None).unwrap();
+            assert_eq!(&got, want, "t = {t}");
+        }
+        // Per tensor: t = 1 only for tensors whose name contains "mlp".
+        let s = Slerp::new(PerTensor::new(0.0).with("mlp", 1.0));
+        assert_eq!(run(&s, "mlp.up", &[&a, &b], &[1.0, 1.0], None).unwrap(), b);
+        assert_eq!(run(&s, "attn", &[&a, &b], &[1.0, 1.0], None).unwrap(), a);
+    }
+
+    #[test]
+    fn slerp_checks_model_count_and_t() {
+        let s = Slerp::new(0.5);
+        assert_eq!(s.check(2, false), Ok(()));
+        assert_eq!(s.check(1, true), Ok(()));
+        for (models, base) in [(1, false), (3, false), (2, true), (0, true)] {
+            assert!(
+                matches!(s.check(models, base), Err(MethodError::ModelCount { found, .. }) if found == models),
+                "{models} {base}"
+            );
+        }
+        assert!(matches!(
+            Slerp::new(1.5).check(2, false),
+            Err(MethodError::Parameter { name: "t", .. })
+        ));
+        assert!(!s.skips_zero_weights());
+    }
+
+    #[test]
+    fn methods_round_trip_through_json_and_keep_their_names() {
+        let json = r#"[{"method":"linear"},{"method":"task_arithmetic"},
+            {"method":"ties","density":0.5},
+            {"method":"ties","density":{"default":0.3,"overrides":[{"filter":"norm","value":1.0}]},"normalize":false},
+            {"method":"slerp","t":0.25}]"#;
+        let methods: Vec<Method> = serde_json::from_str(json).unwrap();
+        let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+        assert_eq!(
+            names,
+            ["linear", "task_arithmetic", "ties", "ties", "slerp"]
+        );
+        assert_eq!(methods[2], Method::Ties(Ties::new(0.5)));
+        assert_eq!(
+            methods[3],
+            Method::Ties(Ties {
+                density: PerTensor::new(0.3).with("norm", 1.0),
+                normalize: false
+            })
+        );
+        assert_eq!(methods[4], Method::Slerp(Slerp::new(0.25)));
+        let again: Vec<Method> =
+            serde_json::from_str(&serde_json::to_string(&methods).unwrap()).unwrap();
+        assert_eq!(again, methods);
+        assert!(Method::Linear.parameters().is_none());
+        assert!(serde_json::from_str::<Method>(r#"{"method":"dare"}"#).is_err());
+    }
+}
