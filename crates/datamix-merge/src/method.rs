@@ -516,7 +516,8 @@ pub trait MergeMethod: Send + Sync {
 
     /// Checks the method's parameters against a merge of `models` models
     /// (after flattening the plan), with or without a base model, before
-    /// anything is read.
+    /// anything is read. The default accepts any number of models and
+    /// refuses a base model (a method that uses one overrides this).
     fn check(&self, models: usize, base: bool) -> Result<(), MethodError> {
         let _ = models;
         if base {

@@ -79,8 +79,12 @@ impl MergeMethod for TaskArithmetic {
 /// elected sign (a zero divisor counts as 1). Without `normalize` the sum
 /// is not divided (mergekit's `normalize: false`).
 ///
-/// Whole-tensor (top-k); needs a base model. Memory per tensor: about
-/// `numel` × (3 `f64` + one byte per model) besides the output.
+/// Whole-tensor (top-k); needs a base model. Memory per tensor being
+/// merged: about `numel` × (40 bytes + 1 byte per model) besides the `f64`
+/// output (base, one task vector, the election sums, the divisors, the
+/// selection order, and each model's kept-entry mask), so a 24.5 M-element
+/// embedding with 8 models takes about 1.2 GB while it is merged; task
+/// vectors are decoded twice rather than kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ties {
     /// Fraction of each task vector kept, in (0, 1]; may differ by tensor.

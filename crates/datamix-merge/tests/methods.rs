@@ -346,6 +346,34 @@ fn bad_method_setups_are_typed_errors_without_output() {
 }
 
 #[test]
+fn the_base_model_is_checked_like_the_models() {
+    let m = Models::new(2);
+    let odd = m.dir.path().join("odd.st");
+    write(&odd, &m.tensors[0][..1]); // no "norm"
+    let err = Merger::new(TaskArithmetic)
+        .base(odd.clone())
+        .merge(&MergePlan::uniform([m.path(1), m.path(2)]), &PathsOnly)
+        .unwrap_err();
+    assert!(
+        matches!(&err, MergeError::MissingTensor { path, tensor, .. } if path == &odd && tensor == "norm"),
+        "{err:?}"
+    );
+    // A pool key as the base goes through the resolver.
+    let resolver = |key: &str| (key == "base").then(|| m.path(0));
+    let merged = Merger::new(TaskArithmetic)
+        .base(Source::Key("base".into()))
+        .merge(&MergePlan::uniform([m.path(1), m.path(2)]), &resolver)
+        .unwrap();
+    assert_eq!(merged.record().base.as_ref().unwrap().path, m.path(0));
+    assert!(matches!(
+        Merger::new(TaskArithmetic)
+            .base(Source::Key("nope".into()))
+            .merge(&MergePlan::uniform([m.path(1)]), &resolver),
+        Err(MergeError::UnresolvedKey { key }) if key == "nope"
+    ));
+}
+
+#[test]
 fn density_keeping_nothing_of_a_tensor_names_it() {
     // 0.1 of the 7-element "norm" keeps no element (mergekit refuses too);
     // a per-tensor override fixes it.
