@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::method::MethodError;
+use crate::plan::Source;
+
 /// Everything that can go wrong while validating a plan or merging checkpoints.
 ///
 /// Messages name the plan node, file and tensor involved and what was expected.
@@ -131,15 +134,41 @@ pub enum MergeError {
         /// The dtype.
         dtype: String,
     },
-    /// A merge method refused its inputs. Chunks run in parallel, so when
-    /// several tensors fail, the one named is any of them.
-    #[error("merge method `{method}` failed on tensor `{tensor}`: {reason}")]
+    /// A merge method refused a tensor. Tensors are merged in parallel, so
+    /// when several fail, the one named is any of them.
+    #[error("merge method `{method}` failed on tensor `{tensor}`: {source}")]
     Method {
         /// The method's name.
         method: String,
         /// The tensor being merged.
         tensor: String,
         /// Why.
+        #[source]
+        source: MethodError,
+    },
+    /// A merge method refused its parameters, the number of models or the
+    /// presence or absence of a base model, before anything was read.
+    #[error("merge method `{method}`: {source}")]
+    MethodSetup {
+        /// The method's name.
+        method: String,
+        /// Why.
+        #[source]
+        source: MethodError,
+    },
+    /// A per-tensor weight override names a checkpoint that is not in the
+    /// flattened plan.
+    #[error("weight override `{filter}` names {checkpoint}, which is not in the plan")]
+    UnknownOverrideSource {
+        /// The override's tensor-name filter.
+        filter: String,
+        /// The checkpoint it names.
+        checkpoint: Source,
+    },
+    /// The merge record could not be written into the output header.
+    #[error("merge record: {reason}")]
+    Record {
+        /// What went wrong.
         reason: String,
     },
 }

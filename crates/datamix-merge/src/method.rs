@@ -1,5 +1,9 @@
-//! Merge methods: small interchangeable strategies that combine the same
-//! element range of every input tensor (mergekit style).
+//! The merge-method interface ([`MergeMethod`], [`TensorSlices`],
+//! [`MethodError`], [`PerTensor`]) and the float kernels methods build on
+//! ([`FloatSlice`], [`weighted_sum`]). The built-in methods live in
+//! `strategies`; this module must not know the executor or plans.
+
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +106,28 @@ impl<'a> FloatSlice<'a> {
             }
         }
         scale_into_generic(self, w, out, add);
+    }
+
+    /// Element `i` as `f64` (exact).
+    ///
+    /// # Panics
+    /// If `i >= self.len()`.
+    pub fn get(&self, i: usize) -> f64 {
+        let n = self.dtype.size();
+        let c = &self.bytes[i * n..][..n];
+        match self.dtype {
+            FloatDtype::F32 => decode_f32(c.try_into().expect("4 bytes")),
+            FloatDtype::F64 => f64::from_le_bytes(c.try_into().expect("8 bytes")),
+            FloatDtype::BF16 => decode_bf16(c.try_into().expect("2 bytes")),
+            FloatDtype::F16 => decode_f16(c.try_into().expect("2 bytes")),
+        }
+    }
+
+    /// Every element as `f64` (exact: `1.0 * x` through [`scale_into`](Self::scale_into)).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        let mut out = vec![0.0; self.len()];
+        self.scale_into(1.0, &mut out, false);
+        out
     }
 }
 
@@ -327,58 +353,288 @@ fn weighted_sum_generic(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f
     }
 }
 
-/// A way of combining checkpoints, applied independently to each element range
-/// ("chunk") of each floating tensor, so the executor can stream and
-/// parallelise freely. Methods must be elementwise: the result for element `j`
-/// may depend only on element `j` of the inputs.
+/// What a merge method is given: one tensor's name and shape, the element
+/// range it covers, the models' slices of that range, their weights for this
+/// tensor, and the base model's slice when the merge has one.
+///
+/// For an [`Scope::Elementwise`] method `elems` is any sub-range of the
+/// tensor (the executor streams tiles of a few thousand elements); for a
+/// [`Scope::WholeTensor`] method it is always `0..numel`.
+#[derive(Debug, Clone)]
+pub struct TensorSlices<'a> {
+    /// The tensor's name (as in the safetensors files).
+    pub name: &'a str,
+    /// Its shape.
+    pub shape: &'a [usize],
+    /// The element range of the tensor (flattened, row-major) that the
+    /// slices hold and the output covers.
+    pub elems: Range<usize>,
+    /// Each model's slice of `elems`, in flattened-plan order (models with a
+    /// zero weight for this tensor are left out when the method
+    /// [skips them](MergeMethod::skips_zero_weights)).
+    pub models: &'a [FloatSlice<'a>],
+    /// One weight per model: its flattened-plan weight, or a per-tensor
+    /// override's.
+    pub weights: &'a [f64],
+    /// The base model's slice of `elems`, when the merge names a base.
+    pub base: Option<FloatSlice<'a>>,
+}
+
+impl TensorSlices<'_> {
+    /// Number of elements of the whole tensor.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Checks that there is one weight per model and that every slice
+    /// (models and base) covers `out_len` elements.
+    pub fn check_lengths(&self, out_len: usize) -> Result<(), MethodError> {
+        if self.models.len() != self.weights.len() {
+            return Err(MethodError::WeightCount {
+                models: self.models.len(),
+                weights: self.weights.len(),
+            });
+        }
+        match self
+            .models
+            .iter()
+            .chain(&self.base)
+            .find(|x| x.len() < out_len)
+        {
+            Some(x) => Err(MethodError::ShortInput {
+                found: x.len(),
+                expected: out_len,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The base model's slice, or [`MethodError::MissingBase`].
+    pub fn require_base(&self) -> Result<FloatSlice<'_>, MethodError> {
+        self.base.ok_or(MethodError::MissingBase)
+    }
+}
+
+/// How much of a tensor a method needs at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Element `j` of the output depends only on element `j` of the inputs:
+    /// the executor streams tiles of each tensor in parallel, through a
+    /// small reused accumulator (constant memory, the fast path).
+    Elementwise,
+    /// The output depends on the whole tensor (norms, top-k): the executor
+    /// hands over each floating tensor entire, as one unit of parallel work,
+    /// and a `numel`-element `f64` output (plus what the method allocates).
+    WholeTensor,
+}
+
+/// Why a merge method refused its parameters or inputs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MethodError {
+    /// The method needs a base model and the merge names none.
+    #[error("needs a base model")]
+    MissingBase,
+    /// The method takes no base model and the merge names one.
+    #[error("takes no base model")]
+    UnexpectedBase,
+    /// The method takes a fixed number of models.
+    #[error("needs {expected}, got {found} model(s)")]
+    ModelCount {
+        /// What it needs, in words.
+        expected: &'static str,
+        /// How many the flattened plan has.
+        found: usize,
+    },
+    /// A parameter is out of its range (for some tensor when it is set per
+    /// tensor).
+    #[error("parameter `{name}` = {value} is not {expected}")]
+    Parameter {
+        /// The parameter.
+        name: &'static str,
+        /// The offending value.
+        value: f64,
+        /// Its allowed range, in words.
+        expected: &'static str,
+    },
+    /// Trimming to a density keeps no element of this tensor
+    /// (`floor(density * numel) = 0`); raise the density for it with a
+    /// per-tensor override.
+    #[error("density {density} keeps no element of a tensor of {numel} element(s)")]
+    NothingKept {
+        /// The density for this tensor.
+        density: f64,
+        /// Its number of elements.
+        numel: usize,
+    },
+    /// The number of weights differs from the number of models.
+    #[error("{models} model(s) for {weights} weight(s)")]
+    WeightCount {
+        /// Models given.
+        models: usize,
+        /// Weights given.
+        weights: usize,
+    },
+    /// An input slice is shorter than the output.
+    #[error("an input of {found} elements for an output of {expected}")]
+    ShortInput {
+        /// Its length.
+        found: usize,
+        /// The output's length.
+        expected: usize,
+    },
+    /// Anything else (for methods defined outside this crate).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A way of combining checkpoints tensor by tensor (mergekit style): linear,
+/// task arithmetic, TIES and SLERP are built in ([`Method`](crate::Method)
+/// names them in a plan); other crates may add their own.
+///
+/// The executor calls [`check`](Self::check) once before reading anything,
+/// then [`merge`](Self::merge) on every floating tensor, in parallel: on
+/// tiles of it for an [`Scope::Elementwise`] method, on the whole tensor
+/// for a [`Scope::WholeTensor`] one. Non-float tensors are copied from the
+/// first model.
 pub trait MergeMethod: Send + Sync {
     /// Short name, recorded in output metadata.
     fn name(&self) -> &str;
 
-    /// Combines one chunk: `inputs[i]` holds the chunk of input `i` (all of
-    /// length `out.len()`), `weights[i]` its flattened plan weight. Writes
-    /// every element of `out`. An `Err` names what is wrong (the executor
-    /// adds the tensor name).
-    fn merge_chunk(
-        &self,
-        inputs: &[FloatSlice<'_>],
-        weights: &[f64],
-        out: &mut [f64],
-    ) -> Result<(), String>;
-}
-
-/// Linear merge: `θ = Σ_i w_i θ_i` (weight averaging; task arithmetic with
-/// raw weights).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Linear;
-
-impl MergeMethod for Linear {
-    fn name(&self) -> &str {
-        "linear"
+    /// How much of a tensor [`merge`](Self::merge) needs at once (default
+    /// elementwise).
+    fn scope(&self) -> Scope {
+        Scope::Elementwise
     }
 
-    fn merge_chunk(
-        &self,
-        inputs: &[FloatSlice<'_>],
-        weights: &[f64],
-        out: &mut [f64],
-    ) -> Result<(), String> {
-        if inputs.len() != weights.len() || inputs.is_empty() {
-            return Err(format!(
-                "{} inputs for {} weights",
-                inputs.len(),
-                weights.len()
-            ));
+    /// Whether models whose weight for a tensor is zero are left out of
+    /// [`TensorSlices::models`] (never read) for that tensor. Default yes;
+    /// a method that ignores weights (SLERP) says no.
+    fn skips_zero_weights(&self) -> bool {
+        true
+    }
+
+    /// Checks the method's parameters against a merge of `models` models
+    /// (after flattening the plan), with or without a base model, before
+    /// anything is read. The default accepts any number of models and
+    /// refuses a base model (a method that uses one overrides this).
+    fn check(&self, models: usize, base: bool) -> Result<(), MethodError> {
+        let _ = models;
+        if base {
+            return Err(MethodError::UnexpectedBase);
         }
-        if let Some(x) = inputs.iter().find(|x| x.len() < out.len()) {
-            return Err(format!(
-                "an input chunk of {} elements for {}",
-                x.len(),
-                out.len()
-            ));
-        }
-        weighted_sum(inputs, weights, out);
         Ok(())
+    }
+
+    /// The method's parameters, recorded in output metadata (default none).
+    fn parameters(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Merges `t` into `out` (`t.elems.len()` elements, `f64`), writing every
+    /// element.
+    fn merge(&self, t: &TensorSlices<'_>, out: &mut [f64]) -> Result<(), MethodError>;
+}
+
+impl<M: MergeMethod + ?Sized> MergeMethod for Box<M> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn scope(&self) -> Scope {
+        (**self).scope()
+    }
+    fn skips_zero_weights(&self) -> bool {
+        (**self).skips_zero_weights()
+    }
+    fn check(&self, models: usize, base: bool) -> Result<(), MethodError> {
+        (**self).check(models, base)
+    }
+    fn parameters(&self) -> Option<serde_json::Value> {
+        (**self).parameters()
+    }
+    fn merge(&self, t: &TensorSlices<'_>, out: &mut [f64]) -> Result<(), MethodError> {
+        (**self).merge(t, out)
+    }
+}
+
+/// A parameter that may differ by tensor: a default and overrides chosen by
+/// tensor name (mergekit's `filter`: the first override whose filter is a
+/// substring of the name wins). Deserialises from a bare value too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PerTensorRepr<T>")]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+pub struct PerTensor<T> {
+    /// The value for tensors no override matches.
+    pub default: T,
+    /// Overrides, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<TensorOverride<T>>,
+}
+
+/// A value for the tensors whose name contains `filter`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorOverride<T> {
+    /// A substring of the tensor names it applies to.
+    pub filter: String,
+    /// The value.
+    pub value: T,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PerTensorRepr<T> {
+    Value(T),
+    Full {
+        default: T,
+        #[serde(default = "Vec::new")]
+        overrides: Vec<TensorOverride<T>>,
+    },
+}
+
+impl<T> From<PerTensorRepr<T>> for PerTensor<T> {
+    fn from(r: PerTensorRepr<T>) -> Self {
+        match r {
+            PerTensorRepr::Value(default) => Self::new(default),
+            PerTensorRepr::Full { default, overrides } => Self { default, overrides },
+        }
+    }
+}
+
+impl<T> PerTensor<T> {
+    /// The same value for every tensor.
+    pub fn new(default: T) -> Self {
+        Self {
+            default,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Adds an override (after the existing ones, so they take precedence).
+    pub fn with(mut self, filter: impl Into<String>, value: T) -> Self {
+        self.overrides.push(TensorOverride {
+            filter: filter.into(),
+            value,
+        });
+        self
+    }
+
+    /// The value for the tensor `name`.
+    pub fn get(&self, name: &str) -> &T {
+        self.overrides
+            .iter()
+            .find(|o| name.contains(&o.filter))
+            .map_or(&self.default, |o| &o.value)
+    }
+
+    /// The default and every override's value.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        std::iter::once(&self.default).chain(self.overrides.iter().map(|o| &o.value))
+    }
+}
+
+impl<T> From<T> for PerTensor<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
     }
 }
 
@@ -568,26 +824,5 @@ mod tests {
         let b = [0u8; 8];
         let x = FloatSlice::new(FloatDtype::F32, &b).unwrap();
         weighted_sum(&[x], &[1.0], &mut [0.0; 3]);
-    }
-
-    #[test]
-    fn linear_is_the_weighted_sum() {
-        let a: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let b: Vec<u8> = [3.0f32, -4.0]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let xs = [
-            FloatSlice::new(FloatDtype::F32, &a).unwrap(),
-            FloatSlice::new(FloatDtype::F32, &b).unwrap(),
-        ];
-        let mut out = [f64::NAN; 2];
-        Linear.merge_chunk(&xs, &[0.25, 0.75], &mut out).unwrap();
-        assert_eq!(out, [2.5, -2.5]);
-        assert!(Linear.merge_chunk(&xs, &[1.0], &mut out).is_err());
-        let err = Linear
-            .merge_chunk(&xs, &[0.5, 0.5], &mut [0.0; 3])
-            .unwrap_err();
-        assert!(err.contains("2 elements for 3"), "{err}");
     }
 }

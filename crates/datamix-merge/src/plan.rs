@@ -1,5 +1,7 @@
-//! Merge plans: trees of weighted averages over checkpoints, and their
-//! flattening to one weighted sum.
+//! Merge plans: trees of weighted averages over checkpoints and their
+//! flattening to one weighted sum; [`MethodPlan`], which adds the merge
+//! method, a base model and per-tensor weights. Must not know how plans are
+//! executed.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,6 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::MergeError;
+use crate::method::MergeMethod;
+use crate::strategies::Method;
 
 /// Where a checkpoint comes from: a file, or a key in a model pool that a
 /// [`Resolver`] turns into a file.
@@ -244,6 +248,146 @@ impl FlatPlan {
             .iter()
             .find(|t| &t.source == source)
             .map_or(0.0, |t| t.weight)
+    }
+}
+
+/// Weights for the tensors whose name contains `filter` (mergekit's
+/// per-tensor `weight` with a `filter`): the listed checkpoints get these
+/// weights instead of their flattened-plan ones, the others keep theirs.
+/// Under [`Weighting::Normalized`] the resulting weights are checked
+/// (finite, non-negative, not all zero) and divided by their sum, like a
+/// plan node's; under [`Weighting::Raw`] they are checked for finiteness
+/// and used as given. The first override whose filter matches a tensor wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightOverride {
+    /// A substring of the names of the tensors it applies to.
+    pub filter: String,
+    /// New weights for some of the plan's checkpoints.
+    pub weights: Vec<(Source, f64)>,
+}
+
+impl WeightOverride {
+    /// The weights of `flat`'s terms for the tensors this override covers.
+    pub fn apply(&self, flat: &FlatPlan, weighting: Weighting) -> Result<Vec<f64>, MergeError> {
+        let mut w: Vec<f64> = flat.terms.iter().map(|t| t.weight).collect();
+        let node = format!("override `{}`", self.filter);
+        for (source, weight) in &self.weights {
+            let Some(i) = flat.terms.iter().position(|t| &t.source == source) else {
+                return Err(MergeError::UnknownOverrideSource {
+                    filter: self.filter.clone(),
+                    checkpoint: source.clone(),
+                });
+            };
+            w[i] = *weight;
+        }
+        for (i, &x) in w.iter().enumerate() {
+            let node = || format!("{node}/{i}");
+            if !x.is_finite() {
+                return Err(MergeError::NonFiniteWeight {
+                    node: node(),
+                    weight: x,
+                });
+            }
+            if weighting == Weighting::Normalized && x < 0.0 {
+                return Err(MergeError::NegativeWeight {
+                    node: node(),
+                    weight: x,
+                });
+            }
+        }
+        if w.iter().all(|&x| x == 0.0) {
+            return Err(MergeError::ZeroWeights { node });
+        }
+        if weighting == Weighting::Normalized {
+            let sum: f64 = w.iter().sum();
+            w.iter_mut().for_each(|x| *x /= sum);
+        }
+        Ok(w)
+    }
+}
+
+/// A merge plan that names its method: the models (a [`MergePlan`], whose
+/// flattened weights are the models' weights), an optional base model, the
+/// method and its parameters, and per-tensor weight overrides. Serialises
+/// to JSON for configs; [`Merger::for_plan`](crate::Merger::for_plan) runs
+/// it.
+///
+/// ```
+/// use datamix_merge::{MergePlan, Method, MethodPlan, PerTensor, Source, Ties};
+///
+/// let plan = MethodPlan::new(
+///     Method::Ties(Ties::new(PerTensor::new(0.5).with("norm", 1.0))),
+///     MergePlan::uniform([Source::Path("a.st".into()), Source::Path("b.st".into())]),
+/// )
+/// .base(Source::Path("base.st".into()));
+/// plan.check()?;
+/// let json = serde_json::to_string(&plan).unwrap();
+/// assert_eq!(serde_json::from_str::<MethodPlan>(&json).unwrap(), plan);
+/// # Ok::<(), datamix_merge::MergeError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodPlan {
+    /// The method and its parameters.
+    pub method: Method,
+    /// The models and their weights.
+    pub models: MergePlan,
+    /// The base model, for methods that take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Source>,
+    /// How the models' weights are checked and scaled.
+    #[serde(default)]
+    pub weighting: Weighting,
+    /// Per-tensor weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_overrides: Vec<WeightOverride>,
+}
+
+impl MethodPlan {
+    /// `method` over `models`, normalised weights, no base, no overrides.
+    pub fn new(method: Method, models: MergePlan) -> Self {
+        Self {
+            method,
+            models,
+            base: None,
+            weighting: Weighting::Normalized,
+            weight_overrides: Vec::new(),
+        }
+    }
+
+    /// With a base model.
+    pub fn base(mut self, base: impl Into<Source>) -> Self {
+        self.base = Some(base.into());
+        self
+    }
+
+    /// With this weighting.
+    pub fn weighting(mut self, weighting: Weighting) -> Self {
+        self.weighting = weighting;
+        self
+    }
+
+    /// With one more per-tensor weight override.
+    pub fn weight_override(mut self, o: WeightOverride) -> Self {
+        self.weight_overrides.push(o);
+        self
+    }
+
+    /// Checks everything that can be checked without reading a file: the
+    /// plan's weights, the method's parameters (e.g. TIES density in
+    /// (0, 1]), the number of models (SLERP: 2, or 1 and a base), the base
+    /// model's presence, and the overrides. Returns the flattened plan.
+    pub fn check(&self) -> Result<FlatPlan, MergeError> {
+        let flat = self.models.flatten(self.weighting)?;
+        self.method
+            .check(flat.terms.len(), self.base.is_some())
+            .map_err(|source| MergeError::MethodSetup {
+                method: self.method.name().to_string(),
+                source,
+            })?;
+        for o in &self.weight_overrides {
+            o.apply(&flat, self.weighting)?;
+        }
+        Ok(flat)
     }
 }
 

@@ -490,13 +490,12 @@ impl datamix_merge::MergeMethod for Refuse {
     fn name(&self) -> &str {
         "refuse"
     }
-    fn merge_chunk(
+    fn merge(
         &self,
-        _inputs: &[datamix_merge::FloatSlice<'_>],
-        _weights: &[f64],
+        _t: &datamix_merge::TensorSlices<'_>,
         _out: &mut [f64],
-    ) -> Result<(), String> {
-        Err("no".into())
+    ) -> Result<(), datamix_merge::MethodError> {
+        Err(datamix_merge::MethodError::Other("no".into()))
     }
 }
 
@@ -669,4 +668,56 @@ fn merge_into_reuses_buffers_and_equals_a_fresh_merge() {
     ));
     assert_eq!(out.tensors(), keep.tensors());
     assert_eq!(out.record(), keep.record());
+}
+
+/// BLAKE3 of a safetensors file's tensor data (everything after the header):
+/// the merge result without the header's metadata, which names temporary
+/// paths.
+fn data_hash(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    blake3::hash(&bytes[8 + n..]).to_hex().to_string()
+}
+
+#[test]
+fn merge_outputs_are_bit_identical_to_the_recorded_ones() {
+    // Golden hashes recorded before exec.rs was split into modules (issue
+    // 22): refactoring the executor must not change a single output bit, in
+    // any output dtype, in memory or to a file, with or without hashing.
+    let dir = Dir::new();
+    let paths: Vec<_> = (0..3)
+        .map(|i| dir.put(&format!("{i}.st"), &model(20 + i)))
+        .collect();
+    let plan = MergePlan::weighted(paths.iter().cloned().zip([0.5, 0.3, 0.2]));
+    let mut got = Vec::new();
+    for (dtype, hash) in [
+        (OutDtype::F32, false),
+        (OutDtype::BF16, true),
+        (OutDtype::F16, false),
+    ] {
+        let out = dir.path(&format!("out-{dtype:?}"));
+        small_batches()
+            .out_dtype(dtype)
+            .hash_inputs(hash)
+            .merge_to_file(&plan, &PathsOnly, &out)
+            .unwrap();
+        got.push(data_hash(&out));
+    }
+    let merged = small_batches().merge(&plan, &PathsOnly).unwrap();
+    let mut mem = blake3::Hasher::new();
+    for t in merged.tensors() {
+        mem.update(t.name().as_bytes());
+        match t.data() {
+            TensorData::F32(v) => mem.update(bytemuck::cast_slice(v)),
+            TensorData::Raw { bytes, .. } => mem.update(bytes),
+        };
+    }
+    got.push(mem.finalize().to_hex().to_string());
+    let want = [
+        "4f454da05ffbdb880b986ac7c5a5a1d200f59fe42cfc8756ebb658867c27de88",
+        "45d9773502fdd376571e1f76883bd89dfe42df0b663b50ac3f959eddf8c375cd",
+        "dbcf50cd6a8e3a07de5763deb670a6bf919f70e8f19c504f24d7b78f19bbdf81",
+        "395455aed4f6be679433e1ae83b28327f9f41613420b81fa862405e32634c9f0",
+    ];
+    assert_eq!(got, want);
 }
