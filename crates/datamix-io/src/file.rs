@@ -279,7 +279,12 @@ mod tests {
         let p = dir.path().join("out.json");
         let mut f = AtomicFile::create(&p).unwrap();
         f.write_all(b"partial").unwrap();
-        let name = f.temp_path().file_name().unwrap().to_string_lossy().into_owned();
+        let name = f
+            .temp_path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(name.starts_with(&temp_prefix(TMP_PREFIX)), "{name}");
         assert_eq!(f.temp_path().parent(), Some(dir.path()));
         assert!(!p.exists(), "nothing at the target before commit");
@@ -315,7 +320,12 @@ mod tests {
         std::fs::write(dest.join("old"), b"old").unwrap();
 
         let staging = StagingDir::create_in(dir.path(), ".tmp-").unwrap();
-        let name = staging.path().file_name().unwrap().to_string_lossy().into_owned();
+        let name = staging
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(name.starts_with(&temp_prefix(".tmp-")), "{name}");
         write_file(&staging.path().join("new"), b"new").unwrap();
         // A non-empty destination is not replaced: the staging directory comes back.

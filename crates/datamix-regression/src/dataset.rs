@@ -13,7 +13,7 @@
 //!   is what feature sets select by name.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 
@@ -475,23 +475,17 @@ impl Dataset {
     }
 }
 
-/// Writes a file atomically: `write` fills a temporary file in the same folder, which is
-/// flushed, fsynced and renamed over `path`. Nothing is left behind on error.
+/// Writes a file atomically and durably ([`datamix_io::AtomicFile`]): `write` fills a
+/// temporary file in the same folder, which is fsynced and renamed over `path`, and the
+/// folder fsynced. Nothing is left behind on error.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
-    let io = |source| RegressionError::Io {
+    let mut f = datamix_io::AtomicFile::create(path)?;
+    write(f.file_mut()).map_err(|source| RegressionError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
-    write(tmp.as_file_mut()).map_err(io)?;
-    tmp.as_file_mut().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })?;
+    Ok(f.commit()?)
 }
