@@ -44,7 +44,7 @@ pub use config::StudyConfig;
 use config::{Init, RunConfig};
 use data::Prepared;
 pub use design::draw_mixtures;
-use lab::Lab;
+use lab::{Lab, Role};
 pub use subsets::SubsetOutcome;
 
 use crate::error::{Error, Result};
@@ -280,28 +280,42 @@ fn train_pool<B: AutodiffBackend>(
     let m = data.corpus.manifest();
     let k = data.domains.len();
     let uniform = Mixture::from_weights(&data.corpus, &vec![1.0; k])?;
-    let seed = lab.train("seed", "uniform", None, &uniform, &cfg.seed_model, cfg.seed)?;
+    let seed = lab.train(
+        Role::Seed,
+        "uniform",
+        None,
+        &uniform,
+        &cfg.seed_model,
+        cfg.seed,
+    )?;
     let mut units = Vec::new();
     for u in &m.units {
         let mix = Mixture::from_unit_ids(&data.corpus, &[u.id.as_str()])?;
-        let key = lab.train("unit", &u.id, Some(&seed), &mix, &cfg.continued, cfg.seed)?;
+        let key = lab.train(
+            Role::Unit,
+            &u.id,
+            Some(&seed),
+            &mix,
+            &cfg.continued,
+            cfg.seed,
+        )?;
         units.push((u.domain.clone(), key));
     }
     let mut experts = Vec::new();
     for (i, d) in data.domains.iter().enumerate() {
         let mut w = vec![0.0; k];
         w[i] = 1.0;
-        experts.push(lab.train_lambda(&seed, "expert", d, &w, cfg.seed)?);
+        experts.push(lab.train_lambda(&seed, Role::Expert, d, &w, cfg.seed)?);
     }
     let mut mixture_keys = Vec::new();
     for (j, lambda) in mixtures.iter().enumerate() {
         let name = mixture_name(j);
-        mixture_keys.push(lab.train_lambda(&seed, "mixture", &name, lambda, cfg.seed)?);
+        mixture_keys.push(lab.train_lambda(&seed, Role::Mixture, &name, lambda, cfg.seed)?);
     }
     let mut replicates = Vec::new();
     for &j in &cfg.replicates.mixtures {
         for s in design::extra_seeds(cfg.seed, cfg.replicates.seeds) {
-            let key = lab.train_lambda(&seed, "mixture", &mixture_name(j), &mixtures[j], s)?;
+            let key = lab.train_lambda(&seed, Role::Mixture, &mixture_name(j), &mixtures[j], s)?;
             replicates.push((j, s, key));
         }
     }
@@ -313,7 +327,14 @@ fn train_pool<B: AutodiffBackend>(
     for s in subsets {
         let ids: Vec<&str> = s.iter().map(|&u| m.units[u].id.as_str()).collect();
         let mix = Mixture::from_unit_ids(&data.corpus, &ids)?;
-        let key = lab.train("subset", &ids.join("+"), Some(&seed), &mix, &run, cfg.seed)?;
+        let key = lab.train(
+            Role::Subset,
+            &ids.join("+"),
+            Some(&seed),
+            &mix,
+            &run,
+            cfg.seed,
+        )?;
         subset_keys.push((s.clone(), key));
     }
     Ok(Trained {
@@ -449,7 +470,7 @@ fn validate<B: AutodiffBackend>(
         ..Default::default()
     };
     for &s in &seeds {
-        let key = lab.train_lambda(&t.seed, "mixture", "recommended", &rec, s)?;
+        let key = lab.train_lambda(&t.seed, Role::Mixture, "recommended", &rec, s)?;
         let losses = lab.score_mean(&key)?;
         v.recommended.push(analysis::objective(&losses, &w));
         if s == cfg.seed {
@@ -458,7 +479,7 @@ fn validate<B: AutodiffBackend>(
         }
         for (j, out) in [(0, &mut v.uniform), (best, &mut v.best)] {
             let lambda = &outcome.mixtures[j];
-            let key = lab.train_lambda(&t.seed, "mixture", &mixture_name(j), lambda, s)?;
+            let key = lab.train_lambda(&t.seed, Role::Mixture, &mixture_name(j), lambda, s)?;
             out.push(analysis::objective(&lab.score_mean(&key)?, &w));
         }
     }
