@@ -14,8 +14,8 @@
 /// `argmin_x ‖x − y‖²`, written into `out`.
 ///
 /// The caller guarantees `lower ≤ upper` element-wise, `Σ lower ≤ 1 ≤ Σ upper` and finite
-/// inputs of equal length (a validated [`crate::SearchSpace`] does); non-finite entries of
-/// `y` are treated as `lower`.
+/// inputs of equal length (validated [`crate::Bounds`] and `datamix_optimizer::SearchSpace`s
+/// do); non-finite entries of `y` are treated as `lower`.
 pub fn project_euclidean(y: &[f64], lower: &[f64], upper: &[f64], out: &mut [f64]) {
     debug_assert!(y.len() == lower.len() && y.len() == upper.len() && y.len() == out.len());
     let y_at = |i: usize| if y[i].is_finite() { y[i] } else { lower[i] };

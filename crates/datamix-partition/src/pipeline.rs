@@ -622,10 +622,10 @@ impl Partitioner {
                 message: "cache entry is inconsistent; delete it".into(),
             });
         }
-        // SAFETY: cache entries are written once into a fresh directory and renamed into place.
         let tokens = if len == 0 {
             None
         } else {
+            // SAFETY: cache entries are written once into a fresh directory and renamed into place.
             Some(unsafe { Mmap::map(&tf) }.map_err(|e| PartitionError::io(&tok_path, e))?)
         };
         let entry = SourceEntry {

@@ -112,10 +112,10 @@ impl TokenShard {
                 ),
             });
         }
-        // SAFETY: shards are written once (atomically renamed into place) and never modified.
         let map = if len == 0 {
             None
         } else {
+            // SAFETY: shards are written once (atomically renamed into place) and never modified.
             Some(unsafe { Mmap::map(&file) }.map_err(|e| PartitionError::io(path, e))?)
         };
         Ok(Self {
