@@ -176,11 +176,11 @@ impl ExpertTable {
             name: "kernel".into(),
             reason: format!("'{name}' is not available on this CPU for {k} experts"),
         })?;
-        Ok(self.losses_with(mixtures, choice.kernel))
+        Ok(self.losses_with(mixtures, choice))
     }
 
     fn losses_unchecked<M: AsRef<[f64]> + Sync>(&self, mixtures: &[M]) -> Vec<f64> {
-        self.losses_with(mixtures, kernel::select(self.n_experts()).kernel)
+        self.losses_with(mixtures, kernel::select(self.n_experts()))
     }
 
     /// The batched losses with a given kernel (also used by the tests to compare kernels).
@@ -192,7 +192,7 @@ impl ExpertTable {
     fn losses_with<M: AsRef<[f64]> + Sync>(
         &self,
         mixtures: &[M],
-        kernel: kernel::Kernel,
+        kernel: kernel::Choice,
     ) -> Vec<f64> {
         let k = self.n_experts();
         let n = self.n_tokens();
@@ -246,7 +246,7 @@ impl ExpertTable {
                                     reference: &reference[j.clone()],
                                     ln_sum: &ln_sum[j],
                                 };
-                                kernel(self, t0, t1, &block, acc);
+                                kernel.run(self, t0, t1, &block, acc);
                             }
                             acc
                         },
@@ -361,7 +361,12 @@ mod kernel {
 
     /// Arguments: table, t0, t1 (`t1 - t0` a multiple of 16), a [`Block`] of [`MB`]
     /// mixtures, and the `MB` sums to add to.
-    pub(super) type Kernel = fn(&ExpertTable, usize, usize, &Block, &mut [f64]);
+    ///
+    /// An `unsafe fn`: the SIMD kernels are undefined behaviour on a CPU without their
+    /// instruction set. Only [`Choice::run`] calls one, and a [`Choice`] holding a SIMD
+    /// kernel exists only after its feature check (`avx512_choice` / `avx2_choice`; the
+    /// field is private to this module).
+    pub(super) type Kernel = unsafe fn(&ExpertTable, usize, usize, &Block, &mut [f64]);
 
     /// [`MB`] mixtures `j` over `k` experts, as each kernel wants them (row-major,
     /// `MB * k` entries per slice).
@@ -380,12 +385,32 @@ mod kernel {
         pub(super) ln_sum: &'a [f64],
     }
 
-    /// A kernel and what it is.
+    /// A kernel and what it is: the token that it may run on this CPU. Made only here, by
+    /// [`SCALAR`] and the `*_choice` functions after their feature checks.
     #[derive(Clone, Copy)]
     pub(super) struct Choice {
         pub(super) name: &'static str,
         pub(super) tokens_per_ln: usize,
-        pub(super) kernel: Kernel,
+        kernel: Kernel,
+    }
+
+    impl Choice {
+        /// Runs the kernel (arguments as for [`Kernel`]; they are checked by each SIMD
+        /// kernel before its unsafe code).
+        pub(super) fn run(
+            &self,
+            table: &ExpertTable,
+            t0: usize,
+            t1: usize,
+            block: &Block,
+            out: &mut [f64],
+        ) {
+            // SAFETY: a `Choice` holds a SIMD kernel only if it was made by
+            // `avx512_choice` / `avx2_choice`, after checking that this CPU has the
+            // kernel's features (the field is private to this module, and no code here
+            // builds a `Choice` otherwise).
+            unsafe { (self.kernel)(table, t0, t1, block, out) }
+        }
     }
 
     /// Tokens (per SIMD lane) per `ln`: whose mantissas are multiplied (AVX2; the product
@@ -536,8 +561,12 @@ mod kernel {
         use crate::fastln::avx2::{hsum_f64, ln8};
         use std::arch::x86_64::*;
 
-        /// Safe entry point; only handed out after checking AVX2+FMA.
-        pub(in super::super) fn entry<const K: usize>(
+        /// The kernel's entry point: checks its arguments (panics if inconsistent), then
+        /// runs [`sum`] per mixture.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA (`crate::fastln::avx2::available()`).
+        pub(in super::super) unsafe fn entry<const K: usize>(
             table: &ExpertTable,
             t0: usize,
             t1: usize,
@@ -548,8 +577,8 @@ mod kernel {
             let (lam, ln_lam) = (block.lam32, block.ln_lam);
             for (j, o) in out.iter_mut().enumerate() {
                 let r = j * K..(j + 1) * K;
-                // SAFETY: handed out only when AVX2 and FMA are available; the bounds
-                // are asserted above.
+                // SAFETY: the caller guarantees AVX2 and FMA; the bounds are asserted
+                // above.
                 *o += unsafe { sum::<K>(table, t0, t1, &lam[r.clone()], &ln_lam[r]) };
             }
         }
@@ -723,8 +752,13 @@ mod kernel {
         use crate::fastln::avx512::{hsum_f64, ln16};
         use std::arch::x86_64::*;
 
-        /// Safe entry point; only handed out after checking AVX-512F, AVX2 and FMA.
-        pub(in super::super) fn entry<const K: usize>(
+        /// The kernel's entry point: checks its arguments (panics if inconsistent), then
+        /// runs [`passes`].
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512F, AVX2 and FMA
+        /// (`crate::fastln::avx512::available()`).
+        pub(in super::super) unsafe fn entry<const K: usize>(
             table: &ExpertTable,
             t0: usize,
             t1: usize,
@@ -735,17 +769,23 @@ mod kernel {
             // All MB = 8 mixtures per pass while the K expert vectors, 8 products and 8
             // exponent sums fit in the 32 registers; 4 per pass for more experts.
             if K <= 8 {
-                passes::<K, 8>(table, t0, t1, block, out);
+                // SAFETY: the caller guarantees the features; the arguments were checked
+                // just above.
+                unsafe { passes::<K, 8>(table, t0, t1, block, out) };
             } else {
-                passes::<K, 4>(table, t0, t1, block, out);
+                // SAFETY: as above.
+                unsafe { passes::<K, 4>(table, t0, t1, block, out) };
             }
         }
 
-        /// [`sum`] over the MB mixtures, NB at a time (`valid_args` checked by the caller):
-        /// in the reference-expert form when the NB mixtures share their reference expert,
-        /// else in the plain form.
+        /// [`sum`] over the MB mixtures, NB at a time: in the reference-expert form when
+        /// the NB mixtures share their reference expert, else in the plain form.
+        ///
+        /// # Safety
+        /// AVX-512F, AVX2 and FMA available, and `valid_args(table, K, t0, t1, block,
+        /// out)` holds.
         #[inline]
-        fn passes<const K: usize, const NB: usize>(
+        unsafe fn passes<const K: usize, const NB: usize>(
             table: &ExpertTable,
             t0: usize,
             t1: usize,
@@ -759,8 +799,6 @@ mod kernel {
                 let out: &mut [f64; NB] = out.try_into().expect("NB sums");
                 let ln_lam = &block.ln_lam[m0 * K..(m0 + NB) * K];
                 let r = block.reference[m0];
-                // SAFETY (both calls): `entry` is handed out only when AVX-512F, AVX2 and
-                // FMA are available, and it checked the bounds (`rows` are < K).
                 if block.reference[m0..m0 + NB].iter().all(|&x| x == r) {
                     // Rows in the order r, then the others; weights in that order.
                     let rows: [usize; K] =
@@ -769,11 +807,14 @@ mod kernel {
                         std::array::from_fn(|i| block.unit32[(m0 + j) * K + rows[i]])
                     });
                     let ln_sum: [f64; NB] = std::array::from_fn(|j| block.ln_sum[m0 + j]);
+                    // SAFETY: the caller guarantees AVX-512F, AVX2 and FMA and the
+                    // arguments (`valid_args`: `r < K`, so every `rows[i] < K`).
                     unsafe {
                         sum::<K, NB, true>(table, t0, t1, &rows, &coef, &lam, ln_lam, &ln_sum, out)
                     }
                 } else {
                     let rows: [usize; K] = std::array::from_fn(|i| i);
+                    // SAFETY: as above (`rows` is the identity on `0..K`).
                     unsafe {
                         sum::<K, NB, false>(
                             table, t0, t1, &rows, &lam, &lam, ln_lam, &[0.0; NB], out,
@@ -1097,7 +1138,7 @@ mod tests {
             let mixtures = mixtures(k, 4 * 9 + 3 - k % 4, &mut rng);
             let exact: Vec<f64> = mixtures.iter().map(|m| table.loss(m).unwrap()).collect();
             for choice in kernels(k) {
-                let got = table.losses_with(&mixtures, choice.kernel);
+                let got = table.losses_with(&mixtures, choice);
                 assert_eq!(got.len(), mixtures.len());
                 for ((g, e), m) in got.iter().zip(&exact).zip(&mixtures) {
                     let err = (g - e).abs();
@@ -1122,7 +1163,7 @@ mod tests {
             let mixtures = mixtures(k, 30, &mut rng);
             let all: Vec<Vec<f64>> = kernels(k)
                 .iter()
-                .map(|c| table.losses_with(&mixtures, c.kernel))
+                .map(|c| table.losses_with(&mixtures, *c))
                 .collect();
             for pair in all.windows(2) {
                 for (a, b) in pair[0].iter().zip(&pair[1]) {
@@ -1154,7 +1195,7 @@ mod tests {
             vec![0.2, 0.3, 0.5],
         ];
         for choice in kernels(3) {
-            let got = table.losses_with(&cases, choice.kernel);
+            let got = table.losses_with(&cases, choice);
             for (m, g) in cases.iter().zip(got) {
                 let e = table.loss(m).unwrap();
                 assert!(
@@ -1191,9 +1232,9 @@ mod tests {
                 all.swap(j, rng.random_range(0..=j));
             }
             for choice in kernels(k) {
-                let got = table.losses_with(&all, choice.kernel);
+                let got = table.losses_with(&all, choice);
                 for (m, g) in all.iter().zip(&got) {
-                    let alone = table.losses_with(std::slice::from_ref(m), choice.kernel)[0];
+                    let alone = table.losses_with(std::slice::from_ref(m), choice)[0];
                     let e = table.loss(m).unwrap();
                     let tol = 1e-6 * e.abs().max(1.0);
                     assert!(

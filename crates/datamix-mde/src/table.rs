@@ -258,12 +258,32 @@ impl ExpertTable {
             path: path.to_path_buf(),
             source,
         })?;
-        // SAFETY: the map is read-only and dropped before this function returns; a
-        // concurrent writer could only make us read garbage, which is validated below.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| MdeError::Io {
+        let io = |source| MdeError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // Too short to hold a safetensors header: refused before mapping anything.
+        let len = file.metadata().map_err(io)?.len();
+        if len < 8 {
+            return Err(bad(format!(
+                "{len} bytes, shorter than a safetensors header"
+            )));
+        }
+        // SAFETY: the map is read-only and lives only until the values are copied out
+        // below; everything read through it is validated (header, offsets, shape, every
+        // value). What validation cannot cover is the file shrinking underneath the map:
+        // if another process truncates it while it is mapped, touching a page past the
+        // new end raises SIGBUS and kills this process (it does not read garbage).
+        // datamix never truncates a table in place: `save` writes a new file and renames
+        // it over the old one, so a mapped old file stays whole; only a truncation from
+        // outside (e.g. `truncate`, or a copy onto the same path) can cause it.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        if map.len() as u64 != len {
+            return Err(bad(format!(
+                "changed while being opened ({len} bytes, then {})",
+                map.len()
+            )));
+        }
         let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
         let info = header
             .metadata()

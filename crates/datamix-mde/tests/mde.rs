@@ -380,6 +380,17 @@ fn save_load_round_trip_and_bad_files() {
         ExpertTable::load(dir.path().join("absent")),
         Err(MdeError::Io { .. })
     ));
+    // Truncated copies (shorter than a header, or cut inside the data) are typed errors
+    // naming the file, found before or while mapping it.
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
+        let short = dir.path().join(format!("cut{cut}.safetensors"));
+        std::fs::write(&short, &bytes[..cut]).unwrap();
+        match ExpertTable::load(&short) {
+            Err(MdeError::Format { path, .. }) => assert_eq!(path, short),
+            other => panic!("{cut} bytes: expected a format error, got {other:?}"),
+        }
+    }
     // Saving into a missing folder fails without creating anything.
     assert!(matches!(
         table.save(dir.path().join("no/such/dir/t.safetensors")),
