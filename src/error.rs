@@ -54,5 +54,12 @@ impl Error {
     }
 }
 
+impl From<datamix_io::Error> for Error {
+    fn from(e: datamix_io::Error) -> Self {
+        let (path, source) = e.into_parts();
+        Self::Io { path, source }
+    }
+}
+
 /// Shorthand for results in this crate.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -47,7 +47,7 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// File recording the length and BLAKE3 hash of every other file of an entry.
 pub const INTEGRITY_FILE: &str = "integrity.json";
 /// Prefix of the pool's temporary directories (followed by host and pid).
-const TMP_PREFIX: &str = ".tmp-";
+const TMP_PREFIX: &str = datamix_io::TMP_PREFIX;
 /// Prefix of damaged entries moved aside.
 pub const DAMAGED_PREFIX: &str = ".damaged-";
 const INTEGRITY_FORMAT: &str = "datamix-pool-integrity-v1";
@@ -169,7 +169,7 @@ fn record_integrity(dir: &Path) -> Result<()> {
         files,
     };
     let json = serde_json::to_vec_pretty(&rec).expect("integrity record serialises");
-    datamix_decoder::checkpoint::write_atomic(&dir.join(INTEGRITY_FILE), &json)?;
+    datamix_io::write_file(&dir.join(INTEGRITY_FILE), &json)?;
     Ok(())
 }
 
@@ -355,41 +355,36 @@ impl Pool {
         spec: &impl Serialize,
         write: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
-        let tmp = tempfile::Builder::new()
-            .prefix(&datamix_partition::leftovers::temp_prefix(TMP_PREFIX))
-            .tempdir_in(&self.root)
-            .map_err(|e| Error::io(&self.root, e))?;
+        // `<TMP_PREFIX><host>-<pid>-…`, an ordinary folder (0755 under the umask), removed
+        // on any error below; `Pool::open` cleans those of killed runs.
+        let mut tmp = datamix_io::StagingDir::create_in(&self.root, TMP_PREFIX)?;
         write(tmp.path())?;
         let spec_path = tmp.path().join(SPEC_FILE);
         let json = serde_json::to_vec_pretty(spec).expect("descriptions serialise");
-        datamix_decoder::checkpoint::write_atomic(&spec_path, &json)?;
+        datamix_io::write_file(&spec_path, &json)?;
         record_integrity(tmp.path())?;
-        // Temporary directories start private (0700); entries are ordinary folders.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| Error::io(tmp.path(), e))?;
-        }
         let dest = self.dir(key);
         for _ in 0..3 {
             if self.check(key)? {
                 return Ok(dest);
             }
-            match std::fs::rename(tmp.path(), &dest) {
-                Ok(()) => {
-                    let _ = tmp.keep();
-                    return Ok(dest);
-                }
+            match tmp.persist(&dest) {
+                Ok(()) => return Ok(dest),
+                Err(datamix_io::PersistDirError::Sync(e)) => return Err(e.into()),
                 // Another writer (or a damaged entry) appeared since the check: look again.
-                Err(e)
+                Err(datamix_io::PersistDirError::Rename { staging, error })
                     if dest.exists()
                         || matches!(
-                            e.kind(),
+                            error.kind(),
                             std::io::ErrorKind::DirectoryNotEmpty
                                 | std::io::ErrorKind::AlreadyExists
-                        ) => {}
-                Err(e) => return Err(Error::io(&dest, e)),
+                        ) =>
+                {
+                    tmp = staging;
+                }
+                Err(datamix_io::PersistDirError::Rename { error, .. }) => {
+                    return Err(Error::io(&dest, error));
+                }
             }
         }
         Err(Error::Invalid(format!(
@@ -450,7 +445,16 @@ mod tests {
                 .unwrap()
                 .permissions()
                 .mode();
-            assert_eq!(mode & 0o777, 0o755, "entries are ordinary folders");
+            // 0755 under the umask (read from /proc where it can be).
+            let umask = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Umask:"))
+                        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                })
+                .unwrap_or(0o022);
+            assert_eq!(mode & 0o777, 0o755 & !umask, "entries are ordinary folders");
         }
         (dir, pool, key)
     }

@@ -7,6 +7,7 @@ use datamix_optimizer::{
     BayesOpt, BoConfig, CmaEs, MdeFeatures, MdeObjective, Method, ModelObjective, OptimResult,
     RegressionSurrogate, SearchSpace, TokenLimits, mde_exact,
 };
+use datamix_regression::FeatureGroup::{Lambda, Mde, Merged};
 use datamix_regression::{
     Column, ComparisonTable, Dataset, FeatureSet, Folds, GbdtParams, GpParams, MdeAloneParams,
     MeanParams, Metrics, Regressor, RidgeParams, compare,
@@ -128,12 +129,12 @@ pub fn dataset(o: &StudyOutcome) -> Result<Dataset> {
     let mut columns = Vec::new();
     let mut cols: Vec<Vec<f64>> = Vec::new();
     for (i, d) in o.domains.iter().enumerate() {
-        columns.push(Column::new("lambda", d));
+        columns.push(Column::new(Lambda.as_str(), d));
         cols.push(o.mixtures.iter().map(|m| m[i]).collect());
     }
-    for (group, m) in [("mde", &o.mde_loss), ("merged", &o.merged_loss)] {
+    for (group, m) in [(Mde, &o.mde_loss), (Merged, &o.merged_loss)] {
         for (j, e) in o.eval_domains.iter().enumerate() {
-            columns.push(Column::new(group, e));
+            columns.push(Column::new(group.as_str(), e));
             cols.push(m.iter().map(|r| r[j]).collect());
         }
     }
@@ -193,9 +194,9 @@ fn folds(cfg: &StudyConfig, n: usize) -> Result<Folds> {
 /// The feature sets compared.
 fn feature_sets() -> [FeatureSet; 3] {
     [
-        FeatureSet::new("λ", &["lambda"]),
-        FeatureSet::new("λ+MDE", &["lambda", "mde"]),
-        FeatureSet::new("λ+MDE+merged", &["lambda", "mde", "merged"]),
+        FeatureSet::new("λ", &[Lambda]),
+        FeatureSet::new("λ+MDE", &[Lambda, Mde]),
+        FeatureSet::new("λ+MDE+merged", &[Lambda, Mde, Merged]),
     ]
 }
 
@@ -231,16 +232,16 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
             Some(k) => m.iter().map(|r| objective(r, objectives[k].1)).collect(),
         };
         let truth = pick(&o.true_loss);
-        for (proxy, m) in [("mde", &o.mde_loss), ("merged", &o.merged_loss)] {
+        for (proxy, m) in [(Mde, &o.mde_loss), (Merged, &o.merged_loss)] {
             let (pearson, spearman) = stats::correlate(&pick(m), &truth);
             a.proxy_quality.push(ProxyQuality {
                 target: target.clone(),
-                proxy: proxy.into(),
+                proxy: proxy.to_string(),
                 pearson,
                 spearman,
             });
         }
-        let task = data.task(&["lambda"], target)?;
+        let task = data.task(&[Lambda], target)?;
         let (family, pearson, spearman) = stats::best_baseline(&learners, &task, &all_folds)?;
         a.proxy_quality.push(ProxyQuality {
             target: target.clone(),
@@ -274,11 +275,13 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
         for (target, _) in &objectives {
             for fam in &families {
                 for fs in feature_sets() {
-                    let groups: Vec<&str> = fs.groups.iter().map(String::as_str).collect();
-                    if fam.name().starts_with("mde-alone") && !groups.contains(&"mde") {
+                    let groups = &fs.groups;
+                    if fam.name().starts_with("mde-alone")
+                        && !groups.iter().any(|g| g == Mde.as_str())
+                    {
                         continue;
                     }
-                    let (tr, te) = (train.task(&groups, target)?, test.task(&groups, target)?);
+                    let (tr, te) = (train.task(groups, target)?, test.task(groups, target)?);
                     a.test.push(TestRow {
                         target: target.to_string(),
                         family: fam.name(),
@@ -312,12 +315,12 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
         &ridge
     };
     a.family = chosen.name();
-    a.features = vec!["lambda".into(), "mde".into()];
+    a.features = vec![Lambda.to_string(), Mde.to_string()];
     a.comparison = Some(table);
     if test_rows.len() >= 3 {
         let test = data.subset(&test_rows);
         let sizes = curve_sizes(train_rows.len());
-        for (name, groups) in [("λ", &["lambda"][..]), ("λ+MDE", &["lambda", "mde"][..])] {
+        for (name, groups) in [("λ", &[Lambda][..]), ("λ+MDE", &[Lambda, Mde][..])] {
             let (tr, te) = (
                 train.task(groups, OBJECTIVE)?,
                 test.task(groups, OBJECTIVE)?,
@@ -333,7 +336,7 @@ pub fn analyse(cfg: &StudyConfig, o: &StudyOutcome, tables: &[&ExpertTable]) -> 
             )?);
         }
     }
-    let task = train.task(&["lambda", "mde"], OBJECTIVE)?;
+    let task = train.task(&[Lambda, Mde], OBJECTIVE)?;
     let model = chosen.fit(&task)?;
 
     let space = search::space(cfg, o)?;

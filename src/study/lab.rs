@@ -16,11 +16,57 @@ use crate::error::{Error, Result};
 use crate::pool::{Pool, PoolKey};
 use crate::proxy::ProxyMerger;
 
+/// What a pool model is for. It is part of every pool key, serialised as the lowercase
+/// name (`"seed"`, `"unit"`, …), exactly the strings earlier versions wrote, so existing
+/// pools keep their keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The model every other one continues from (trained on the uniform mixture).
+    Seed,
+    /// A base-unit model (Na et al.): continued on one base unit.
+    Unit,
+    /// A domain expert (Belenki et al.): continued on one domain.
+    Expert,
+    /// A model trained on a mixture λ (ground truth, replicates, the recommendation).
+    Mixture,
+    /// A model continued on a subset of base units (Na et al.'s setting).
+    Subset,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 5] = [
+        Role::Seed,
+        Role::Unit,
+        Role::Expert,
+        Role::Mixture,
+        Role::Subset,
+    ];
+
+    /// The name used in pool keys, logs and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Seed => "seed",
+            Role::Unit => "unit",
+            Role::Expert => "expert",
+            Role::Mixture => "mixture",
+            Role::Subset => "subset",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Everything that decides a pool model's weights (its pool key is the hash of this).
 #[derive(Debug, Serialize)]
 pub struct ModelSpec<'a> {
-    /// `seed`, `unit`, `expert` or `mixture`.
-    pub role: &'a str,
+    /// What the model is for.
+    pub role: Role,
     /// Human-readable name (unit id, domain, mixture label).
     pub name: String,
     /// The checkpoint it continues from.
@@ -101,7 +147,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
     /// Trains (or finds in the pool) one model; returns its pool key.
     pub fn train(
         &self,
-        role: &str,
+        role: Role,
         name: &str,
         from: Option<&PoolKey>,
         data: &Mixture,
@@ -125,14 +171,14 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         };
         let uniform = Mixture::from_weights(corpus, &vec![1.0; k])?;
         let (run, seed) = (&self.cfg.seed_model, self.cfg.seed);
-        self.train_in((corpus, id), "seed", "uniform", None, &uniform, run, seed)
+        self.train_in((corpus, id), Role::Seed, "uniform", None, &uniform, run, seed)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn train_in(
         &self,
         (corpus, corpus_id): (&Arc<PackedCorpus>, &str),
-        role: &str,
+        role: Role,
         name: &str,
         from: Option<&PoolKey>,
         data: &Mixture,
@@ -151,7 +197,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         };
         let key = PoolKey::of(&spec);
         if self.pool.contains(&key) {
-            tracing::debug!(role, name, key = key.short(), "in the pool");
+            tracing::debug!(%role, name, key = key.short(), "in the pool");
             self.bar.inc(run.steps);
             return Ok(key);
         }
@@ -177,7 +223,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         let tail = &stats[stats.len().saturating_sub(10)..];
         let loss = tail.iter().map(|s| s.loss as f64).sum::<f64>() / tail.len() as f64;
         tracing::info!(
-            role,
+            %role,
             name,
             key = key.short(),
             train_loss = format!("{loss:.4}"),
@@ -193,7 +239,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
     pub fn train_lambda(
         &self,
         seed: &PoolKey,
-        role: &str,
+        role: Role,
         name: &str,
         lambda: &[f64],
         train_seed: u64,
@@ -313,4 +359,47 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
 /// Mean cross-entropy (nats per token) of per-token log-probabilities.
 pub fn mean_ce(logprobs: &[f32]) -> f64 {
     -logprobs.iter().map(|&x| x as f64).sum::<f64>() / logprobs.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool keys of existing pools were made with the role as a plain string: a spec
+    /// with the enum must serialise (and so hash) to exactly the same bytes.
+    #[test]
+    fn role_enum_keeps_pool_keys_byte_identical() {
+        #[derive(Serialize)]
+        struct WithEnum<'a> {
+            role: Role,
+            name: &'a str,
+            from: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct WithStr<'a> {
+            role: &'a str,
+            name: &'a str,
+            from: Option<&'a str>,
+        }
+        let old_names = ["seed", "unit", "expert", "mixture", "subset"];
+        for (role, old) in Role::ALL.into_iter().zip(old_names) {
+            let new = WithEnum {
+                role,
+                name: "web/0",
+                from: Some("abc"),
+            };
+            let before = WithStr {
+                role: old,
+                name: "web/0",
+                from: Some("abc"),
+            };
+            assert_eq!(
+                serde_json::to_vec_pretty(&new).unwrap(),
+                serde_json::to_vec_pretty(&before).unwrap()
+            );
+            assert_eq!(PoolKey::of(&new), PoolKey::of(&before));
+            assert_eq!(role.as_str(), old);
+            assert_eq!(role.to_string(), old);
+        }
+    }
 }

@@ -45,7 +45,7 @@ pub use config::StudyConfig;
 use config::{Init, RunConfig};
 use data::Prepared;
 pub use design::draw_mixtures;
-use lab::Lab;
+use lab::{Lab, Role};
 pub use subsets::SubsetOutcome;
 
 use crate::error::{Error, Result};
@@ -196,22 +196,52 @@ fn run_on<B: AutodiffBackend>(
     data: &Prepared,
     device: B::Device,
 ) -> Result<StudyOutcome> {
-    let m = data.corpus.manifest();
+    // Design: the mixtures and subsets to train.
     let k = data.domains.len();
     let mixtures = draw_mixtures(k, cfg.mixtures.count, cfg.mixtures.alpha, cfg.seed);
     let subsets = if cfg.subsets.count > 0 {
-        design::draw_subsets(m.units.len(), cfg.subsets.k, cfg.subsets.count, cfg.seed)?
+        let units = data.corpus.manifest().units.len();
+        design::draw_subsets(units, cfg.subsets.k, cfg.subsets.count, cfg.seed)?
     } else {
         Vec::new()
     };
+    // Pool.
+    let total = pool_steps(cfg, data, mixtures.len(), subsets.len());
+    let lab = Lab::<B>::new(cfg, data, device, total)?;
+    let trained = train_pool(&lab, cfg, data, &mixtures, &subsets)?;
+    // Proxies.
+    tracing::info!("scoring experts, mixture models and merged proxies");
+    let mut outcome = score(&lab, cfg, data, mixtures, &trained)?;
+    let tables = expert_tables(&lab, cfg, data, &trained, &mut outcome)?;
+    let table_refs: Vec<&ExpertTable> = tables.iter().collect();
+    let mde = datamix_mde::mde_features(&table_refs, &outcome.mixtures)?;
+    outcome.mde_loss = mde.rows().into_iter().map(|r| r.to_vec()).collect();
+    if !subsets.is_empty() {
+        outcome.subsets = Some(score_subsets(&lab, cfg, data, &trained, &outcome)?);
+    }
+    // Analysis and validation.
+    outcome.analysis = analysis::analyse(cfg, &outcome, &table_refs)?;
+    if cfg.search.validate {
+        validate(&lab, cfg, &trained, &mut outcome)?;
+    }
+    lab.finish();
+    Ok(outcome)
+}
+
+/// The optimizer steps of the whole pool (the progress bar's length), logged with the
+/// number of models: the seed, then every continued model (base units, experts,
+/// mixtures, replicates, validation runs, and the subsets at `k` times the steps).
+fn pool_steps(cfg: &StudyConfig, data: &Prepared, n_mixtures: usize, n_subsets: usize) -> u64 {
+    let m = data.corpus.manifest();
+    let k = data.domains.len();
     let replicate_runs = cfg.replicates.mixtures.len() * cfg.replicates.seeds;
     let validation_runs = if cfg.search.validate {
         3 * cfg.search.validate_seeds
     } else {
         0
     };
-    let n_models = m.units.len() + k + mixtures.len() + replicate_runs + validation_runs;
-    let subset_steps = (subsets.len() as u64)
+    let n_models = m.units.len() + k + n_mixtures + replicate_runs + validation_runs;
+    let subset_steps = (n_subsets as u64)
         .saturating_mul(cfg.subsets.k as u64)
         .saturating_mul(cfg.continued.steps);
     let total = (n_models as u64)
@@ -221,53 +251,48 @@ fn run_on<B: AutodiffBackend>(
     tracing::info!(
         domains = k,
         units = m.units.len(),
-        mixtures = mixtures.len(),
+        mixtures = n_mixtures,
         test_mixtures = cfg.mixtures.test,
         replicate_runs,
-        subsets = subsets.len(),
+        subsets = n_subsets,
         "training the pool: 1 seed + {} continued models",
-        n_models + subsets.len()
+        n_models + n_subsets
     );
-    let lab = Lab::<B>::new(cfg, data, device, total)?;
-    let trained = train_pool(&lab, cfg, data, &mixtures, &subsets)?;
+    total
+}
 
-    tracing::info!("scoring experts, mixture models and merged proxies");
-    let mut outcome = score(&lab, cfg, data, mixtures, &trained)?;
-    let tables = expert_tables(&lab, cfg, data, &trained, &mut outcome)?;
-    let table_refs: Vec<&ExpertTable> = tables.iter().collect();
-    let mde = datamix_mde::mde_features(&table_refs, &outcome.mixtures)?;
-    outcome.mde_loss = mde.rows().into_iter().map(|r| r.to_vec()).collect();
-    if !subsets.is_empty() {
-        tracing::info!(
-            subsets = subsets.len(),
-            "scoring Na et al.'s subsets and their merges"
-        );
-        let mut so = subsets::score(
-            &lab,
-            cfg,
-            data,
-            &trained.units,
-            &trained.experts,
-            &trained.subsets,
-        )?;
-        let unit_domains: Vec<String> = trained.units.iter().map(|(d, _)| d.clone()).collect();
-        subsets::analyse(
-            &mut so,
-            &outcome.eval_domains,
-            &outcome.eval_in_domain,
-            &unit_domains,
-            &data.domains,
-            cfg.analysis.folds,
-            cfg.seed,
-        )?;
-        outcome.subsets = Some(so);
-    }
-    outcome.analysis = analysis::analyse(cfg, &outcome, &table_refs)?;
-    if cfg.search.validate {
-        validate(&lab, cfg, &trained, &mut outcome)?;
-    }
-    lab.finish();
-    Ok(outcome)
+/// Na et al.'s setting: scores the subsets' models and merges, and analyses them against
+/// the outcome's eval domains.
+fn score_subsets<B: AutodiffBackend>(
+    lab: &Lab<'_, B>,
+    cfg: &StudyConfig,
+    data: &Prepared,
+    trained: &Trained,
+    outcome: &StudyOutcome,
+) -> Result<SubsetOutcome> {
+    tracing::info!(
+        subsets = trained.subsets.len(),
+        "scoring Na et al.'s subsets and their merges"
+    );
+    let mut so = subsets::score(
+        lab,
+        cfg,
+        data,
+        &trained.units,
+        &trained.experts,
+        &trained.subsets,
+    )?;
+    let unit_domains: Vec<String> = trained.units.iter().map(|(d, _)| d.clone()).collect();
+    subsets::analyse(
+        &mut so,
+        &outcome.eval_domains,
+        &outcome.eval_in_domain,
+        &unit_domains,
+        &data.domains,
+        cfg.analysis.folds,
+        cfg.seed,
+    )?;
+    Ok(so)
 }
 
 /// Trains (or finds in the pool) every model of the design.
@@ -284,24 +309,31 @@ fn train_pool<B: AutodiffBackend>(
     let mut units = Vec::new();
     for u in &m.units {
         let mix = Mixture::from_unit_ids(&data.corpus, &[u.id.as_str()])?;
-        let key = lab.train("unit", &u.id, Some(&seed), &mix, &cfg.continued, cfg.seed)?;
+        let key = lab.train(
+            Role::Unit,
+            &u.id,
+            Some(&seed),
+            &mix,
+            &cfg.continued,
+            cfg.seed,
+        )?;
         units.push((u.domain.clone(), key));
     }
     let mut experts = Vec::new();
     for (i, d) in data.domains.iter().enumerate() {
         let mut w = vec![0.0; k];
         w[i] = 1.0;
-        experts.push(lab.train_lambda(&seed, "expert", d, &w, cfg.seed)?);
+        experts.push(lab.train_lambda(&seed, Role::Expert, d, &w, cfg.seed)?);
     }
     let mut mixture_keys = Vec::new();
     for (j, lambda) in mixtures.iter().enumerate() {
         let name = mixture_name(j);
-        mixture_keys.push(lab.train_lambda(&seed, "mixture", &name, lambda, cfg.seed)?);
+        mixture_keys.push(lab.train_lambda(&seed, Role::Mixture, &name, lambda, cfg.seed)?);
     }
     let mut replicates = Vec::new();
     for &j in &cfg.replicates.mixtures {
         for s in design::extra_seeds(cfg.seed, cfg.replicates.seeds) {
-            let key = lab.train_lambda(&seed, "mixture", &mixture_name(j), &mixtures[j], s)?;
+            let key = lab.train_lambda(&seed, Role::Mixture, &mixture_name(j), &mixtures[j], s)?;
             replicates.push((j, s, key));
         }
     }
@@ -313,7 +345,14 @@ fn train_pool<B: AutodiffBackend>(
     for s in subsets {
         let ids: Vec<&str> = s.iter().map(|&u| m.units[u].id.as_str()).collect();
         let mix = Mixture::from_unit_ids(&data.corpus, &ids)?;
-        let key = lab.train("subset", &ids.join("+"), Some(&seed), &mix, &run, cfg.seed)?;
+        let key = lab.train(
+            Role::Subset,
+            &ids.join("+"),
+            Some(&seed),
+            &mix,
+            &run,
+            cfg.seed,
+        )?;
         subset_keys.push((s.clone(), key));
     }
     Ok(Trained {
@@ -449,7 +488,7 @@ fn validate<B: AutodiffBackend>(
         ..Default::default()
     };
     for &s in &seeds {
-        let key = lab.train_lambda(&t.seed, "mixture", "recommended", &rec, s)?;
+        let key = lab.train_lambda(&t.seed, Role::Mixture, "recommended", &rec, s)?;
         let losses = lab.score_mean(&key)?;
         v.recommended.push(analysis::objective(&losses, &w));
         if s == cfg.seed {
@@ -458,7 +497,7 @@ fn validate<B: AutodiffBackend>(
         }
         for (j, out) in [(0, &mut v.uniform), (best, &mut v.best)] {
             let lambda = &outcome.mixtures[j];
-            let key = lab.train_lambda(&t.seed, "mixture", &mixture_name(j), lambda, s)?;
+            let key = lab.train_lambda(&t.seed, Role::Mixture, &mixture_name(j), lambda, s)?;
             out.push(analysis::objective(&lab.score_mean(&key)?, &w));
         }
     }

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use datamix_decoder::checkpoint::write_atomic;
+use datamix_regression::FeatureGroup::{Mde, Merged};
 use plotters::prelude::*;
 
 use super::StudyOutcome;
@@ -220,7 +221,8 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
                         .trim_start_matches(": ")
                 )
             });
-        let _ = writeln!(s, "| {t} | {} | {} | {base} |", cell("mde"), cell("merged"));
+        let (mde, merged) = (cell(Mde.as_str()), cell(Merged.as_str()));
+        let _ = writeln!(s, "| {t} | {mde} | {merged} | {base} |");
     }
     if let Some(t) = &a.comparison {
         let _ = writeln!(

@@ -8,7 +8,6 @@
 //! rename).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -231,29 +230,15 @@ impl DecoderConfig {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
+/// Writes `bytes` to `path` atomically and durably, creating its directory first (see
+/// [`datamix_io`]: temporary file beside it, fsync, rename, directory fsync, `0644`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    // Temporary files are private (0600); outputs get the usual 0644.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(io_err(path))?;
-    }
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| DecoderError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    Ok(datamix_io::write_file(path, bytes)?)
 }
 
 /// Serialises named host tensors (f32) with string metadata to a safetensors file.
@@ -276,45 +261,10 @@ pub fn write_safetensors(
     };
     let bytes =
         safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(e.to_string()))?;
-    write_atomic(path, &sorted_header(bytes).map_err(corrupt)?)
-}
-
-/// Rewrites a safetensors buffer's JSON header with every key sorted (tensor names and the
-/// `__metadata__` entries, which `safetensors::serialize` writes from a `HashMap` in a
-/// random order), padded with spaces to 8 bytes as the format asks; the tensor data is
-/// untouched. Equal tensors and metadata then give byte-identical files, which any
-/// safetensors reader loads as before (readers order tensors by their data offsets).
-pub fn sorted_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-    let n = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .ok_or("shorter than a safetensors header")?;
-    let end = usize::try_from(n)
-        .ok()
-        .and_then(|n| n.checked_add(8))
-        .filter(|&e| e <= bytes.len())
-        .ok_or("header length past the end")?;
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..end]).map_err(|e| e.to_string())?;
-    let header: BTreeMap<String, serde_json::Value> = header
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "__metadata__" {
-                let m: BTreeMap<String, String> =
-                    serde_json::from_value(v).map_err(|e| e.to_string())?;
-                Ok((k, serde_json::to_value(m).map_err(|e| e.to_string())?))
-            } else {
-                Ok((k, v))
-            }
-        })
-        .collect::<std::result::Result<_, String>>()?;
-    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-    json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[end..]);
-    Ok(out)
+    write_atomic(
+        path,
+        &datamix_io::sorted_header(bytes).map_err(|e| corrupt(e.to_string()))?,
+    )
 }
 
 /// Reads every tensor of a safetensors file as f32 (from f32, bf16 or f16),
@@ -418,7 +368,5 @@ mod tests {
         assert_eq!(st.len(), 4);
         let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
         assert_eq!(n % 8, 0);
-        assert!(sorted_header(b"short".to_vec()).is_err());
-        assert!(sorted_header([u64::MAX.to_le_bytes().as_slice(), b"{}"].concat()).is_err());
     }
 }

@@ -100,6 +100,13 @@ pub enum DecoderError {
 /// Shorthand for results in this crate.
 pub type Result<T> = std::result::Result<T, DecoderError>;
 
+impl From<datamix_io::Error> for DecoderError {
+    fn from(e: datamix_io::Error) -> Self {
+        let (path, source) = e.into_parts();
+        Self::Io { path, source }
+    }
+}
+
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DecoderError {
     let path = path.into();
     move |source| DecoderError::Io { path, source }

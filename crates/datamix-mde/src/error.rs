@@ -159,5 +159,12 @@ pub enum MdeError {
     },
 }
 
+impl From<datamix_io::Error> for MdeError {
+    fn from(e: datamix_io::Error) -> Self {
+        let (path, source) = e.into_parts();
+        Self::Io { path, source }
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, MdeError>;

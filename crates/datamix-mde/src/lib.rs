@@ -20,6 +20,7 @@ mod error;
 pub mod fastln;
 mod loss;
 mod optimum;
+pub mod simplex;
 mod table;
 
 pub use error::{MdeError, MixtureProblem, Result};

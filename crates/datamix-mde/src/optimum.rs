@@ -137,49 +137,12 @@ impl Bounds {
         }
     }
 
-    /// Euclidean projection of `y` onto the feasible set.
+    /// Euclidean projection of `y` onto the feasible set ([`crate::simplex`], which
+    /// allocates nothing while it solves; only the returned vector is new).
     fn project(&self, y: &[f64]) -> Vec<f64> {
-        self.project_step(&vec![0.0; y.len()], y)
-    }
-
-    /// `P(λ + v) - λ` for the Euclidean projection `P` onto the feasible set, computed in
-    /// displacement coordinates (`clip(v - τ, l - λ, u - λ)` with τ found by bisection so
-    /// that `Σ(λ + d) = 1`), so small steps keep their full relative precision.
-    fn project_step(&self, lambda: &[f64], v: &[f64]) -> Vec<f64> {
-        let lo: Vec<f64> = self.lower.iter().zip(lambda).map(|(l, x)| l - x).collect();
-        let hi: Vec<f64> = self
-            .upper
-            .iter()
-            .zip(lambda)
-            .map(|(u, x)| (u - x).max(0.0))
-            .collect();
-        let lo: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| l.min(*h)).collect();
-        let target = 1.0 - lambda.iter().sum::<f64>();
-        let clip = |tau: f64| -> Vec<f64> {
-            v.iter()
-                .zip(lo.iter().zip(&hi))
-                .map(|(&x, (&l, &h))| (x - tau).clamp(l, h))
-                .collect()
-        };
-        let sum = |tau: f64| clip(tau).iter().sum::<f64>();
-        let mut a = v
-            .iter()
-            .zip(&hi)
-            .map(|(x, h)| x - h)
-            .fold(f64::INFINITY, f64::min);
-        let mut b = v
-            .iter()
-            .zip(&lo)
-            .map(|(x, l)| x - l)
-            .fold(f64::NEG_INFINITY, f64::max);
-        for _ in 0..2100 {
-            let mid = 0.5 * (a + b);
-            if mid <= a || mid >= b {
-                break;
-            }
-            if sum(mid) > target { a = mid } else { b = mid }
-        }
-        clip(0.5 * (a + b))
+        let mut out = vec![0.0; y.len()];
+        crate::simplex::project_euclidean(y, &self.lower, &self.upper, &mut out);
+        out
     }
 
     /// Frank-Wolfe vertex `argmin_{s feasible} g·s`: start at the lower bounds and pour the

@@ -1,7 +1,6 @@
 //! Expert probability tables: k experts x T tokens of log p(true next token) for one eval domain.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -210,14 +209,11 @@ impl ExpertTable {
     }
 
     /// Write the table atomically as safetensors: one F32 tensor `logp` of shape `[k, T]`
-    /// and the metadata as JSON strings in the header (temp file in the same folder,
-    /// fsync, rename; nothing is left behind on error).
+    /// and the metadata as JSON strings in the header, written durably by
+    /// [`datamix_io::write_file`] (mode `0644` under the umask; nothing is left behind on
+    /// error).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let io = |source| MdeError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
         let fmt = |e: &dyn std::fmt::Display| MdeError::Format {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -247,24 +243,8 @@ impl ExpertTable {
         )
         .map_err(|e| fmt(&e))?;
         let bytes = safetensors::serialize([(TENSOR, view)], Some(info)).map_err(|e| fmt(&e))?;
-        let bytes = sorted_header(bytes).map_err(|e| fmt(&e))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        tmp.write_all(&bytes).map_err(io)?;
-        // Temporary files are private (0600); the table gets the usual 0644.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(io)?;
-        }
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        let bytes = datamix_io::sorted_header(bytes).map_err(|e| fmt(&e))?;
+        Ok(datamix_io::write_file(path, &bytes)?)
     }
 
     /// Read a table written by [`ExpertTable::save`] (memory-mapped, validated).
@@ -278,12 +258,32 @@ impl ExpertTable {
             path: path.to_path_buf(),
             source,
         })?;
-        // SAFETY: the map is read-only and dropped before this function returns; a
-        // concurrent writer could only make us read garbage, which is validated below.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| MdeError::Io {
+        let io = |source| MdeError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // Too short to hold a safetensors header: refused before mapping anything.
+        let len = file.metadata().map_err(io)?.len();
+        if len < 8 {
+            return Err(bad(format!(
+                "{len} bytes, shorter than a safetensors header"
+            )));
+        }
+        // SAFETY: the map is read-only and lives only until the values are copied out
+        // below; everything read through it is validated (header, offsets, shape, every
+        // value). What validation cannot cover is the file shrinking underneath the map:
+        // if another process truncates it while it is mapped, touching a page past the
+        // new end raises SIGBUS and kills this process (it does not read garbage).
+        // datamix never truncates a table in place: `save` writes a new file and renames
+        // it over the old one, so a mapped old file stays whole; only a truncation from
+        // outside (e.g. `truncate`, or a copy onto the same path) can cause it.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        if map.len() as u64 != len {
+            return Err(bad(format!(
+                "changed while being opened ({len} bytes, then {})",
+                map.len()
+            )));
+        }
         let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
         let info = header
             .metadata()
@@ -452,42 +452,4 @@ impl ExpertTableBuilder {
     pub fn build(self) -> Result<ExpertTable> {
         ExpertTable::from_parts(self.meta, self.logp)
     }
-}
-
-/// Rewrites a safetensors buffer's JSON header with every key sorted (the tensor and the
-/// `__metadata__` entries, which `safetensors::serialize` writes from a `HashMap` in a
-/// random order), padded with spaces to 8 bytes; the data is untouched. Equal tables then
-/// give byte-identical files.
-fn sorted_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-    use std::collections::BTreeMap;
-    let n = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .ok_or("shorter than a safetensors header")?;
-    let end = usize::try_from(n)
-        .ok()
-        .and_then(|n| n.checked_add(8))
-        .filter(|&e| e <= bytes.len())
-        .ok_or("header length past the end")?;
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..end]).map_err(|e| e.to_string())?;
-    let header: BTreeMap<String, serde_json::Value> = header
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "__metadata__" {
-                let m: BTreeMap<String, String> =
-                    serde_json::from_value(v).map_err(|e| e.to_string())?;
-                Ok((k, serde_json::to_value(m).map_err(|e| e.to_string())?))
-            } else {
-                Ok((k, v))
-            }
-        })
-        .collect::<std::result::Result<_, String>>()?;
-    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-    json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[end..]);
-    Ok(out)
 }

@@ -353,6 +353,20 @@ fn mismatched_tables_and_experts_are_typed_errors() {
     }
 }
 
+/// `base` as this process's umask leaves it (read from `/proc/self/status`; `base` itself
+/// where that is unreadable), i.e. the mode of a file or folder created with `base`.
+#[cfg(unix)]
+fn under_umask(base: u32) -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .map_or(base, |m| base & !m)
+}
+
 #[test]
 fn save_load_round_trip_and_bad_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -380,6 +394,17 @@ fn save_load_round_trip_and_bad_files() {
         ExpertTable::load(dir.path().join("absent")),
         Err(MdeError::Io { .. })
     ));
+    // Truncated copies (shorter than a header, or cut inside the data) are typed errors
+    // naming the file, found before or while mapping it.
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
+        let short = dir.path().join(format!("cut{cut}.safetensors"));
+        std::fs::write(&short, &bytes[..cut]).unwrap();
+        match ExpertTable::load(&short) {
+            Err(MdeError::Format { path, .. }) => assert_eq!(path, short),
+            other => panic!("{cut} bytes: expected a format error, got {other:?}"),
+        }
+    }
     // Saving into a missing folder fails without creating anything.
     assert!(matches!(
         table.save(dir.path().join("no/such/dir/t.safetensors")),
@@ -409,7 +434,11 @@ fn identical_tables_save_to_identical_bytes() {
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, 0o644, "tables are not private temp files");
+        assert_eq!(
+            mode & 0o777,
+            under_umask(0o644),
+            "tables are not private temp files"
+        );
     }
     let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
     assert_eq!(n % 8, 0, "header padded to 8 bytes");

@@ -181,3 +181,10 @@ impl MergeError {
         }
     }
 }
+
+impl From<datamix_io::Error> for MergeError {
+    fn from(e: datamix_io::Error) -> Self {
+        let (path, source) = e.into_parts();
+        Self::Io { path, source }
+    }
+}

@@ -1,6 +1,5 @@
 //! Search results: best mixture, predicted objective ± uncertainty, trace (JSON).
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -52,27 +51,20 @@ impl OptimResult {
         Ok(serde_json::from_str(s)?)
     }
 
-    /// Writes pretty JSON atomically (temp file in the same folder, fsync, rename).
+    /// Writes pretty JSON atomically and durably (temporary file beside it, fsync, rename,
+    /// directory fsync; mode `0644` under the umask).
     pub fn write_json(&self, path: &Path) -> Result<()> {
         write_atomic(path, self.to_json()?.as_bytes())
     }
 }
 
-/// Writes `bytes` to `path` atomically: nothing is left behind on error.
+/// Writes `bytes` to `path` atomically and durably ([`datamix_io::write_file`]): nothing
+/// is left behind on error.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| OptimizerError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    datamix_io::write_file(path, bytes).map_err(|e| {
+        let (path, source) = e.into_parts();
+        OptimizerError::Io { path, source }
+    })
 }
 
 /// Keeps the best point and the trace while a method runs.

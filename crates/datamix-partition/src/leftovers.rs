@@ -2,7 +2,8 @@
 //! and removed on the next run.
 //!
 //! A temporary name made by [`temp_prefix`] reads `<prefix><host>-<pid>-` followed by
-//! `tempfile`'s random suffix. [`clean`] removes an entry with that prefix when
+//! `tempfile`'s random suffix (so do the `.tmp-…` files of every atomic write,
+//! [`datamix_io::AtomicFile`], and the staging directories of [`datamix_io::StagingDir`]). [`clean`] removes an entry with that prefix when
 //!
 //! - it was made on this host (same host name) by a process that no longer exists
 //!   (`/proc/<pid>` is absent; checked only where `/proc/self` exists), or
@@ -22,30 +23,8 @@ use crate::error::{PartitionError, Result};
 /// Leftovers untouched for this long are removed whoever made them (a day).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// This machine's host name (`/proc/sys/kernel/hostname`, `/etc/hostname`, `$HOSTNAME`),
-/// reduced to `[A-Za-z0-9.]`; `localhost` when unknown.
-pub fn host_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let name: String = raw
-        .trim()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
-        .collect();
-    if name.is_empty() {
-        "localhost".into()
-    } else {
-        name
-    }
-}
-
-/// `<prefix><host>-<pid>-`: a temporary-name prefix that identifies this process.
-pub fn temp_prefix(prefix: &str) -> String {
-    format!("{prefix}{}-{}-", host_name(), std::process::id())
-}
+// The names themselves are made by `datamix_io`, which every crate's atomic writes use.
+pub use datamix_io::{host_name, temp_prefix};
 
 /// The host and pid encoded in `name` after `prefix` by [`temp_prefix`], if any.
 fn owner(name: &str, prefix: &str) -> Option<(String, u32)> {
@@ -189,5 +168,29 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn temporaries_of_atomic_writes_are_recognised() {
+        // The names `datamix_io` really produces parse to this process, so `clean` keeps
+        // them while we live and removes them once we are gone.
+        let dir = tempfile::tempdir().unwrap();
+        let file = datamix_io::AtomicFile::create(&dir.path().join("out.bin")).unwrap();
+        let staging =
+            datamix_io::StagingDir::create_in(dir.path(), datamix_io::TMP_PREFIX).unwrap();
+        for p in [file.temp_path(), staging.path()] {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            assert_eq!(
+                owner(name, datamix_io::TMP_PREFIX),
+                Some((host_name(), std::process::id())),
+                "{name}"
+            );
+        }
+        assert!(
+            clean(dir.path(), datamix_io::TMP_PREFIX, DEFAULT_MAX_AGE)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(file.temp_path().exists() && staging.path().exists());
     }
 }

@@ -1,9 +1,14 @@
 //! The partitioning pipeline: read sources, tokenize (cached), assign domains, split
 //! held-out documents, decontaminate, order, pack into shards, cut base units, write the
 //! manifest. The whole output directory appears atomically.
+//!
+//! This file owns the configuration, the driver ([`Partitioner::run`]: directories, the
+//! stages in order, the manifest, publishing) and the tokenization cache; domain
+//! assignment and the eval sets' n-gram filter are in `pipeline/domains.rs`, packing one
+//! domain into shards and units in `pipeline/pack.rs`.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -15,16 +20,15 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::bloom::NgramBloom;
 use crate::error::{PartitionError, Result};
-use crate::manifest::{
-    DomainEntry, DropReport, FORMAT_VERSION, MANIFEST_FILE, Manifest, SourceEntry, TOKENIZER_FILE,
-    UnitEntry,
-};
+use crate::manifest::{FORMAT_VERSION, MANIFEST_FILE, Manifest, SourceEntry, TOKENIZER_FILE};
 use crate::reader::{Document, ReaderOptions, Source, SourceFormat, text_hash};
-use crate::rules::{Assignment, DomainRules, lookup_path};
-use crate::shard::{ShardWriter, TokenDtype};
+use crate::rules::DomainRules;
+use crate::shard::TokenDtype;
 use crate::tokenize::{DEFAULT_EOT, TextTokenizer};
+
+mod domains;
+mod pack;
 
 /// How documents are ordered inside a domain before it is cut into base units.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,30 +265,8 @@ impl Partitioner {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| PartitionError::io(parent, e))?;
-        let scratch;
-        let cache_dir = match &self.cache_dir {
-            Some(d) => d.clone(),
-            None => {
-                crate::leftovers::clean(
-                    parent,
-                    ".datamix-tok-",
-                    crate::leftovers::DEFAULT_MAX_AGE,
-                )?;
-                scratch = tempfile::Builder::new()
-                    .prefix(&crate::leftovers::temp_prefix(".datamix-tok-"))
-                    .tempdir_in(parent)
-                    .map_err(|e| PartitionError::io(parent, e))?;
-                scratch.path().to_path_buf()
-            }
-        };
-        std::fs::create_dir_all(&cache_dir).map_err(|e| PartitionError::io(&cache_dir, e))?;
-        // Interrupted runs' half-tokenized sources and staging directories.
-        crate::leftovers::clean(&cache_dir, ".tmp-tok-", crate::leftovers::DEFAULT_MAX_AGE)?;
-        crate::leftovers::clean(
-            parent,
-            ".datamix-partition-",
-            crate::leftovers::DEFAULT_MAX_AGE,
-        )?;
+        // Kept until the end: a scratch cache is removed when it drops.
+        let (cache_dir, _scratch) = self.prepare_cache(parent)?;
 
         let train: Vec<Tokenized> = sources
             .iter()
@@ -306,88 +288,11 @@ impl Partitioner {
                 });
             }
         }
-        let source_names = || {
-            sources
-                .iter()
-                .map(|s| s.path.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let total_docs: usize = train.iter().map(|t| t.docs.len()).sum();
-
         // Domains.
-        let mut dropped = DropReport {
-            skipped_records: train.iter().map(|t| t.entry.skipped_records).sum(),
-            ..Default::default()
-        };
-        let mut domains: BTreeMap<String, Vec<DocRef>> = BTreeMap::new();
-        let mut has_field = 0u64;
-        let mut has_order_key = 0u64;
-        for (si, t) in train.iter().enumerate() {
-            for (di, d) in t.docs.iter().enumerate() {
-                if cfg.rules.lookup(&d.m).is_some() {
-                    has_field += 1;
-                }
-                if let UnitOrder::Key(k) = &cfg.order_by
-                    && lookup_path(&d.m, k).is_some()
-                {
-                    has_order_key += 1;
-                }
-                match cfg.rules.assign(&d.m) {
-                    Assignment::Domain(name) => domains.entry(name).or_default().push(DocRef {
-                        src: si as u32,
-                        doc: di as u32,
-                    }),
-                    Assignment::MissingField => dropped.missing_field += 1,
-                    Assignment::Unmatched => dropped.unmatched += 1,
-                    Assignment::Excluded => dropped.excluded += 1,
-                }
-            }
-        }
-        if total_docs > 0 && has_field == 0 {
-            return Err(PartitionError::UnknownMetadataKey {
-                key: cfg.rules.field.clone(),
-                sources: source_names(),
-            });
-        }
-        if let UnitOrder::Key(k) = &cfg.order_by
-            && total_docs > 0
-            && has_order_key == 0
-        {
-            return Err(PartitionError::UnknownMetadataKey {
-                key: k.clone(),
-                sources: source_names(),
-            });
-        }
-        for name in &cfg.rules.include {
-            domains.entry(name.clone()).or_default();
-        }
-        if domains.is_empty() {
-            return Err(PartitionError::EmptyDomain {
-                domain: "<any>".into(),
-                tokens: 0,
-                seq_len: cfg.seq_len,
-            });
-        }
+        let (domains, mut dropped) = domains::assign_domains(cfg, sources, &train)?;
 
         // Decontamination filter.
-        let n = cfg.ngram;
-        let windows = |t: &[u32]| t.len().saturating_sub(n - 1) as u64;
-        let eval_windows: u64 = eval
-            .iter()
-            .flat_map(|t| t.docs.iter().map(|d| windows(t.doc_tokens(d))))
-            .sum();
-        let bloom = (eval_windows > 0).then(|| {
-            let mut b = NgramBloom::new(eval_windows, cfg.bloom_fp_rate);
-            for t in &eval {
-                for d in &t.docs {
-                    for w in t.doc_tokens(d).windows(n) {
-                        b.insert(w);
-                    }
-                }
-            }
-            b
-        });
+        let (bloom, eval_windows) = domains::eval_filter(cfg, &eval);
         dropped.eval_ngrams = eval_windows;
 
         // Staging directory: published as a whole at the end.
@@ -402,125 +307,21 @@ impl Partitioner {
         let mut domain_entries = Vec::new();
         let mut units = Vec::new();
         let bar = self.bar(domains.len() as u64, "packing domains");
+        let packing = pack::Packing {
+            cfg,
+            train: &train,
+            bloom: bloom.as_ref(),
+            eval_sources: &self.eval_sources,
+            staging: staging.path(),
+            dtype,
+            eot,
+            seqs_per_unit,
+        };
         for (di, (name, refs)) in domains.iter().enumerate() {
-            let doc = |r: &DocRef| &train[r.src as usize].docs[r.doc as usize];
-            let (held, mut training): (Vec<DocRef>, Vec<DocRef>) =
-                refs.iter().partition(|r| cfg.is_heldout(doc(r).h));
-            let before = training.len();
-            if let Some(b) = &bloom {
-                training = training
-                    .into_par_iter()
-                    .filter(|r| {
-                        let t = &train[r.src as usize];
-                        !t.doc_tokens(doc(r)).windows(n).any(|w| b.contains(w))
-                    })
-                    .collect();
-            }
-            let contaminated = (before - training.len()) as u64;
-            dropped.contaminated += contaminated;
-            match &cfg.order_by {
-                UnitOrder::Hash => training.sort_by_key(|r| (doc(r).h, r.src, r.doc)),
-                UnitOrder::Key(k) => {
-                    let mut keyed: Vec<(SortKey, DocRef)> = training
-                        .iter()
-                        .map(|r| (SortKey::of(lookup_path(&doc(r).m, k)), *r))
-                        .collect();
-                    keyed.sort_by(|a, b| a.0.cmp(&b.0).then(doc(&a.1).h.cmp(&doc(&b.1).h)));
-                    training = keyed.into_iter().map(|(_, r)| r).collect();
-                }
-            }
-            let mut held = held;
-            held.sort_by_key(|r| (doc(r).h, r.src, r.doc));
-
-            let slug: String = name
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            let train_file = format!("d{di:03}-{slug}.train.bin");
-            let heldout_file = format!("d{di:03}-{slug}.heldout.bin");
-            let pack = |refs: &[DocRef], file: &str| -> Result<(u64, u64)> {
-                let mut w = ShardWriter::create(&staging.path().join(file), dtype, cfg.seq_len)?;
-                let mut tokens = 0u64;
-                for r in refs {
-                    let toks = train[r.src as usize].doc_tokens(doc(r));
-                    w.push(toks)?;
-                    w.push(&[eot])?;
-                    tokens += toks.len() as u64 + 1;
-                }
-                let (seqs, _) = w.finish()?;
-                Ok((tokens, seqs))
-            };
-            let (tokens, train_sequences) = pack(&training, &train_file)?;
-            let (heldout_tokens, heldout_sequences) = pack(&held, &heldout_file)?;
-            if heldout_sequences == 0 && !held.is_empty() {
-                tracing::warn!(
-                    "domain `{name}`: {} held-out documents ({heldout_tokens} tokens) fill no {}-token sequence",
-                    held.len(),
-                    cfg.seq_len
-                );
-            }
-            if train_sequences == 0 && contaminated > 0 {
-                return Err(PartitionError::Contaminated {
-                    domain: name.clone(),
-                    eval_sets: self
-                        .eval_sources
-                        .iter()
-                        .map(|s| format!("`{}`", s.path.display()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    contaminated,
-                    documents: before as u64,
-                    ngram: n,
-                    seq_len: cfg.seq_len,
-                });
-            }
-            if train_sequences == 0 {
-                return Err(PartitionError::EmptyDomain {
-                    domain: name.clone(),
-                    tokens,
-                    seq_len: cfg.seq_len,
-                });
-            }
-            let (n_units, per_unit) = if train_sequences >= seqs_per_unit {
-                (train_sequences / seqs_per_unit, seqs_per_unit)
-            } else {
-                (1, train_sequences)
-            };
-            for u in 0..n_units {
-                let utoks = per_unit * cfg.seq_len as u64;
-                units.push(UnitEntry {
-                    id: format!("{name}/{u}"),
-                    domain: name.clone(),
-                    index: u as u32,
-                    first_sequence: u * per_unit,
-                    sequences: per_unit,
-                    tokens: utoks,
-                    epochs_for_budget: cfg.budget_tokens.map(|b| b as f64 / utoks as f64),
-                });
-            }
-            let train_tokens_packed = train_sequences * cfg.seq_len as u64;
-            domain_entries.push(DomainEntry {
-                name: name.clone(),
-                documents: training.len() as u64,
-                tokens,
-                train_file,
-                train_sequences,
-                tail_sequences: train_sequences - n_units * per_unit,
-                heldout_documents: held.len() as u64,
-                heldout_tokens,
-                heldout_file,
-                heldout_sequences,
-                contaminated_documents: contaminated,
-                epochs_for_budget: cfg
-                    .budget_tokens
-                    .map(|b| b as f64 / train_tokens_packed as f64),
-            });
+            let packed = packing.domain(di, name, refs)?;
+            dropped.contaminated += packed.contaminated;
+            units.extend(packed.units);
+            domain_entries.push(packed.entry);
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -551,6 +352,40 @@ impl Partitioner {
             manifest.report()
         );
         Ok(manifest)
+    }
+
+    /// The tokenization cache: the configured one, or a scratch directory beside the
+    /// output (returned too, so that it lives as long as the caller keeps it). Removes the
+    /// leftovers of interrupted runs first: scratch caches and staging directories beside
+    /// the output, half-tokenized sources in the cache.
+    fn prepare_cache(&self, parent: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+        let mut scratch = None;
+        let cache_dir = match &self.cache_dir {
+            Some(d) => d.clone(),
+            None => {
+                crate::leftovers::clean(
+                    parent,
+                    ".datamix-tok-",
+                    crate::leftovers::DEFAULT_MAX_AGE,
+                )?;
+                let dir = tempfile::Builder::new()
+                    .prefix(&crate::leftovers::temp_prefix(".datamix-tok-"))
+                    .tempdir_in(parent)
+                    .map_err(|e| PartitionError::io(parent, e))?;
+                let path = dir.path().to_path_buf();
+                scratch = Some(dir);
+                path
+            }
+        };
+        std::fs::create_dir_all(&cache_dir).map_err(|e| PartitionError::io(&cache_dir, e))?;
+        // Interrupted runs' half-tokenized sources and staging directories.
+        crate::leftovers::clean(&cache_dir, ".tmp-tok-", crate::leftovers::DEFAULT_MAX_AGE)?;
+        crate::leftovers::clean(
+            parent,
+            ".datamix-partition-",
+            crate::leftovers::DEFAULT_MAX_AGE,
+        )?;
+        Ok((cache_dir, scratch))
     }
 
     fn bar(&self, len: u64, msg: &'static str) -> ProgressBar {
@@ -622,10 +457,10 @@ impl Partitioner {
                 message: "cache entry is inconsistent; delete it".into(),
             });
         }
-        // SAFETY: cache entries are written once into a fresh directory and renamed into place.
         let tokens = if len == 0 {
             None
         } else {
+            // SAFETY: cache entries are written once into a fresh directory and renamed into place.
             Some(unsafe { Mmap::map(&tf) }.map_err(|e| PartitionError::io(&tok_path, e))?)
         };
         let entry = SourceEntry {

@@ -112,10 +112,10 @@ impl TokenShard {
                 ),
             });
         }
-        // SAFETY: shards are written once (atomically renamed into place) and never modified.
         let map = if len == 0 {
             None
         } else {
+            // SAFETY: shards are written once (atomically renamed into place) and never modified.
             Some(unsafe { Mmap::map(&file) }.map_err(|e| PartitionError::io(path, e))?)
         };
         Ok(Self {
@@ -175,7 +175,7 @@ impl TokenShard {
 /// [`finish`]: ShardWriter::finish
 pub(crate) struct ShardWriter {
     path: PathBuf,
-    out: BufWriter<tempfile::NamedTempFile>,
+    out: BufWriter<datamix_io::AtomicFile>,
     dtype: TokenDtype,
     seq_len: usize,
     pending: Vec<u32>,
@@ -225,7 +225,7 @@ impl ShardWriter {
             .out
             .into_inner()
             .map_err(|e| PartitionError::io(&self.path, e.into_error()))?;
-        crate::atomic::persist(tmp, &self.path)?;
+        crate::atomic::persist(tmp)?;
         Ok((self.sequences, dropped))
     }
 }

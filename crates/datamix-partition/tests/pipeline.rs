@@ -493,8 +493,9 @@ fn leftovers_of_killed_runs_are_removed_and_outputs_are_not_private() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("out")), 0o755);
-        assert_eq!(mode(&dir.path().join("out").join("manifest.json")), 0o644);
-        assert_eq!(mode(&dir.path().join("out").join("tokenizer.json")), 0o644);
+        let file = under_umask(0o644);
+        assert_eq!(mode(&dir.path().join("out").join("manifest.json")), file);
+        assert_eq!(mode(&dir.path().join("out").join("tokenizer.json")), file);
     }
 }
 
@@ -511,4 +512,18 @@ fn content_hashes_given_by_the_caller_are_used() {
         .run(&sources, &dir.path().join("out"))
         .unwrap();
     assert_eq!(m.sources[0].content_hash, real);
+}
+
+/// `base` as this process's umask leaves it (read from `/proc/self/status`; `base` itself
+/// where that is unreadable), i.e. the mode of a file or folder created with `base`.
+#[cfg(unix)]
+fn under_umask(base: u32) -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .map_or(base, |m| base & !m)
 }

@@ -13,7 +13,7 @@
 //!   is what feature sets select by name.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 
@@ -24,11 +24,56 @@ pub const ID_COLUMN: &str = "mixture";
 /// Prefix marking target columns.
 pub const TARGET_PREFIX: &str = "target";
 /// Feature group holding mixture weights.
-pub const LAMBDA: &str = "lambda";
+pub const LAMBDA: &str = FeatureGroup::Lambda.as_str();
 /// Feature group holding MDE losses per eval domain.
-pub const MDE: &str = "mde";
+pub const MDE: &str = FeatureGroup::Mde.as_str();
 /// Feature group holding merged-model losses per eval domain.
-pub const MERGED: &str = "merged";
+pub const MERGED: &str = FeatureGroup::Merged.as_str();
+
+/// The feature groups datamix itself writes, so that code naming them is checked by the
+/// compiler. A [`Dataset`] read from CSV may hold other groups too: every method that
+/// selects groups takes anything that is `AsRef<str>` (these, `&str` or `String`).
+/// Serialised as the lowercase names, the same strings as the column headers' groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureGroup {
+    /// The mixture weights λ (`lambda:<domain>`).
+    Lambda,
+    /// MDE losses per eval domain (`mde:<domain>`).
+    Mde,
+    /// Losses of merged models per eval domain (`merged:<domain>`).
+    Merged,
+}
+
+impl FeatureGroup {
+    /// Every group, in the order datamix writes them.
+    pub const ALL: [FeatureGroup; 3] = [
+        FeatureGroup::Lambda,
+        FeatureGroup::Mde,
+        FeatureGroup::Merged,
+    ];
+
+    /// The group's name in column headers (`lambda`, `mde`, `merged`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FeatureGroup::Lambda => "lambda",
+            FeatureGroup::Mde => "mde",
+            FeatureGroup::Merged => "merged",
+        }
+    }
+}
+
+impl AsRef<str> for FeatureGroup {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for FeatureGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A feature column: `group:name`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -255,10 +300,11 @@ impl Dataset {
     }
 
     /// Indices of the feature columns in `groups` (in dataset order).
-    pub fn group_columns(&self, groups: &[&str]) -> Result<Vec<usize>> {
+    pub fn group_columns<G: AsRef<str>>(&self, groups: &[G]) -> Result<Vec<usize>> {
         let known = self.groups();
         for g in groups {
-            if !known.contains(g) {
+            let g = g.as_ref();
+            if !known.contains(&g) {
                 return Err(RegressionError::Unknown {
                     kind: "feature group",
                     name: g.to_string(),
@@ -267,7 +313,7 @@ impl Dataset {
             }
         }
         Ok((0..self.columns.len())
-            .filter(|&i| groups.contains(&self.columns[i].group.as_str()))
+            .filter(|&i| groups.iter().any(|g| g.as_ref() == self.columns[i].group))
             .collect())
     }
 
@@ -326,7 +372,7 @@ impl Dataset {
     /// Cuts a regression task: the feature columns of `groups` and the target `target`.
     ///
     /// Errors if a group or the target is unknown, or the target is constant.
-    pub fn task(&self, groups: &[&str], target: &str) -> Result<Task> {
+    pub fn task<G: AsRef<str>>(&self, groups: &[G], target: &str) -> Result<Task> {
         let cols = self.group_columns(groups)?;
         let y = self.target(target)?.to_owned();
         if self.n_rows() == 0 {
@@ -475,23 +521,80 @@ impl Dataset {
     }
 }
 
-/// Writes a file atomically: `write` fills a temporary file in the same folder, which is
-/// flushed, fsynced and renamed over `path`. Nothing is left behind on error.
+/// Writes a file atomically and durably ([`datamix_io::AtomicFile`]): `write` fills a
+/// temporary file in the same folder, which is fsynced and renamed over `path`, and the
+/// folder fsynced. Nothing is left behind on error.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
-    let io = |source| RegressionError::Io {
+    let mut f = datamix_io::AtomicFile::create(path)?;
+    write(f.file_mut()).map_err(|source| RegressionError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
-    write(tmp.as_file_mut()).map_err(io)?;
-    tmp.as_file_mut().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })?;
+    Ok(f.commit()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_groups_keep_their_names() {
+        // CSV headers, configs and outcome files name groups by these strings.
+        for (g, name) in FeatureGroup::ALL
+            .into_iter()
+            .zip(["lambda", "mde", "merged"])
+        {
+            assert_eq!(g.as_str(), name);
+            assert_eq!(g.to_string(), name);
+            assert_eq!(serde_json::to_string(&g).unwrap(), format!("\"{name}\""));
+            assert_eq!(
+                serde_json::from_str::<FeatureGroup>(&format!("\"{name}\"")).unwrap(),
+                g
+            );
+        }
+        assert_eq!(
+            [LAMBDA, MDE, MERGED],
+            FeatureGroup::ALL.map(FeatureGroup::as_str)
+        );
+    }
+
+    #[test]
+    fn enums_and_strings_select_the_same_columns() {
+        let columns = [
+            Column::new(LAMBDA, "a"),
+            Column::new(LAMBDA, "b"),
+            Column::new(MDE, "e"),
+            Column::new("custom", "x"),
+        ];
+        let rows = 5;
+        let features =
+            Array2::from_shape_fn((rows, columns.len()), |(r, c)| (r * 7 + c * c) as f64);
+        let targets = Array2::from_shape_fn((rows, 1), |(r, _)| r as f64);
+        let d = Dataset::new(
+            (0..rows).map(|r| format!("m{r}")).collect(),
+            columns.to_vec(),
+            features,
+            vec!["t".into()],
+            targets,
+        )
+        .unwrap();
+        let by_enum = d
+            .task(&[FeatureGroup::Lambda, FeatureGroup::Mde], "t")
+            .unwrap();
+        let by_str = d.task(&["lambda", "mde"], "t").unwrap();
+        assert_eq!(by_enum.feature_names, ["lambda:a", "lambda:b", "mde:e"]);
+        assert_eq!(by_enum.feature_names, by_str.feature_names);
+        assert_eq!(by_enum.x, by_str.x);
+        assert!(
+            d.task(&[FeatureGroup::Merged], "t").is_err(),
+            "absent group refused"
+        );
+        assert_eq!(
+            d.task(&["custom"], "t").unwrap().feature_names,
+            ["custom:x"]
+        );
+    }
 }

@@ -137,5 +137,12 @@ pub enum RegressionError {
     },
 }
 
+impl From<datamix_io::Error> for RegressionError {
+    fn from(e: datamix_io::Error) -> Self {
+        let (path, source) = e.into_parts();
+        Self::Io { path, source }
+    }
+}
+
 /// Shorthand for results in this crate.
 pub type Result<T, E = RegressionError> = std::result::Result<T, E>;

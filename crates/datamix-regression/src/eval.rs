@@ -327,7 +327,8 @@ pub fn learning_curve(
         .collect()
 }
 
-/// A named set of feature groups, e.g. `("λ+MDE", ["lambda", "mde"])`.
+/// A named set of feature groups, e.g. `("λ+MDE", [FeatureGroup::Lambda, FeatureGroup::Mde])`
+/// (or the same as strings, for groups of datasets read from CSV).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureSet {
     /// Label used in tables.
@@ -338,10 +339,10 @@ pub struct FeatureSet {
 
 impl FeatureSet {
     /// A feature set called `name` selecting `groups`.
-    pub fn new(name: &str, groups: &[&str]) -> Self {
+    pub fn new<G: AsRef<str>>(name: &str, groups: &[G]) -> Self {
         Self {
             name: name.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
+            groups: groups.iter().map(|g| g.as_ref().to_string()).collect(),
         }
     }
 }

@@ -41,7 +41,7 @@ pub mod spec;
 pub mod synthetic;
 
 pub use baseline::{MdeAloneParams, MeanParams};
-pub use dataset::{Column, Dataset, Task};
+pub use dataset::{Column, Dataset, FeatureGroup, Task};
 pub use error::{RegressionError, Result};
 pub use eval::{
     ComparisonTable, CvResult, FeatureSet, Folds, Metrics, compare, cross_validate, learning_curve,

@@ -68,6 +68,41 @@ impl Causal {
             .collect()
     }
 
+    /// Checks the tiling that [`forward`] and [`backward`] rely on before they `set_len`
+    /// their outputs, and returns the batch size. The outputs are filled through
+    /// `par_chunks_mut(..).zip(..)`, and a `zip` silently stops at its shorter side, so
+    /// every element is written only if
+    /// - `q` holds whole sequences and `k`, `v` exactly as many (no uncovered tail),
+    /// - each sequence's output rows split into exactly [`Causal::blocks`] chunks of
+    ///   `block * heads * head_dim` (the last one shorter), one per query block, as its
+    ///   keys do into chunks of `block * head_dim` (backward), and
+    /// - the probability blocks of [`Causal::split_probs`] fill [`Causal::probs_per_seq`].
+    ///
+    /// Each chunk is then written whole: `product` asserts that its destination is exactly
+    /// the `[rows, cols]` it computes.
+    fn assert_tiling(&self, q: usize, k: usize, v: usize) -> usize {
+        let batch = q / self.rows_len().max(1);
+        let kv = self.seq * self.head_dim;
+        assert_eq!(
+            q,
+            batch * self.rows_len(),
+            "q is not [batch, seq * heads, head_dim]"
+        );
+        assert_eq!(k, batch * kv, "k is not [batch, seq, head_dim]");
+        assert_eq!(v, batch * kv, "v is not [batch, seq, head_dim]");
+        if batch > 0 && self.rows_len() > 0 {
+            let out_chunk = self.block * self.heads * self.head_dim;
+            assert_eq!(self.rows_len().div_ceil(out_chunk), self.blocks());
+            assert_eq!(kv.div_ceil(self.block * self.head_dim), self.blocks());
+            for j in 0..self.blocks() {
+                let (a, e) = self.span(j);
+                let chunk = out_chunk.min(self.rows_len() - j * out_chunk);
+                assert_eq!(chunk, (e - a) * self.heads * self.head_dim);
+            }
+        }
+        batch
+    }
+
     /// Block `j`'s slice of one sequence's probabilities.
     fn probs_block<'a>(&self, buf: &'a [f32], j: usize) -> &'a [f32] {
         let start: usize = (0..j).map(|i| self.probs_len(i)).sum();
@@ -89,7 +124,7 @@ pub(crate) fn forward(
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let (h, hd, kv) = (c.heads, c.head_dim, c.seq * c.head_dim);
     let per = c.probs_per_seq();
-    let batch = q.len() / c.rows_len().max(1);
+    let batch = c.assert_tiling(q.len(), k.len(), v.len());
     if batch == 0 || per == 0 {
         return (vec![0.0; q.len()], keep_probs.then(Vec::new));
     }
@@ -118,8 +153,8 @@ pub(crate) fn forward(
                     .enumerate()
                     .for_each(|(j, (p, o))| block(n, j, p, o));
             });
-        // SAFETY: the blocks tile the buffer of every sequence, and each wrote all of its
-        // probabilities.
+        // SAFETY: `assert_tiling` (above) checked that the per-sequence chunks and their
+        // blocks tile the buffer, and each block wrote all of its probabilities.
         unsafe { probs.set_len(batch * per) };
         Some(probs)
     } else {
@@ -133,7 +168,8 @@ pub(crate) fn forward(
         });
         None
     };
-    // SAFETY: the blocks tile the output of every sequence, and each wrote all its rows.
+    // SAFETY: `assert_tiling` (above) checked that the blocks tile the output of every
+    // sequence, and each wrote all its rows.
     unsafe { out.set_len(q.len()) };
     (out, probs)
 }
@@ -149,7 +185,7 @@ pub(crate) fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (h, hd, kv) = (c.heads, c.head_dim, c.seq * c.head_dim);
     let per = c.probs_per_seq();
-    let batch = q.len() / c.rows_len().max(1);
+    let batch = c.assert_tiling(q.len(), k.len(), v.len());
     if batch == 0 || per == 0 {
         return (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     }
@@ -213,8 +249,8 @@ pub(crate) fn backward(
                     }
                 });
         });
-    // SAFETY: the query blocks tile `dq`, the key blocks `dk` and `dv`, of every sequence,
-    // and each wrote all of its elements.
+    // SAFETY: `assert_tiling` (above) checked that the query blocks tile `dq`, the key
+    // blocks `dk` and `dv`, of every sequence, and each wrote all of its elements.
     unsafe {
         dq.set_len(q.len());
         dk.set_len(k.len());

@@ -289,27 +289,18 @@ impl From<std::io::Error> for WriteError {
     }
 }
 
-/// Writes `path` through a temporary file in the same directory, fsyncs and
-/// renames it into place; on any error the temporary file is removed.
+/// Writes `path` durably through [`datamix_io::AtomicFile`] (temporary file beside it,
+/// fsync, rename, directory fsync, `0644` under the umask); on any error the temporary
+/// file is removed.
 pub(super) fn atomic_write(
     path: &Path,
     write: impl FnOnce(&mut File) -> Result<(), WriteError>,
 ) -> Result<(), MergeError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| MergeError::io(dir, e))?;
-    let io = |e| MergeError::io(path, e);
-    match write(tmp.as_file_mut()) {
+    let mut tmp = datamix_io::AtomicFile::create(path).map_err(MergeError::from)?;
+    match write(tmp.file_mut()) {
         Ok(()) => {}
-        Err(WriteError::Io(e)) => return Err(io(e)),
+        Err(WriteError::Io(e)) => return Err(MergeError::io(path, e)),
         Err(WriteError::Merge(e)) => return Err(e),
     }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    tmp.commit().map_err(MergeError::from)
 }

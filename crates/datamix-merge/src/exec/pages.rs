@@ -5,19 +5,27 @@
 
 use std::ops::Range;
 
-use memmap2::{Mmap, UncheckedAdvice};
+use memmap2::Mmap;
+#[cfg(unix)]
+use memmap2::UncheckedAdvice;
 
 /// Drops a byte range of a read-only file mapping from this process's page
-/// tables; the page cache keeps the data.
+/// tables; the page cache keeps the data. Unix only (`madvise`); elsewhere
+/// the pages stay mapped until the mapping is dropped.
 pub(super) fn release(map: &Mmap, r: Range<usize>) {
     if r.is_empty() {
         return;
     }
-    // SAFETY: the mapping is a read-only file mapping, so MADV_DONTNEED
-    // only drops page-table entries: later reads fault the same file
-    // contents back in. Failure is harmless (memory is simply not
-    // released early), so it is ignored.
-    let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.len()) };
+    #[cfg(unix)]
+    {
+        // SAFETY: the mapping is a read-only file mapping, so MADV_DONTNEED
+        // only drops page-table entries: later reads fault the same file
+        // contents back in. Failure is harmless (memory is simply not
+        // released early), so it is ignored.
+        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.len()) };
+    }
+    #[cfg(not(unix))]
+    let _ = map;
 }
 
 /// How far [`release_all`] releases each range. Both start at the 2 MiB
@@ -122,11 +130,18 @@ pub(super) fn rounded(
     start..end.max(start)
 }
 
-/// The size of a page.
+/// The size of a page, as the kernel reports it (4 KiB on x86-64, 16 KiB on
+/// Apple Silicon and some arm64 kernels, 64 KiB on others).
 #[cfg(target_os = "linux")]
 pub(super) fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).map_or(4096, |p| p.max(1))
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        // sysconf cannot fail for _SC_PAGESIZE; 1 keeps the rounding valid
+        // (byte granularity) if it ever did.
+        usize::try_from(p).map_or(1, |p| p.max(1))
+    })
 }
 
 /// The kernel's PMD-sized transparent huge page, if it is 2 MiB (x86-64;
@@ -152,12 +167,12 @@ pub(super) fn advise_huge_pages(buf: &mut [u8]) {
     #[cfg(target_os = "linux")]
     {
         const HUGE_PAGE: usize = 2 << 20;
-        const PAGE: usize = 4096;
+        let page = page_size();
         if buf.len() < HUGE_PAGE {
             return;
         }
-        let start = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE);
-        let end = (buf.as_mut_ptr() as usize + buf.len()) / PAGE * PAGE;
+        let start = (buf.as_mut_ptr() as usize).next_multiple_of(page);
+        let end = (buf.as_mut_ptr() as usize + buf.len()) / page * page;
         if end > start {
             // SAFETY: [start, end) lies inside `buf`, memory this process
             // owns and may write; MADV_HUGEPAGE only changes how the kernel
