@@ -1,0 +1,5 @@
+//! Subcommands other than `study`, one module each.
+
+pub mod common;
+pub mod fit;
+pub mod search;
