@@ -69,10 +69,10 @@ enum Command {
     Backends,
     /// Fit regressions to a swarm of trained mixtures (ratios + measured metrics), compare
     /// the families cross-validated, save the model and recommend a mixture under constraints.
-    Fit(cmd::fit::FitArgs),
+    Fit(Box<cmd::fit::FitArgs>),
     /// Search a model saved by `datamix fit` again under other constraints, or propose the
     /// next batch of mixtures to train.
-    Search(cmd::search::SearchArgs),
+    Search(Box<cmd::search::SearchArgs>),
 }
 
 fn main() -> ExitCode {

@@ -117,6 +117,14 @@ impl CsvTable {
     }
 }
 
+/// A number for messages: six decimals at most, trailing zeros dropped (`0.9`, not
+/// `0.8999999999999999`).
+pub fn short(v: f64) -> String {
+    let t = format!("{v:.6}");
+    let t = t.trim_end_matches('0').trim_end_matches('.');
+    if t == "-0" { "0".into() } else { t.to_string() }
+}
+
 /// Parses `NAME=VALUE`.
 pub fn key_value(flag: &str, text: &str) -> Result<(String, f64)> {
     let bad = || user(format!("{flag} `{text}`: expected NAME=NUMBER"));
@@ -278,13 +286,17 @@ impl ConstraintArgs {
                 return Err(user(format!(
                     "constraints leave no mixture: domain `{}` must weigh at least {} ({}) \
                      but at most {} ({})",
-                    domains[i], lower[i], lower_from[i], upper[i], upper_from[i]
+                    domains[i],
+                    short(lower[i]),
+                    lower_from[i],
+                    short(upper[i]),
+                    upper_from[i]
                 )));
             }
         }
         let list = |v: &[f64], from: &[String]| {
             (0..k)
-                .map(|i| format!("{} {} ({})", domains[i], v[i], from[i]))
+                .map(|i| format!("{} {} ({})", domains[i], short(v[i]), from[i]))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -293,14 +305,16 @@ impl ConstraintArgs {
         let lo: f64 = lower.iter().sum();
         if lo > 1.0 + slack {
             return Err(user(format!(
-                "constraints leave no mixture: the lower bounds sum to {lo} > 1: {}",
+                "constraints leave no mixture: the lower bounds sum to {} > 1: {}",
+                short(lo),
                 list(&lower, &lower_from)
             )));
         }
         let up: f64 = upper.iter().sum();
         if up < 1.0 - slack {
             return Err(user(format!(
-                "constraints leave no mixture: the upper bounds sum to {up} < 1: {}",
+                "constraints leave no mixture: the upper bounds sum to {} < 1: {}",
+                short(up),
                 list(&upper, &upper_from)
             )));
         }
@@ -492,7 +506,7 @@ impl FitModel {
             .zip(&m.fitted)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
-        if !(worst <= REFIT_TOLERANCE * spread) {
+        if worst.is_nan() || worst > REFIT_TOLERANCE * spread {
             return Err(bad(format!(
                 "refitting the saved {} model moves its predictions by up to {worst:e} \
                  (allowed {:e}); was the file edited or written by another datamix version?",

@@ -14,7 +14,7 @@ use ndarray::Array2;
 
 use super::common::{
     ConstraintArgs, CsvTable, FitModel, MODEL_FORMAT, MODEL_VERSION, Outputs, csv_field,
-    family_spec, recommend, user,
+    family_spec, recommend, short, user,
 };
 
 /// How far a row's ratios may sum from 1 before it is an error without --normalize: ratios
@@ -411,12 +411,14 @@ pub fn load_swarm(a: &FitArgs) -> Result<Swarm> {
             m => format!(" ({m} more row(s) too)"),
         };
         return Err(user(format!(
-            "{}: line {} (run `{}`): the ratios sum to {s} (off by {:+e}){more}; pass \
+            "{}: line {} (run `{}`): the ratios sum to {} (off by {}{}){more}; pass \
              --normalize to rescale every row to sum to 1",
             rt.path.display(),
             CsvTable::line(ratio_rows[i]),
             ids[i],
-            s - 1.0
+            short(s),
+            if s > 1.0 { "+" } else { "" },
+            short(s - 1.0)
         )));
     }
     // MDE features and metrics.
