@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datamix_partition::{
-    DEFAULT_EOT, PackedCorpus, PartitionConfig, Partitioner, ReaderOptions, Source, TextTokenizer,
-    train_tokenizer,
+    CorpusSource, DEFAULT_EOT, PackedCorpus, PartitionConfig, Partitioner, ReaderOptions,
+    TextTokenizer, train_tokenizer,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,7 +48,7 @@ pub struct Prepared {
 /// eval streams.
 ///
 /// Both derived artefacts are keyed by what they derive from: every source's path and
-/// content hash (xxh3-128 of its bytes, [`Source::content_hash`], computed once here and
+/// content hash (xxh3-128 of its bytes, [`CorpusSource::content_hash`], computed once here and
 /// handed to the partitioner), the settings and the tokenizer. The packed corpus is reused
 /// only when its manifest records the same partition config, tokenizer hash and the same
 /// training and eval sources (paths, in order, with the same content hashes); the trained
@@ -57,7 +57,7 @@ pub struct Prepared {
 /// each was reused or rebuilt.
 pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     let out = &cfg.out_dir;
-    let sources = Source::discover(&cfg.data.corpus)?;
+    let sources = CorpusSource::discover(&cfg.data.corpus)?;
     if sources.is_empty() {
         return Err(Error::Invalid(format!(
             "data.corpus = {}: no readable corpus files found",
@@ -66,7 +66,7 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     }
     let mut eval_sources = Vec::new();
     for p in &cfg.data.eval_sets {
-        eval_sources.extend(Source::discover(p)?);
+        eval_sources.extend(CorpusSource::discover(p)?);
     }
     let train_keys = source_keys(&sources)?;
     let eval_keys = source_keys(&eval_sources)?;
@@ -200,7 +200,7 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
         });
     }
     for p in &cfg.data.task_sets {
-        for s in Source::discover(p)? {
+        for s in CorpusSource::discover(p)? {
             let name = format!("task_{}", stem(&s.path));
             let t =
                 super::tasks::load(&s.path, &tokenizer, cfg.data.seq_len, cfg.data.task_tokens)?;
@@ -247,12 +247,12 @@ pub const TOKENIZER_KEY_SUFFIX: &str = ".key.json";
 pub struct SourceKey {
     /// The path as discovered (as the manifest records it).
     pub path: String,
-    /// xxh3-128 of its bytes ([`Source::content_hash`]).
+    /// xxh3-128 of its bytes ([`CorpusSource::content_hash`]).
     pub content_hash: String,
 }
 
 /// Hashes every source once.
-fn source_keys(sources: &[Source]) -> Result<Vec<SourceKey>> {
+fn source_keys(sources: &[CorpusSource]) -> Result<Vec<SourceKey>> {
     sources
         .iter()
         .map(|s| {
@@ -381,7 +381,7 @@ fn stem(path: &std::path::Path) -> String {
 
 fn tokenizer(
     cfg: &StudyConfig,
-    sources: &[Source],
+    sources: &[CorpusSource],
     keys: &[SourceKey],
     reader: &ReaderOptions,
 ) -> Result<TextTokenizer> {
@@ -457,7 +457,7 @@ fn tokenizer(
 
 /// Tokens of a source's documents joined by end-of-text, stopping after `cap` tokens.
 fn tokenize_capped(
-    source: &Source,
+    source: &CorpusSource,
     reader: &ReaderOptions,
     tok: &TextTokenizer,
     cap: usize,

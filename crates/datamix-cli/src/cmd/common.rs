@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use datamix::optimizer::{CmaEs, Method, ModelObjective, OptimResult, SearchSpace};
 use datamix::regression::dataset::{LAMBDA, write_atomic};
-use datamix::regression::{ModelSpec, Predictor, Task};
+use datamix::regression::{Predictor, RegressorSpec, Task};
 use datamix::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -378,26 +378,26 @@ fn sync_dir(dir: &Path) -> Result<()> {
 pub const FAMILY_NAMES: &[&str] = &["mean", "ridge", "elastic-net", "gp", "gbdt", "mde-alone"];
 
 /// The model spec of a family name (family defaults; `seed` where the family has one).
-pub fn family_spec(name: &str, seed: u64) -> Result<ModelSpec> {
+pub fn family_spec(name: &str, seed: u64) -> Result<RegressorSpec> {
     Ok(match name {
-        "mean" => ModelSpec::Mean,
-        "ridge" => ModelSpec::Ridge { alpha: None },
-        "elastic-net" => ModelSpec::ElasticNet {
+        "mean" => RegressorSpec::Mean,
+        "ridge" => RegressorSpec::Ridge { alpha: None },
+        "elastic-net" => RegressorSpec::ElasticNet {
             alpha: None,
             l1_ratio: None,
         },
-        "gp" => ModelSpec::Gp {
+        "gp" => RegressorSpec::Gp {
             kernel: None,
             restarts: None,
             seed: Some(seed),
         },
-        "gbdt" => ModelSpec::Gbdt {
+        "gbdt" => RegressorSpec::Gbdt {
             n_trees: None,
             learning_rate: None,
             max_leaves: None,
             min_leaf: None,
         },
-        "mde-alone" => ModelSpec::MdeAlone { calibrate: true },
+        "mde-alone" => RegressorSpec::MdeAlone { calibrate: true },
         other => {
             return Err(user(format!(
                 "unknown model family `{other}`; the families are: {}",
@@ -434,7 +434,7 @@ pub struct FitModel {
     /// Family name as in the comparison table.
     pub family: String,
     /// Family and hyper-parameters.
-    pub spec: ModelSpec,
+    pub spec: RegressorSpec,
     /// The objective fitted (a metric or a weighted sum of metrics).
     pub target: String,
     /// Domains, in the order of every mixture.
