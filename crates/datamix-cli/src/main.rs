@@ -73,6 +73,9 @@ enum Command {
     /// Search a model saved by `datamix fit` again under other constraints, or propose the
     /// next batch of mixtures to train.
     Search(Box<cmd::search::SearchArgs>),
+    /// MDE losses of mixtures from expert log-probability tables (one per eval domain), and
+    /// the exact MDE optimum.
+    Mde(Box<cmd::mde::MdeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +128,7 @@ fn run(command: Command) -> datamix::Result<()> {
         }
         Command::Fit(args) => cmd::fit::run(&args),
         Command::Search(args) => cmd::search::run(&args),
+        Command::Mde(args) => cmd::mde::run(&args),
     }
 }
 

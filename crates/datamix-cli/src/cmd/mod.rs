@@ -2,4 +2,5 @@
 
 pub mod common;
 pub mod fit;
+pub mod mde;
 pub mod search;
