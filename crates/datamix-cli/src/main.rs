@@ -76,6 +76,8 @@ enum Command {
     /// MDE losses of mixtures from expert log-probability tables (one per eval domain), and
     /// the exact MDE optimum.
     Mde(Box<cmd::mde::MdeArgs>),
+    /// Merge safetensors checkpoints by a TOML plan (models, weights, method, output dtype).
+    Merge(Box<cmd::merge::MergeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +131,7 @@ fn run(command: Command) -> datamix::Result<()> {
         Command::Fit(args) => cmd::fit::run(&args),
         Command::Search(args) => cmd::search::run(&args),
         Command::Mde(args) => cmd::mde::run(&args),
+        Command::Merge(args) => cmd::merge::run(&args),
     }
 }
 

@@ -3,4 +3,5 @@
 pub mod common;
 pub mod fit;
 pub mod mde;
+pub mod merge;
 pub mod search;
