@@ -465,6 +465,12 @@ const BAD_FIT: &[(&str, Edit, &[&str], &str)] = &[
         &["--target", "val_loss", "--families", "ridge,svm"],
         "unknown model family `svm`",
     ),
+    (
+        "nothing to search with",
+        |t| t.to_string(),
+        &["--target", "val_loss", "--families", "mean"],
+        "--families has none of ridge, elastic-net, gp, gbdt",
+    ),
 ];
 
 #[test]

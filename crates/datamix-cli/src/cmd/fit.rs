@@ -533,6 +533,12 @@ pub fn run(a: &FitArgs) -> Result<()> {
             )));
         }
     }
+    if a.family == "auto" && !families.iter().any(|f| SEARCHABLE.contains(&f.as_str())) {
+        return Err(user(format!(
+            "--family auto: --families has none of {} to search with",
+            SEARCHABLE.join(", ")
+        )));
+    }
     let (space, bounds) = a.constraints.space(&swarm.domains)?;
     let data = swarm.dataset()?;
     let target = swarm.target();
