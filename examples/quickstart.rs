@@ -12,8 +12,8 @@ use std::sync::Arc;
 use datamix::decoder::backend::Cpu;
 use datamix::decoder::{DecoderConfig, EvalConfig, Packer, TrainConfig, Trainer, evaluate};
 use datamix::partition::{
-    DEFAULT_EOT, Mixture, MixtureSampler, PackedCorpus, PartitionConfig, Partitioner,
-    ReaderOptions, Source, train_tokenizer,
+    CorpusSource, DEFAULT_EOT, Mixture, MixtureSampler, PackedCorpus, PartitionConfig, Partitioner,
+    ReaderOptions, train_tokenizer,
 };
 
 type B = burn::backend::Autodiff<Cpu>;
@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "data/small/corpus".into())
         .into();
     let out = std::env::temp_dir().join("datamix-quickstart");
-    let sources = Source::discover(&corpus_dir)?;
+    let sources = CorpusSource::discover(&corpus_dir)?;
     let tok = train_tokenizer(
         &sources,
         &ReaderOptions::default(),

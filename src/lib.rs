@@ -7,10 +7,13 @@
 //! This facade re-exports the workspace crates in the order data flows through
 //! them (partition -> decoder (train/eval) -> pool -> merge / mde -> regression
 //! -> optimizer) and adds the glue between them: [`pool`] (content-addressed models), [`proxy`]
-//! (merge-then-evaluate) and [`study`] (the end-to-end pipeline the CLI runs).
+//! (merge-then-evaluate) and [`study`] (the end-to-end pipeline the CLI runs), [`plot`]
+//! (SVG/PNG scatter plots), and a [`prelude`] of the common types.
 
 pub mod error;
+pub mod plot;
 pub mod pool;
+pub mod prelude;
 pub mod proxy;
 pub mod study;
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datamix_partition::{
-    DEFAULT_EOT, PackedCorpus, PartitionConfig, Partitioner, ReaderOptions, Source, TextTokenizer,
-    train_tokenizer,
+    CorpusSource, DEFAULT_EOT, PackedCorpus, PartitionConfig, Partitioner, ReaderOptions,
+    TextTokenizer, train_tokenizer,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -63,7 +63,7 @@ pub struct SeedCorpus {
 /// eval streams.
 ///
 /// Both derived artefacts are keyed by what they derive from: every source's path and
-/// content hash (xxh3-128 of its bytes, [`Source::content_hash`], computed once here and
+/// content hash (xxh3-128 of its bytes, [`CorpusSource::content_hash`], computed once here and
 /// handed to the partitioner), the settings and the tokenizer. The packed corpus is reused
 /// only when its manifest records the same partition config, tokenizer hash and the same
 /// training and eval sources (paths, in order, with the same content hashes); the trained
@@ -72,7 +72,7 @@ pub struct SeedCorpus {
 /// each was reused or rebuilt.
 pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     let out = &cfg.out_dir;
-    let sources = Source::discover(&cfg.data.corpus)?;
+    let sources = CorpusSource::discover(&cfg.data.corpus)?;
     if sources.is_empty() {
         return Err(Error::Invalid(format!(
             "data.corpus = {}: no readable corpus files found",
@@ -81,7 +81,7 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     }
     let mut eval_sources = Vec::new();
     for p in &cfg.data.eval_sets {
-        eval_sources.extend(Source::discover(p)?);
+        eval_sources.extend(CorpusSource::discover(p)?);
     }
     let train_keys = source_keys(&sources)?;
     let eval_keys = source_keys(&eval_sources)?;
@@ -201,7 +201,7 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
         });
     }
     for p in &cfg.data.task_sets {
-        for s in Source::discover(p)? {
+        for s in CorpusSource::discover(p)? {
             let name = format!("task_{}", stem(&s.path));
             let t =
                 super::tasks::load(&s.path, &tokenizer, cfg.data.seq_len, cfg.data.task_tokens)?;
@@ -249,8 +249,8 @@ fn pack(
     name: &str,
     pcfg: PartitionConfig,
     tokenizer: &TextTokenizer,
-    (sources, keys): (&[Source], &[SourceKey]),
-    (eval, eval_keys): (&[Source], &[SourceKey]),
+    (sources, keys): (&[CorpusSource], &[SourceKey]),
+    (eval, eval_keys): (&[CorpusSource], &[SourceKey]),
 ) -> Result<(Arc<PackedCorpus>, String)> {
     let dir = out.join(name);
     match corpus_stale(&dir, &pcfg, tokenizer.hash(), keys, eval_keys) {
@@ -293,7 +293,7 @@ fn seed_corpus(
     train_keys: &[SourceKey],
     eval_keys: &[SourceKey],
 ) -> Result<SeedCorpus> {
-    let sources = Source::discover(path)?;
+    let sources = CorpusSource::discover(path)?;
     if sources.is_empty() {
         return Err(Error::Invalid(format!(
             "data.seed_corpus = {}: no readable corpus files found",
@@ -363,12 +363,12 @@ pub const TOKENIZER_KEY_SUFFIX: &str = ".key.json";
 pub struct SourceKey {
     /// The path as discovered (as the manifest records it).
     pub path: String,
-    /// xxh3-128 of its bytes ([`Source::content_hash`]).
+    /// xxh3-128 of its bytes ([`CorpusSource::content_hash`]).
     pub content_hash: String,
 }
 
 /// Hashes every source once.
-fn source_keys(sources: &[Source]) -> Result<Vec<SourceKey>> {
+fn source_keys(sources: &[CorpusSource]) -> Result<Vec<SourceKey>> {
     sources
         .iter()
         .map(|s| {
@@ -497,7 +497,7 @@ fn stem(path: &std::path::Path) -> String {
 
 fn tokenizer(
     cfg: &StudyConfig,
-    sources: &[Source],
+    sources: &[CorpusSource],
     keys: &[SourceKey],
     reader: &ReaderOptions,
 ) -> Result<TextTokenizer> {
@@ -573,7 +573,7 @@ fn tokenizer(
 
 /// Tokens of a source's documents joined by end-of-text, stopping after `cap` tokens.
 fn tokenize_capped(
-    source: &Source,
+    source: &CorpusSource,
     reader: &ReaderOptions,
     tok: &TextTokenizer,
     cap: usize,

@@ -171,7 +171,15 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         };
         let uniform = Mixture::from_weights(corpus, &vec![1.0; k])?;
         let (run, seed) = (&self.cfg.seed_model, self.cfg.seed);
-        self.train_in((corpus, id), Role::Seed, "uniform", None, &uniform, run, seed)
+        self.train_in(
+            (corpus, id),
+            Role::Seed,
+            "uniform",
+            None,
+            &uniform,
+            run,
+            seed,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

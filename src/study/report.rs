@@ -17,6 +17,7 @@ use super::analysis::{self, LAMBDA_ONLY, OBJECTIVE, objective};
 use super::config::StudyConfig;
 use super::stats;
 use crate::error::{Error, Result};
+use crate::plot::{BLUE_RGB, GREEN_RGB, Panel, RED_RGB, png_copy, write_scatter};
 
 /// Writes every result file; returns the report's markdown.
 pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
@@ -424,75 +425,6 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
     s
 }
 
-/// One scatter panel: the trained models' losses (y) against one or more proxies (x).
-struct Panel {
-    name: String,
-    truth: Vec<f64>,
-    series: Vec<(RGBColor, Vec<f64>)>,
-}
-
-/// Padded range of some values.
-fn range(v: &[f64]) -> std::ops::Range<f64> {
-    let (lo, hi) = v
-        .iter()
-        .filter(|x| x.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-            (a.min(x), b.max(x))
-        });
-    if !lo.is_finite() {
-        return 0.0..1.0;
-    }
-    let pad = ((hi - lo) * 0.08).max(1e-3);
-    (lo - pad)..(hi + pad)
-}
-
-/// Draws scatter panels, three per row, into an SVG file (written to a temporary file and
-/// renamed).
-fn scatter(path: &Path, panels: &[Panel], x_desc: &str, y_desc: &str) -> Result<()> {
-    let plot_err = |e: String| Error::Invalid(format!("plot {}: {e}", path.display()));
-    let cols = 3;
-    let rows = panels.len().div_ceil(cols).max(1);
-    let tmp = path.with_extension("svg.tmp");
-    {
-        let root = SVGBackend::new(&tmp, (1200, 340 * rows as u32)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
-        for (area, p) in root.split_evenly((rows, cols)).iter().zip(panels) {
-            let all: Vec<f64> = p
-                .series
-                .iter()
-                .flat_map(|(_, v)| v.iter().copied())
-                .collect();
-            let mut chart = ChartBuilder::on(area)
-                .caption(&p.name, ("sans-serif", 18))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(56)
-                .build_cartesian_2d(range(&all), range(&p.truth))
-                .map_err(|e| plot_err(e.to_string()))?;
-            chart
-                .configure_mesh()
-                .x_labels(5)
-                .y_labels(6)
-                .x_desc(x_desc)
-                .y_desc(y_desc)
-                .draw()
-                .map_err(|e| plot_err(e.to_string()))?;
-            for (colour, proxy) in &p.series {
-                chart
-                    .draw_series(
-                        proxy
-                            .iter()
-                            .zip(&p.truth)
-                            .map(|(&x, &y)| Circle::new((x, y), 3, colour.filled())),
-                    )
-                    .map_err(|e| plot_err(e.to_string()))?;
-            }
-        }
-        root.present().map_err(|e| plot_err(e.to_string()))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
 /// One panel per eval domain (and one for the objective): MDE (blue) and merged (red)
 /// proxies against the trained mixture models' losses.
 fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
@@ -509,15 +441,20 @@ fn plot(o: &StudyOutcome, path: &Path) -> Result<()> {
         .map(|(j, e)| Panel {
             name: e.clone(),
             truth: col(&o.true_loss, j),
-            series: vec![(BLUE, col(&o.mde_loss, j)), (RED, col(&o.merged_loss, j))],
+            series: vec![
+                (BLUE_RGB, col(&o.mde_loss, j)),
+                (RED_RGB, col(&o.merged_loss, j)),
+            ],
+            diagonal: false,
         })
         .collect();
     panels.push(Panel {
         name: "objective".into(),
         truth: obj(&o.true_loss),
-        series: vec![(BLUE, obj(&o.mde_loss)), (RED, obj(&o.merged_loss))],
+        series: vec![(BLUE_RGB, obj(&o.mde_loss)), (RED_RGB, obj(&o.merged_loss))],
+        diagonal: false,
     });
-    scatter(
+    write_scatter(
         path,
         &panels,
         "proxy CE: MDE (blue), merged (red)",
@@ -544,17 +481,18 @@ fn plot_subsets(o: &StudyOutcome, path: &Path) -> Result<()> {
                 .iter()
                 .filter_map(|(n, m)| {
                     let c = match n.as_str() {
-                        "macro" => RED,
-                        "micro" => BLUE,
-                        "experts" => GREEN,
+                        "macro" => RED_RGB,
+                        "micro" => BLUE_RGB,
+                        "experts" => GREEN_RGB,
                         _ => return None,
                     };
                     Some((c, ppl(m, j)))
                 })
                 .collect(),
+            diagonal: false,
         })
         .collect();
-    scatter(
+    write_scatter(
         path,
         &panels,
         "merged PPL: macro (red), micro (blue), experts (green)",
@@ -621,30 +559,4 @@ fn plot_curves(o: &StudyOutcome, path: &Path) -> Result<()> {
         root.present().map_err(|e| plot_err(e.to_string()))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-/// Writes a PNG beside an SVG plot (`x.svg` -> `x.png`), rasterised by resvg with the
-/// system's fonts (text is left out where none is installed).
-fn png_copy(svg: &Path) -> Result<()> {
-    use resvg::{tiny_skia, usvg};
-    let bad = |e: String| Error::Invalid(format!("plot {}: {e}", svg.display()));
-    let data = std::fs::read(svg).map_err(|e| Error::io(svg, e))?;
-    let mut opt = usvg::Options::default();
-    let db = opt.fontdb_mut();
-    db.load_system_fonts();
-    if db
-        .faces()
-        .any(|f| f.families.iter().any(|(n, _)| n == "DejaVu Sans"))
-    {
-        db.set_sans_serif_family("DejaVu Sans");
-    }
-    let tree = usvg::Tree::from_data(&data, &opt).map_err(|e| bad(e.to_string()))?;
-    let size = tree.size().to_int_size();
-    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| bad("empty image".into()))?;
-    pixmap.fill(tiny_skia::Color::WHITE);
-    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    let png = pixmap.encode_png().map_err(|e| bad(e.to_string()))?;
-    write_atomic(&svg.with_extension("png"), &png)?;
-    Ok(())
 }

@@ -1,6 +1,8 @@
 //! The `datamix` command. It owns argument parsing and logging only; every piece of
 //! work is a call into the `datamix` facade.
 
+mod cmd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,6 +67,17 @@ enum Command {
     },
     /// List the backends compiled into this binary.
     Backends,
+    /// Fit regressions to a swarm of trained mixtures (ratios + measured metrics), compare
+    /// the families cross-validated, save the model and recommend a mixture under constraints.
+    Fit(Box<cmd::fit::FitArgs>),
+    /// Search a model saved by `datamix fit` again under other constraints, or propose the
+    /// next batch of mixtures to train.
+    Search(Box<cmd::search::SearchArgs>),
+    /// MDE losses of mixtures from expert log-probability tables (one per eval domain), and
+    /// the exact MDE optimum.
+    Mde(Box<cmd::mde::MdeArgs>),
+    /// Merge safetensors checkpoints by a TOML plan (models, weights, method, output dtype).
+    Merge(Box<cmd::merge::MergeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +128,10 @@ fn run(command: Command) -> datamix::Result<()> {
             }
             Ok(())
         }
+        Command::Fit(args) => cmd::fit::run(&args),
+        Command::Search(args) => cmd::search::run(&args),
+        Command::Mde(args) => cmd::mde::run(&args),
+        Command::Merge(args) => cmd::merge::run(&args),
     }
 }
 

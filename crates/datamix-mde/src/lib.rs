@@ -25,5 +25,5 @@ mod table;
 
 pub use error::{MdeError, MixtureProblem, Result};
 pub use loss::{SUM_TOLERANCE, batched_kernel, mde_features, validate_mixture};
-pub use optimum::{Bounds, Objective, Optimum, OptimumParams, minimize};
+pub use optimum::{Bounds, Optimum, OptimumParams, WeightedMdeLoss, minimize};
 pub use table::{ExpertTable, ExpertTableBuilder, TableMeta};

@@ -12,12 +12,12 @@ use crate::table::ExpertTable;
 
 /// A non-negative weighting of eval-domain MDE losses over one common set of experts.
 #[derive(Debug, Clone)]
-pub struct Objective<'a> {
+pub struct WeightedMdeLoss<'a> {
     tables: Vec<&'a ExpertTable>,
     weights: Vec<f64>,
 }
 
-impl<'a> Objective<'a> {
+impl<'a> WeightedMdeLoss<'a> {
     /// `F(λ) = Σ_j weights[j] · L_j(λ)`. Tables must be aligned (same experts, same order,
     /// same tokenizer); weights finite, non-negative and not all zero.
     pub fn new(tables: &[&'a ExpertTable], weights: &[f64]) -> Result<Self> {
@@ -218,7 +218,11 @@ pub struct Optimum {
 }
 
 /// Minimise `objective` over the mixtures within `bounds` (see the module docs).
-pub fn minimize(objective: &Objective, bounds: &Bounds, params: &OptimumParams) -> Result<Optimum> {
+pub fn minimize(
+    objective: &WeightedMdeLoss,
+    bounds: &Bounds,
+    params: &OptimumParams,
+) -> Result<Optimum> {
     params.validate()?;
     let k = objective.n_experts();
     if bounds.lower.len() != k {

@@ -1,8 +1,8 @@
 //! Behaviour of MDE tables, losses, gradients, the optimum and features.
 
 use datamix_mde::{
-    Bounds, ExpertTable, ExpertTableBuilder, MdeError, MixtureProblem, Objective, OptimumParams,
-    mde_features, minimize,
+    Bounds, ExpertTable, ExpertTableBuilder, MdeError, MixtureProblem, OptimumParams,
+    WeightedMdeLoss, mde_features, minimize,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -148,7 +148,7 @@ fn typed_table(alpha: &[usize], domain: &str) -> ExpertTable {
 #[test]
 fn optimum_recovers_known_answer_and_beats_vertices_and_random_points() {
     let table = typed_table(&[500, 300, 200], "dom");
-    let objective = Objective::mean(&[&table]).unwrap();
+    let objective = WeightedMdeLoss::mean(&[&table]).unwrap();
     let opt = minimize(&objective, &Bounds::simplex(3), &OptimumParams::default()).unwrap();
     assert!(opt.converged, "{opt:?}");
     assert!(opt.gap <= 1e-9);
@@ -173,7 +173,7 @@ fn optimum_respects_bounds_and_weights() {
     // rest 3:2.
     let bounds = Bounds::new(vec![0.0; 3], vec![0.4, 1.0, 1.0]).unwrap();
     let opt = minimize(
-        &Objective::mean(&[&a]).unwrap(),
+        &WeightedMdeLoss::mean(&[&a]).unwrap(),
         &bounds,
         &OptimumParams::default(),
     )
@@ -184,7 +184,7 @@ fn optimum_respects_bounds_and_weights() {
     }
     // Two domains weighted 1:3 pool their token types: α = (1·0.5 + 3·0.1, 1·0.3 + 3·0.1, 1·0.2 + 3·0.8) / 4.
     let b = typed_table(&[100, 100, 800], "b");
-    let obj = Objective::new(&[&a, &b], &[1.0, 3.0]).unwrap();
+    let obj = WeightedMdeLoss::new(&[&a, &b], &[1.0, 3.0]).unwrap();
     let opt = minimize(&obj, &Bounds::simplex(3), &OptimumParams::default()).unwrap();
     assert!(opt.converged, "{opt:?}");
     for (l, w) in opt.lambda.iter().zip([0.2, 0.15, 0.65]) {
@@ -204,7 +204,7 @@ fn optimum_on_random_tables_has_small_certified_gap() {
         t2.logp().to_vec(),
     )
     .unwrap();
-    let obj = Objective::new(&[&t1, &t2], &[0.7, 0.3]).unwrap();
+    let obj = WeightedMdeLoss::new(&[&t1, &t2], &[0.7, 0.3]).unwrap();
     let bounds = Bounds::new(vec![0.05; 6], vec![0.5; 6]).unwrap();
     let opt = minimize(&obj, &bounds, &OptimumParams::default().gap_tol(1e-10)).unwrap();
     assert!(opt.converged && opt.gap <= 1e-10, "{opt:?}");
@@ -330,7 +330,7 @@ fn mismatched_tables_and_experts_are_typed_errors() {
         Err(MdeError::TokenizerMismatch { .. })
     ));
     assert!(matches!(
-        Objective::mean(&[&a, &other_tok]),
+        WeightedMdeLoss::mean(&[&a, &other_tok]),
         Err(MdeError::TokenizerMismatch { .. })
     ));
 

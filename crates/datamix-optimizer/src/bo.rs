@@ -25,7 +25,7 @@ pub type SurrogateError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Predictive distribution of the objective at one mixture.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Prediction {
+pub struct SurrogatePrediction {
     /// Predicted mean.
     pub mean: f64,
     /// Predicted standard deviation (>= 0).
@@ -41,7 +41,7 @@ pub trait Surrogate {
     fn fit(&mut self, xs: &[Vec<f64>], ys: &[f64]) -> Result<(), SurrogateError>;
 
     /// Predicts at many mixtures.
-    fn predict(&self, xs: &[Vec<f64>]) -> Result<Vec<Prediction>, SurrogateError>;
+    fn predict(&self, xs: &[Vec<f64>]) -> Result<Vec<SurrogatePrediction>, SurrogateError>;
 }
 
 /// Acquisition function, for minimisation.
@@ -63,7 +63,7 @@ pub enum Acquisition {
 
 impl Acquisition {
     /// Score to maximise, given a prediction and the best observed (standardised) value.
-    pub fn score(&self, p: Prediction, best: f64) -> f64 {
+    pub fn score(&self, p: SurrogatePrediction, best: f64) -> f64 {
         match *self {
             Self::ExpectedImprovement { xi } => {
                 let imp = best - p.mean - xi;
@@ -356,7 +356,7 @@ impl<S: Surrogate> BayesOpt<S> {
         zs: &[f64],
         best: f64,
         rng: &mut ChaCha8Rng,
-    ) -> Result<(Vec<f64>, Prediction)> {
+    ) -> Result<(Vec<f64>, SurrogatePrediction)> {
         let c = &self.state.config;
         let acq = c.acquisition;
         // Candidates: uniform over the space, plus tight samples around the best points.
@@ -406,7 +406,7 @@ impl<S: Surrogate> BayesOpt<S> {
         Ok((winner.1, winner.2))
     }
 
-    fn predict(&self, xs: &[Vec<f64>]) -> Result<Vec<Prediction>> {
+    fn predict(&self, xs: &[Vec<f64>]) -> Result<Vec<SurrogatePrediction>> {
         let preds = self
             .surrogate
             .predict(xs)
@@ -419,7 +419,7 @@ impl<S: Surrogate> BayesOpt<S> {
         // A NaN or negative std must not win the argmax.
         Ok(preds
             .into_iter()
-            .map(|p| Prediction {
+            .map(|p| SurrogatePrediction {
                 mean: if p.mean.is_finite() {
                     p.mean
                 } else {
@@ -466,14 +466,14 @@ mod tests {
     fn expected_improvement_is_positive_and_monotone_in_mean() {
         let ei = Acquisition::ExpectedImprovement { xi: 0.0 };
         let a = ei.score(
-            Prediction {
+            SurrogatePrediction {
                 mean: 0.0,
                 std: 1.0,
             },
             0.0,
         );
         let b = ei.score(
-            Prediction {
+            SurrogatePrediction {
                 mean: -1.0,
                 std: 1.0,
             },
@@ -485,7 +485,7 @@ mod tests {
         let ucb = Acquisition::Ucb { beta: 2.0 };
         assert_eq!(
             ucb.score(
-                Prediction {
+                SurrogatePrediction {
                     mean: 1.0,
                     std: 0.5
                 },

@@ -31,7 +31,9 @@ mod result;
 mod space;
 pub mod surrogate;
 
-pub use bo::{Acquisition, BayesOpt, BoConfig, BoState, Observation, Prediction, Surrogate};
+pub use bo::{
+    Acquisition, BayesOpt, BoConfig, BoState, Observation, Surrogate, SurrogatePrediction,
+};
 pub use error::{OptimizerError, Result};
 pub use mde::{MdeFeatures, MdeObjective, mde_exact};
 pub use method::{

@@ -48,13 +48,13 @@ impl crate::FeatureMap for MdeFeatures {
 /// A weighted sum of MDE losses over eval domains, as an [`Objective`] with its gradient.
 #[derive(Debug)]
 pub struct MdeObjective<'a> {
-    inner: datamix_mde::Objective<'a>,
+    inner: datamix_mde::WeightedMdeLoss<'a>,
 }
 
 impl<'a> MdeObjective<'a> {
     /// `Σ_j w_j L_j^MDE(λ)` over `tables`.
     pub fn new(tables: &[&'a ExpertTable], weights: &[f64]) -> Result<Self> {
-        let inner = datamix_mde::Objective::new(tables, weights)
+        let inner = datamix_mde::WeightedMdeLoss::new(tables, weights)
             .map_err(|e| OptimizerError::Surrogate(Box::new(e)))?;
         Ok(Self { inner })
     }
@@ -66,7 +66,7 @@ impl<'a> MdeObjective<'a> {
     }
 
     /// The underlying datamix-mde objective.
-    pub fn inner(&self) -> &datamix_mde::Objective<'a> {
+    pub fn inner(&self) -> &datamix_mde::WeightedMdeLoss<'a> {
         &self.inner
     }
 }

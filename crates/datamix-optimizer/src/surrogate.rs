@@ -9,7 +9,7 @@ use datamix_regression::dataset::LAMBDA;
 use datamix_regression::{Predictor, Regressor, Task};
 use ndarray::Array2;
 
-use crate::bo::{Prediction, Surrogate, SurrogateError};
+use crate::bo::{Surrogate, SurrogateError, SurrogatePrediction};
 use crate::error::{OptimizerError, Result};
 use crate::objective::Objective;
 use crate::space::SearchSpace;
@@ -138,7 +138,7 @@ impl<R: Regressor> Surrogate for RegressionSurrogate<R> {
         Ok(())
     }
 
-    fn predict(&self, xs: &[Vec<f64>]) -> Result<Vec<Prediction>, SurrogateError> {
+    fn predict(&self, xs: &[Vec<f64>]) -> Result<Vec<SurrogatePrediction>, SurrogateError> {
         let model = self.model.as_ref().ok_or("surrogate used before fit")?;
         let x = design(
             &self.lambda_names,
@@ -150,12 +150,15 @@ impl<R: Regressor> Surrogate for RegressionSurrogate<R> {
     }
 }
 
-fn predictions(model: &dyn Predictor, x: Array2<f64>) -> Result<Vec<Prediction>, SurrogateError> {
+fn predictions(
+    model: &dyn Predictor,
+    x: Array2<f64>,
+) -> Result<Vec<SurrogatePrediction>, SurrogateError> {
     let p = model.predict(x.view())?;
     Ok(p.mean
         .iter()
         .enumerate()
-        .map(|(i, &mean)| Prediction {
+        .map(|(i, &mean)| SurrogatePrediction {
             mean,
             std: p.std.as_ref().map_or(0.0, |s| s[i]),
         })
@@ -203,8 +206,8 @@ impl ModelObjective {
     }
 
     /// Mean and std at many mixtures (NaN where prediction failed).
-    pub fn predict(&self, xs: &[Vec<f64>]) -> Vec<Prediction> {
-        let nan = Prediction {
+    pub fn predict(&self, xs: &[Vec<f64>]) -> Vec<SurrogatePrediction> {
+        let nan = SurrogatePrediction {
             mean: f64::NAN,
             std: f64::NAN,
         };

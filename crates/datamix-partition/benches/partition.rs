@@ -45,7 +45,7 @@ fn main() {
     };
     // A fresh tokenizer per measurement: its BPE word cache starts cold every time.
     let load = || TextTokenizer::from_file(&tok_path, DEFAULT_EOT).expect("tokenizer");
-    let sources = Source::discover(&input).expect("input");
+    let sources = CorpusSource::discover(&input).expect("input");
     let texts: Vec<String> = sources
         .iter()
         .flat_map(|s| {

@@ -2,7 +2,7 @@
 //!
 //! Turns raw documents into what the decoder trains on:
 //!
-//! 1. **Readers** ([`Source`]): Dolma-style JSONL (plain, `.gz`, `.zst`), plain text,
+//! 1. **Readers** ([`CorpusSource`]): Dolma-style JSONL (plain, `.gz`, `.zst`), plain text,
 //!    folder-per-domain, Parquet (feature `parquet`, on by default); streaming.
 //! 2. **Domain rules** ([`DomainRules`], TOML): a metadata field with renames/merges, year
 //!    ranges, first-of-several tags, buckets for missing values.
@@ -28,7 +28,7 @@
 //! use std::{path::Path, sync::Arc};
 //! use datamix_partition::*;
 //! # fn main() -> Result<(), PartitionError> {
-//! let sources = Source::discover(Path::new("data/corpus"))?;
+//! let sources = CorpusSource::discover(Path::new("data/corpus"))?;
 //! let tok = TextTokenizer::from_file(Path::new("data/tokenizer.json"), DEFAULT_EOT)?;
 //! let cfg = PartitionConfig { seq_len: 512, unit_tokens: 1 << 20, ..Default::default() };
 //! let manifest = Partitioner::new(cfg, tok)?.with_cache_dir("cache").run(&sources, Path::new("out"))?;
@@ -60,7 +60,9 @@ pub use corpus::PackedCorpus;
 pub use error::{PartitionError, Result};
 pub use manifest::{DomainEntry, DropReport, Manifest, SourceEntry, UnitEntry};
 pub use pipeline::{PartitionConfig, Partitioner, UnitOrder, train_tokenizer};
-pub use reader::{BadRecordPolicy, Document, ReaderOptions, Source, SourceFormat, SourceReader};
+pub use reader::{
+    BadRecordPolicy, CorpusSource, Document, ReaderOptions, SourceFormat, SourceReader,
+};
 pub use rules::{Assignment, DomainRules, RangeRule};
 pub use sampler::{Mixture, MixtureSampler, SamplerCursor, StreamPlan};
 pub use shard::{Seq, TokenDtype, TokenShard};

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{PartitionError, Result};
 use crate::manifest::{FORMAT_VERSION, MANIFEST_FILE, Manifest, SourceEntry, TOKENIZER_FILE};
-use crate::reader::{Document, ReaderOptions, Source, SourceFormat, text_hash};
+use crate::reader::{CorpusSource, Document, ReaderOptions, SourceFormat, text_hash};
 use crate::rules::DomainRules;
 use crate::shard::TokenDtype;
 use crate::tokenize::{DEFAULT_EOT, TextTokenizer};
@@ -156,7 +156,7 @@ pub struct Partitioner {
     config: PartitionConfig,
     tokenizer: TextTokenizer,
     cache_dir: Option<PathBuf>,
-    eval_sources: Vec<Source>,
+    eval_sources: Vec<CorpusSource>,
     known_hashes: HashMap<PathBuf, String>,
 }
 
@@ -224,12 +224,12 @@ impl Partitioner {
 
     /// Evaluation sets: training documents sharing any `ngram`-token window with them are
     /// dropped.
-    pub fn with_eval_sets(mut self, sources: Vec<Source>) -> Self {
+    pub fn with_eval_sets(mut self, sources: Vec<CorpusSource>) -> Self {
         self.eval_sources = sources;
         self
     }
 
-    /// Content hashes ([`Source::content_hash`]) the caller has already computed, by source
+    /// Content hashes ([`CorpusSource::content_hash`]) the caller has already computed, by source
     /// path: used instead of reading those sources once more to hash them. They must be
     /// fresh (computed from the bytes about to be read).
     pub fn with_content_hashes(mut self, hashes: HashMap<PathBuf, String>) -> Self {
@@ -244,7 +244,7 @@ impl Partitioner {
 
     /// Partitions `sources` into `out_dir` (created or replaced as a whole; on error nothing
     /// is left there) and returns the manifest.
-    pub fn run(&self, sources: &[Source], out_dir: &Path) -> Result<Manifest> {
+    pub fn run(&self, sources: &[CorpusSource], out_dir: &Path) -> Result<Manifest> {
         let pool = {
             let mut b = rayon::ThreadPoolBuilder::new();
             if let Some(n) = self.config.threads {
@@ -258,7 +258,7 @@ impl Partitioner {
         pool.install(|| self.run_in_pool(sources, out_dir))
     }
 
-    fn run_in_pool(&self, sources: &[Source], out_dir: &Path) -> Result<Manifest> {
+    fn run_in_pool(&self, sources: &[CorpusSource], out_dir: &Path) -> Result<Manifest> {
         let cfg = &self.config;
         let parent = out_dir
             .parent()
@@ -402,7 +402,7 @@ impl Partitioner {
     }
 
     /// Tokenizes one source, or loads it from the cache.
-    fn tokenized(&self, source: &Source, cache_dir: &Path) -> Result<Tokenized> {
+    fn tokenized(&self, source: &CorpusSource, cache_dir: &Path) -> Result<Tokenized> {
         let content_hash = match self.known_hashes.get(&source.path) {
             Some(h) => h.clone(),
             None => source.content_hash()?,
@@ -477,7 +477,12 @@ impl Partitioner {
         })
     }
 
-    fn tokenize_into_cache(&self, source: &Source, cache_dir: &Path, dir: &Path) -> Result<()> {
+    fn tokenize_into_cache(
+        &self,
+        source: &CorpusSource,
+        cache_dir: &Path,
+        dir: &Path,
+    ) -> Result<()> {
         let tmp = tempfile::Builder::new()
             .prefix(&crate::leftovers::temp_prefix(".tmp-tok-"))
             .tempdir_in(cache_dir)
@@ -671,7 +676,7 @@ impl SortKey {
 
 /// Trains a byte-level BPE on the text of `sources` (at most `max_bytes` of it, read in order).
 pub fn train_tokenizer(
-    sources: &[Source],
+    sources: &[CorpusSource],
     reader: &ReaderOptions,
     vocab_size: usize,
     eot: &str,

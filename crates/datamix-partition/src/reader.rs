@@ -84,7 +84,7 @@ pub enum SourceFormat {
 
 /// One input: a path, its format and an optional domain given to documents that carry none.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
+pub struct CorpusSource {
     /// File or folder.
     pub path: PathBuf,
     /// How to read it.
@@ -135,7 +135,7 @@ fn file_stem_domain(path: &Path) -> Option<String> {
     Some(Path::new(stem).file_stem()?.to_str()?.to_string())
 }
 
-impl Source {
+impl CorpusSource {
     /// Finds the inputs under `path`.
     ///
     /// A file is read by its extension (`.jsonl`/`.json`/`.ndjson`, `.txt`, `.parquet`, each
@@ -143,7 +143,7 @@ impl Source {
     /// such file directly inside it and every sub-directory as a folder-per-domain source
     /// (domain = sub-directory name). Hidden entries and uncompressed `.json` files (such
     /// as a `tokenizer.json` beside the data) are skipped in directories.
-    pub fn discover(path: &Path) -> Result<Vec<Source>> {
+    pub fn discover(path: &Path) -> Result<Vec<CorpusSource>> {
         let meta = std::fs::metadata(path).map_err(|e| PartitionError::io(path, e))?;
         if meta.is_file() {
             let format = format_of(path)
@@ -151,7 +151,7 @@ impl Source {
             let domain = (format == SourceFormat::Text)
                 .then(|| file_stem_domain(path))
                 .flatten();
-            return Ok(vec![Source {
+            return Ok(vec![CorpusSource {
                 path: path.into(),
                 format,
                 domain,
@@ -176,7 +176,7 @@ impl Source {
             }
             if p.is_dir() {
                 let domain = p.file_name().and_then(|n| n.to_str()).map(str::to_string);
-                out.push(Source {
+                out.push(CorpusSource {
                     path: p,
                     format: SourceFormat::Folder,
                     domain,
@@ -193,7 +193,7 @@ impl Source {
                 let domain = (format == SourceFormat::Text)
                     .then(|| file_stem_domain(&p))
                     .flatten();
-                out.push(Source {
+                out.push(CorpusSource {
                     path: p,
                     format,
                     domain,
@@ -335,7 +335,7 @@ enum Inner {
 /// Yields `Err` for a malformed record under [`BadRecordPolicy::Fail`] (and then stops);
 /// under [`BadRecordPolicy::Skip`] it skips and counts it.
 pub struct SourceReader {
-    source: Source,
+    source: CorpusSource,
     options: ReaderOptions,
     inner: Inner,
     skipped: u64,

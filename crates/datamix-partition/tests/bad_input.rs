@@ -8,7 +8,7 @@ use common::*;
 use datamix_partition::*;
 
 fn run(dir: &Path, data: &Path, cfg: PartitionConfig) -> Result<Manifest> {
-    Partitioner::new(cfg, tokenizer())?.run(&Source::discover(data)?, &dir.join("out"))
+    Partitioner::new(cfg, tokenizer())?.run(&CorpusSource::discover(data)?, &dir.join("out"))
 }
 
 fn assert_clean(dir: &Path, inputs: &[&str]) {
@@ -225,8 +225,11 @@ fn an_eval_set_equal_to_a_training_domain_is_reported_as_contamination() {
     std::fs::copy(corpus.join(format!("{}.jsonl", DOMAINS[0])), &eval).unwrap();
     let e = Partitioner::new(config(), tokenizer())
         .unwrap()
-        .with_eval_sets(Source::discover(&eval).unwrap())
-        .run(&Source::discover(&corpus).unwrap(), &dir.path().join("out"))
+        .with_eval_sets(CorpusSource::discover(&eval).unwrap())
+        .run(
+            &CorpusSource::discover(&corpus).unwrap(),
+            &dir.path().join("out"),
+        )
         .unwrap_err();
     assert!(
         matches!(&e, PartitionError::Contaminated { domain, .. } if domain == DOMAINS[0]),

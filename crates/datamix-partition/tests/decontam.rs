@@ -46,8 +46,8 @@ fn planted_eval_passages_are_dropped_and_nothing_else() {
     let out = dir.path().join("out");
     let m = Partitioner::new(cfg, tokenizer())
         .unwrap()
-        .with_eval_sets(Source::discover(&eval).unwrap())
-        .run(&Source::discover(&data).unwrap(), &out)
+        .with_eval_sets(CorpusSource::discover(&eval).unwrap())
+        .run(&CorpusSource::discover(&data).unwrap(), &out)
         .unwrap();
     assert_eq!(m.dropped.contaminated, planted.len() as u64);
     assert!(m.dropped.eval_ngrams > 0);

@@ -15,7 +15,7 @@ fn build(dir: &Path, cfg: PartitionConfig) -> (Manifest, PackedCorpus) {
     let out = dir.join("out");
     let m = Partitioner::new(cfg, tokenizer())
         .unwrap()
-        .run(&Source::discover(&data).unwrap(), &out)
+        .run(&CorpusSource::discover(&data).unwrap(), &out)
         .unwrap();
     (m, PackedCorpus::open(&out).unwrap())
 }
@@ -130,7 +130,7 @@ fn deterministic_and_cached() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data.jsonl");
     write_jsonl(&data, &records());
-    let sources = Source::discover(&data).unwrap();
+    let sources = CorpusSource::discover(&data).unwrap();
     let cache = dir.path().join("cache");
     let run = |out: &str| {
         Partitioner::new(config(), tokenizer())
@@ -194,7 +194,7 @@ fn compressed_parquet_and_folder_inputs_read_the_same_documents() {
     std::fs::write(&zst, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
 
     let read = |p: &Path| -> Vec<Document> {
-        let s = Source::discover(p).unwrap();
+        let s = CorpusSource::discover(p).unwrap();
         assert_eq!(s.len(), 1);
         s[0].open(&ReaderOptions::default())
             .unwrap()
@@ -243,7 +243,7 @@ fn compressed_parquet_and_folder_inputs_read_the_same_documents() {
         w.write(&batch).unwrap();
         w.close().unwrap();
         assert_eq!(read(&pq), base);
-        let e = Source::discover(&pq).unwrap()[0]
+        let e = CorpusSource::discover(&pq).unwrap()[0]
             .open(&ReaderOptions {
                 text_field: "body".into(),
                 ..Default::default()
@@ -266,7 +266,7 @@ fn compressed_parquet_and_folder_inputs_read_the_same_documents() {
         }
     }
     std::fs::write(folder.join("extra.jsonl"), "").unwrap();
-    let sources = Source::discover(&folder).unwrap();
+    let sources = CorpusSource::discover(&folder).unwrap();
     assert_eq!(
         sources.iter().map(|s| s.format.clone()).collect::<Vec<_>>(),
         [
@@ -368,7 +368,7 @@ fn data_dir_with_one_jsonl_per_domain_and_default_rules() {
         }
     }
     std::fs::write(data.join("tokenizer.json"), tokenizer().json()).unwrap();
-    let sources = Source::discover(&data).unwrap();
+    let sources = CorpusSource::discover(&data).unwrap();
     assert_eq!(
         sources.len(),
         3,
@@ -417,7 +417,7 @@ fn bpe_trained_on_the_sources_packs_the_corpus() {
     );
     e.write_all(&raw).unwrap();
     e.finish().unwrap();
-    let sources = Source::discover(&data).unwrap();
+    let sources = CorpusSource::discover(&data).unwrap();
     let tok = train_tokenizer(
         &sources,
         &ReaderOptions::default(),
@@ -449,7 +449,7 @@ fn bpe_trained_on_the_sources_packs_the_corpus() {
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": \"a\"}\nnot json\n").unwrap();
     let e = train_tokenizer(
-        &Source::discover(&bad).unwrap(),
+        &CorpusSource::discover(&bad).unwrap(),
         &ReaderOptions::default(),
         300,
         DEFAULT_EOT,
@@ -464,7 +464,7 @@ fn leftovers_of_killed_runs_are_removed_and_outputs_are_not_private() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data.jsonl");
     write_jsonl(&data, &records());
-    let sources = Source::discover(&data).unwrap();
+    let sources = CorpusSource::discover(&data).unwrap();
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     let host = leftovers::host_name();
@@ -504,7 +504,7 @@ fn content_hashes_given_by_the_caller_are_used() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data.jsonl");
     write_jsonl(&data, &records());
-    let sources = Source::discover(&data).unwrap();
+    let sources = CorpusSource::discover(&data).unwrap();
     let real = sources[0].content_hash().unwrap();
     let m = Partitioner::new(config(), tokenizer())
         .unwrap()

@@ -18,7 +18,7 @@ fn corpus() -> Arc<PackedCorpus> {
         let out = dir.path().join("out");
         Partitioner::new(config(), tokenizer())
             .unwrap()
-            .run(&Source::discover(&data).unwrap(), &out)
+            .run(&CorpusSource::discover(&data).unwrap(), &out)
             .unwrap();
         let c = Arc::new(PackedCorpus::open(&out).unwrap());
         (dir, c)

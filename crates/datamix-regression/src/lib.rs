@@ -52,5 +52,5 @@ pub use linear::{
     ElasticNetParams, ElasticNetValidParams, LinearModel, RidgeParams, RidgeValidParams,
 };
 pub use model::{Prediction, Predictor, Regressor};
-pub use spec::ModelSpec;
+pub use spec::RegressorSpec;
 pub use synthetic::{SyntheticSpec, synthetic};

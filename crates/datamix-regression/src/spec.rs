@@ -1,4 +1,4 @@
-//! Serializable model choices (for configs and the optimizer): a [`ModelSpec`] builds a
+//! Serializable model choices (for configs and the optimizer): a [`RegressorSpec`] builds a
 //! validated [`Regressor`].
 
 use linfa::ParamGuard;
@@ -18,7 +18,7 @@ fn yes() -> bool {
 /// Omitted fields take the family's defaults.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "family", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ModelSpec {
+pub enum RegressorSpec {
     /// Empirical mean.
     Mean,
     /// The MDE loss itself, optionally affinely calibrated.
@@ -61,20 +61,20 @@ pub enum ModelSpec {
     },
 }
 
-impl ModelSpec {
+impl RegressorSpec {
     /// Validates the hyper-parameters and returns the family.
     pub fn build(&self) -> Result<Box<dyn Regressor>> {
         Ok(match self.clone() {
-            ModelSpec::Mean => Box::new(MeanParams),
-            ModelSpec::MdeAlone { calibrate } => Box::new(MdeAloneParams { calibrate }),
-            ModelSpec::Ridge { alpha } => {
+            RegressorSpec::Mean => Box::new(MeanParams),
+            RegressorSpec::MdeAlone { calibrate } => Box::new(MdeAloneParams { calibrate }),
+            RegressorSpec::Ridge { alpha } => {
                 let mut p = RidgeParams::new();
                 if let Some(a) = alpha {
                     p = p.alpha(a);
                 }
                 Box::new(p.check()?)
             }
-            ModelSpec::ElasticNet { alpha, l1_ratio } => {
+            RegressorSpec::ElasticNet { alpha, l1_ratio } => {
                 let mut p = ElasticNetParams::new();
                 if let Some(a) = alpha {
                     p = p.alpha(a);
@@ -84,7 +84,7 @@ impl ModelSpec {
                 }
                 Box::new(p.check()?)
             }
-            ModelSpec::Gp {
+            RegressorSpec::Gp {
                 kernel,
                 restarts,
                 seed,
@@ -101,7 +101,7 @@ impl ModelSpec {
                 }
                 Box::new(p.check()?)
             }
-            ModelSpec::Gbdt {
+            RegressorSpec::Gbdt {
                 n_trees,
                 learning_rate,
                 max_leaves,

@@ -1,8 +1,8 @@
 //! Each family on data whose answer is known.
 
 use datamix_regression::{
-    ElasticNetParams, GbdtParams, GpParams, Kernel, MdeAloneParams, MeanParams, ModelSpec,
-    Predictor, RegressionError, Regressor, RidgeParams, Task,
+    ElasticNetParams, GbdtParams, GpParams, Kernel, MdeAloneParams, MeanParams, Predictor,
+    RegressionError, Regressor, RegressorSpec, RidgeParams, Task,
 };
 use ndarray::{Array1, Array2, array, s};
 use rand::{Rng, SeedableRng};
@@ -180,18 +180,19 @@ fn boxed_predictors_score_many_candidates_like_one_at_a_time() {
 
 #[test]
 fn model_specs_deserialize_and_validate() {
-    let spec: ModelSpec =
+    let spec: RegressorSpec =
         serde_json::from_str(r#"{"family": "gp", "kernel": "rbf", "restarts": 1}"#).unwrap();
     assert_eq!(spec.build().unwrap().name(), "gp-rbf");
-    let spec: ModelSpec = serde_json::from_str(r#"{"family": "mde-alone"}"#).unwrap();
-    assert_eq!(spec, ModelSpec::MdeAlone { calibrate: true });
-    let bad: ModelSpec = serde_json::from_str(r#"{"family": "gbdt", "learning_rate": 0}"#).unwrap();
+    let spec: RegressorSpec = serde_json::from_str(r#"{"family": "mde-alone"}"#).unwrap();
+    assert_eq!(spec, RegressorSpec::MdeAlone { calibrate: true });
+    let bad: RegressorSpec =
+        serde_json::from_str(r#"{"family": "gbdt", "learning_rate": 0}"#).unwrap();
     assert!(
         bad.build()
             .unwrap_err()
             .to_string()
             .contains("learning_rate")
     );
-    assert!(serde_json::from_str::<ModelSpec>(r#"{"family": "ridge", "alpah": 1}"#).is_err());
+    assert!(serde_json::from_str::<RegressorSpec>(r#"{"family": "ridge", "alpah": 1}"#).is_err());
     assert_eq!(MdeAloneParams::default().name(), "mde-alone-calibrated");
 }

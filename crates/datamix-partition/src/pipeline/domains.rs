@@ -9,7 +9,7 @@ use super::{DocRef, PartitionConfig, Tokenized, UnitOrder};
 use crate::bloom::NgramBloom;
 use crate::error::{PartitionError, Result};
 use crate::manifest::DropReport;
-use crate::reader::Source;
+use crate::reader::CorpusSource;
 use crate::rules::{Assignment, lookup_path};
 
 /// The training documents of each domain (every domain of `rules.include` present, maybe
@@ -18,7 +18,7 @@ use crate::rules::{Assignment, lookup_path};
 /// no domain is left.
 pub(super) fn assign_domains(
     cfg: &PartitionConfig,
-    sources: &[Source],
+    sources: &[CorpusSource],
     train: &[Tokenized],
 ) -> Result<(BTreeMap<String, Vec<DocRef>>, DropReport)> {
     let source_names = || {

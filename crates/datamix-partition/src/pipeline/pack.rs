@@ -11,7 +11,7 @@ use super::{DocRef, PartitionConfig, SortKey, Tokenized, UnitOrder};
 use crate::bloom::NgramBloom;
 use crate::error::{PartitionError, Result};
 use crate::manifest::{DomainEntry, UnitEntry};
-use crate::reader::Source;
+use crate::reader::CorpusSource;
 use crate::rules::lookup_path;
 use crate::shard::{ShardWriter, TokenDtype};
 
@@ -24,7 +24,7 @@ pub(super) struct Packing<'a> {
     /// The eval sets' n-gram filter, if they have any windows.
     pub(super) bloom: Option<&'a NgramBloom>,
     /// The eval sets, named in errors.
-    pub(super) eval_sources: &'a [Source],
+    pub(super) eval_sources: &'a [CorpusSource],
     /// Where the shards are written.
     pub(super) staging: &'a Path,
     pub(super) dtype: TokenDtype,
