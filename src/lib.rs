@@ -10,6 +10,7 @@
 //! (merge-then-evaluate) and [`study`] (the end-to-end pipeline the CLI runs).
 
 pub mod error;
+pub mod lock;
 pub mod pool;
 pub mod proxy;
 pub mod study;

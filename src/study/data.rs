@@ -72,6 +72,9 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     let eval_keys = source_keys(&eval_sources)?;
     let reader = ReaderOptions::default();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // One process at a time builds the tokenizer and the packed corpus (workers started
+    // together on a fresh `out_dir`); the others then find them ready and reuse them.
+    let _prepare = crate::lock::FileLock::exclusive(&out.join(".prepare.lock"))?;
     let tokenizer = tokenizer(cfg, &sources, &train_keys, &reader)?;
     if cfg.data.tokenizer.is_some() {
         // Checked with data.vocab_size before; now that the real vocabulary is known:

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::config::{Init, RunConfig, StudyConfig};
 use super::data::Prepared;
 use crate::error::{Error, Result};
-use crate::pool::{Pool, PoolKey};
+use crate::pool::{Pool, PoolKey, TrainingRecord};
 use crate::proxy::ProxyMerger;
 
 /// Everything that decides a pool model's weights (its pool key is the hash of this).
@@ -33,6 +33,30 @@ pub struct ModelSpec<'a> {
     pub model: &'a DecoderConfig,
     /// Optimisation.
     pub train: TrainConfig,
+}
+
+impl<'a> ModelSpec<'a> {
+    /// The description of one training run (the one place specs are built: the job graph
+    /// and the lab must agree on every key).
+    pub fn new(
+        role: &'a str,
+        name: &str,
+        from: Option<&'a PoolKey>,
+        data: &'a Mixture,
+        corpus: &'a str,
+        model: &'a DecoderConfig,
+        train: TrainConfig,
+    ) -> Self {
+        Self {
+            role,
+            name: name.to_string(),
+            from,
+            data,
+            corpus,
+            model,
+            train,
+        }
+    }
 }
 
 /// A backend, a pool and the prepared data: trains and scores models.
@@ -98,7 +122,9 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         &self.data.corpus
     }
 
-    /// Trains (or finds in the pool) one model; returns its pool key.
+    /// Trains (or finds in the pool) one model; returns its pool key. While another
+    /// process trains the same model (it holds the entry's lock), waits for it and reuses
+    /// its entry.
     pub fn train(
         &self,
         role: &str,
@@ -108,22 +134,59 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         run: &RunConfig,
         seed: u64,
     ) -> Result<PoolKey> {
+        let key = self.train_if_free(role, name, from, data, run, seed, true)?;
+        Ok(key.expect("a waiting training always ends with the entry"))
+    }
+
+    /// [`Lab::train`]; with `wait = false`, returns `None` at once (training nothing) when
+    /// another process holds the entry's lock.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_if_free(
+        &self,
+        role: &str,
+        name: &str,
+        from: Option<&PoolKey>,
+        data: &Mixture,
+        run: &RunConfig,
+        seed: u64,
+        wait: bool,
+    ) -> Result<Option<PoolKey>> {
         let seq = self.cfg.data.seq_len;
-        let spec = ModelSpec {
+        let spec = ModelSpec::new(
             role,
-            name: name.to_string(),
+            name,
             from,
             data,
-            corpus: &self.data.corpus_id,
-            model: &self.model,
-            train: run.train_config(seq, seed),
-        };
+            &self.data.corpus_id,
+            &self.model,
+            run.train_config(seq, seed),
+        );
         let key = PoolKey::of(&spec);
         if self.pool.contains(&key) {
             tracing::debug!(role, name, key = key.short(), "in the pool");
             self.bar.inc(run.steps);
-            return Ok(key);
+            return Ok(Some(key));
         }
+        let _lock = if wait {
+            self.pool.lock(&key)?
+        } else {
+            match self.pool.try_lock(&key)? {
+                Some(l) => l,
+                None => return Ok(None),
+            }
+        };
+        // Another process may have finished it while this one waited for the lock.
+        if self.pool.contains(&key) {
+            tracing::debug!(
+                role,
+                name,
+                key = key.short(),
+                "trained meanwhile by another process"
+            );
+            self.bar.inc(run.steps);
+            return Ok(Some(key));
+        }
+        let started = std::time::Instant::now();
         self.bar.set_message(format!("{role} {name}"));
         let mut trainer = match from {
             None => Trainer::<B>::new(self.model.clone(), spec.train.clone(), &self.device)?,
@@ -154,7 +217,16 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         );
         self.pool
             .insert(&key, &spec, |dir| trainer.save(dir).map_err(Error::from))?;
-        Ok(key)
+        self.pool.record_training(TrainingRecord {
+            key: key.as_str().to_string(),
+            role: role.to_string(),
+            name: name.to_string(),
+            tokens: run.tokens(seq),
+            host: String::new(),
+            pid: 0,
+            seconds: started.elapsed().as_secs_f64(),
+        })?;
+        Ok(Some(key))
     }
 
     /// Trains (or finds) a model on mixture λ the way experts and mixture models are
