@@ -1,0 +1,402 @@
+//! The study as a job graph through the `datamix` command: `plan` → `run-job` for every job
+//! → `finish` gives the numbers of one `datamix study`; concurrent workers on one pool
+//! train every model exactly once and give the serial numbers; bad job-graph input is
+//! refused before any training.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Three domains of distinct words (one JSONL file each) and an out-of-domain set.
+fn write_inputs(dir: &Path) {
+    for sub in ["corpus", "eval"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let words: [&[&str]; 3] = [
+        &["alpha", "beta", "gamma", "delta", "omega"],
+        &["one", "two", "three", "four", "five", "six"],
+        &["fn", "let", "mut", "impl", "match"],
+    ];
+    let mut x = 0x9e37_79b9_u64;
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) as usize
+    };
+    for (d, name) in ["greek", "numbers", "code"].iter().enumerate() {
+        let mut f = String::new();
+        for doc in 0..30 {
+            let text: Vec<&str> = (0..80).map(|_| words[d][next() % words[d].len()]).collect();
+            let _ = writeln!(
+                f,
+                "{{\"id\": \"{name}-{doc}\", \"text\": \"{}\", \"metadata\": {{\"domain\": \"{name}\"}}}}",
+                text.join(" ")
+            );
+        }
+        std::fs::write(dir.join("corpus").join(format!("{name}.jsonl")), &f).unwrap();
+    }
+    let mixed: Vec<&str> = (0..60).map(|i| words[i % 3][next() % 5]).collect();
+    std::fs::write(
+        dir.join("eval/mixed.jsonl"),
+        format!("{{\"id\": \"m\", \"text\": \"{}\"}}\n", mixed.join(" ")),
+    )
+    .unwrap();
+}
+
+/// A tiny study with every kind of job: seed, units, experts, mixtures, a replicate,
+/// subsets, and validation runs (trained by `finish`).
+fn config(dir: &Path, out: &str) -> PathBuf {
+    let text = format!(
+        r#"out_dir = "{d}/{out}"
+backend = "cpu"
+seed = 0
+[data]
+corpus = "{d}/corpus"
+eval_sets = ["{d}/eval"]
+vocab_size = 300
+seq_len = 16
+unit_tokens = 512
+heldout_fraction = 0.2
+eval_tokens = 256
+[model]
+preset = "tiny"
+d_model = 32
+[seed_model]
+steps = 4
+batch_size = 2
+lr = 3e-3
+warmup_steps = 1
+[continued]
+steps = 2
+batch_size = 2
+lr = 1e-3
+warmup_steps = 1
+[mixtures]
+count = 7
+test = 3
+alpha = 1.0
+[replicates]
+mixtures = [0]
+seeds = 1
+[subsets]
+count = 3
+k = 2
+[analysis]
+folds = 0
+family = "ridge"
+[search]
+min_weight = 0.0
+validate = true
+validate_seeds = 1
+"#,
+        d = dir.display()
+    );
+    let path = dir.join(format!("{out}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn datamix(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_datamix"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Runs `datamix args…`, asserting success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = datamix(args);
+    assert!(
+        out.status.success(),
+        "datamix {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `datamix args…`, asserting exit status 1; returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = datamix(args);
+    assert_eq!(out.status.code(), Some(1), "datamix {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// `results/outcome.json` without its wall-clock timings (`seconds` fields).
+fn outcome(out_dir: &Path) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("seconds");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let p = out_dir.join("results/outcome.json");
+    let mut v = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    strip(&mut v);
+    v
+}
+
+/// The first place where two JSON values differ (`None`: equal).
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value::{Array, Object};
+    match (a, b) {
+        (Object(x), Object(y)) => {
+            if x.len() != y.len() {
+                return Some(format!("{at}: keys differ"));
+            }
+            x.iter().find_map(|(k, v)| match y.get(k) {
+                Some(w) => first_difference(v, w, &format!("{at}.{k}")),
+                None => Some(format!("{at}.{k}: missing")),
+            })
+        }
+        (Array(x), Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (v, w))| first_difference(v, w, &format!("{at}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(format!("{at}: {a} vs {b}")),
+    }
+}
+
+fn assert_same_outcome(out_dir: &Path, expected: &serde_json::Value, what: &str) {
+    let got = outcome(out_dir);
+    if let Some(d) = first_difference(&got, expected, "outcome") {
+        panic!("{what}: numbers differ from the one-command study at {d}");
+    }
+}
+
+/// BLAKE3-free comparison of the pool: every entry's files, byte for byte.
+fn pool_files(out_dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let pool = out_dir.join("pool");
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(&pool).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "stray pool file {name}");
+        for f in std::fs::read_dir(e.path()).unwrap() {
+            let f = f.unwrap();
+            files.insert(
+                format!("{name}/{}", f.file_name().to_string_lossy()),
+                std::fs::read(f.path()).unwrap(),
+            );
+        }
+    }
+    files
+}
+
+/// Training records per pool key (`<out>/pool.jobs/trainings/<key>-…json`).
+fn trainings(out_dir: &Path) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for e in std::fs::read_dir(out_dir.join("pool.jobs/trainings")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        *n.entry(name[..64].to_string()).or_insert(0) += 1;
+    }
+    n
+}
+
+/// The pids that trained the jobs' models (from the training records).
+fn trainer_pids(out_dir: &Path) -> std::collections::BTreeSet<u64> {
+    std::fs::read_dir(out_dir.join("pool.jobs/trainings"))
+        .unwrap()
+        .map(|e| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+            v["pid"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+fn plan(config: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(&[
+        "study",
+        "plan",
+        "--config",
+        config.to_str().unwrap(),
+    ]))
+    .unwrap()
+}
+
+fn job_ids(plan: &serde_json::Value) -> Vec<String> {
+    plan["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn plan_run_jobs_finish_gives_the_one_command_study() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path());
+    let serial = config(dir.path(), "serial");
+    ok(&["study", "--config", serial.to_str().unwrap()]);
+    let expected = outcome(&dir.path().join("serial"));
+
+    let graph = config(dir.path(), "graph");
+    let g = graph.to_str().unwrap();
+    let p = plan(&graph);
+    let ids = job_ids(&p);
+    let jobs = p["jobs"].as_array().unwrap();
+    // Every role of the config, the seed first, every other job depending on it.
+    let roles: Vec<&str> = jobs.iter().map(|j| j["role"].as_str().unwrap()).collect();
+    for r in ["seed", "unit", "expert", "mixture", "replicate", "subset"] {
+        assert!(roles.contains(&r), "no {r} job: {roles:?}");
+    }
+    assert_eq!(roles.iter().filter(|r| **r == "mixture").count(), 7);
+    assert_eq!(roles.iter().filter(|r| **r == "subset").count(), 3);
+    assert_eq!(ids[0], "seed");
+    assert!(
+        jobs[1..]
+            .iter()
+            .all(|j| j["deps"] == serde_json::json!(["seed"]))
+    );
+    assert!(jobs.iter().all(|j| j["tokens"].as_u64().unwrap() > 0));
+    assert_eq!(
+        p["tokens"].as_u64().unwrap(),
+        jobs.iter()
+            .map(|j| j["tokens"].as_u64().unwrap())
+            .sum::<u64>()
+    );
+    // The same config elsewhere trains the same models: same plan id and keys.
+    let serial_plan = plan(&serial);
+    assert_eq!(serial_plan["id"], p["id"]);
+
+    // Bad input, before any training: an unknown id, a job before its dependency,
+    // finish before the jobs, a plan id from another config.
+    let e = fails(&["study", "run-job", "--config", g, "--job", "nope"]);
+    assert!(e.contains("no job `nope`") && e.contains("seed"), "{e}");
+    let e = fails(&["study", "run-job", "--config", g, "--job", &ids[1]]);
+    assert!(e.contains("not in the pool") && e.contains("seed"), "{e}");
+    let e = fails(&["study", "finish", "--config", g]);
+    assert!(
+        e.contains(&format!("{} job(s) not in the pool", ids.len())),
+        "{e}"
+    );
+    let e = fails(&[
+        "study",
+        "run-job",
+        "--config",
+        g,
+        "--job",
+        "seed",
+        "--expect-plan",
+        "0123",
+    ]);
+    assert!(e.contains("plan mismatch"), "{e}");
+    assert!(
+        !dir.path().join("graph/pool.jobs/trainings").exists(),
+        "nothing trained by bad input"
+    );
+
+    for id in &ids {
+        let out = ok(&["study", "run-job", "--config", g, "--job", id]);
+        assert_eq!(out.trim(), format!("{id}: trained"));
+    }
+    let again = ok(&["study", "run-job", "--config", g, "--job", "seed"]);
+    assert_eq!(again.trim(), "seed: already in the pool");
+    let e = fails(&["study", "finish", "--config", g, "--expect-plan", "ff"]);
+    assert!(e.contains("plan mismatch"), "{e}");
+    ok(&[
+        "study",
+        "finish",
+        "--config",
+        g,
+        "--expect-plan",
+        p["id"].as_str().unwrap(),
+    ]);
+    assert_same_outcome(&dir.path().join("graph"), &expected, "plan/run-job/finish");
+    assert_eq!(
+        pool_files(&dir.path().join("graph")),
+        pool_files(&dir.path().join("serial")),
+        "the pools are byte-identical"
+    );
+    // Each job trained once, by run-job; finish trained only validation runs.
+    let t = trainings(&dir.path().join("graph"));
+    assert!(t.values().all(|n| *n == 1), "{t:?}");
+    for j in jobs {
+        assert_eq!(t.get(j["key"].as_str().unwrap()), Some(&1), "{}", j["id"]);
+    }
+}
+
+/// Starts `n` workers on `config` at once (a fresh out_dir: they also race to prepare the
+/// data), waits, then finishes.
+fn run_workers(config: &Path, n: usize) {
+    let c = config.to_str().unwrap();
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_datamix"))
+                .args(["study", "worker", "--config", c, "--poll-ms", "50"])
+                .env("RUST_LOG", "warn")
+                .env("RAYON_NUM_THREADS", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "worker: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    ok(&["study", "finish", "--config", c]);
+}
+
+#[test]
+fn concurrent_workers_train_every_model_once_with_the_serial_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path());
+    let serial = config(dir.path(), "serial");
+    ok(&["study", "--config", serial.to_str().unwrap()]);
+    let expected = outcome(&dir.path().join("serial"));
+    let keys: Vec<String> = plan(&serial)["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["key"].as_str().unwrap().to_string())
+        .collect();
+
+    // Hand-started workers (2 and 4), and `study --workers 2`.
+    for (name, n) in [("w2", 2), ("w4", 4), ("flag", 0)] {
+        let cfg = config(dir.path(), name);
+        if n > 0 {
+            run_workers(&cfg, n);
+        } else {
+            ok(&["study", "--config", cfg.to_str().unwrap(), "--workers", "2"]);
+        }
+        let out = dir.path().join(name);
+        assert_same_outcome(&out, &expected, name);
+        assert_eq!(
+            pool_files(&out),
+            pool_files(&dir.path().join("serial")),
+            "{name}: pool differs from serial"
+        );
+        let t = trainings(&out);
+        assert!(
+            t.values().all(|c| *c == 1),
+            "{name}: a model trained twice: {t:?}"
+        );
+        for k in &keys {
+            assert_eq!(t.get(k), Some(&1), "{name}: job {k} not trained once");
+        }
+        if n == 4 {
+            let pids = trainer_pids(&out);
+            assert!(
+                pids.len() >= 2,
+                "{name}: one worker trained everything: {pids:?}"
+            );
+        }
+    }
+}
