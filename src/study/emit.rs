@@ -147,6 +147,9 @@ fn sbatch_header(o: &SlurmOptions, name: &str, log: &str, gpus: bool) -> String 
         let _ = writeln!(h, "#SBATCH --gpus-per-task={g}");
     }
     h.push_str("set -euo pipefail\n");
+    // Compute threads: the CPUs SLURM gave the task (1 unless --cpus-per-task), not every
+    // core of the node (array tasks share nodes).
+    h.push_str("export RAYON_NUM_THREADS=\"${RAYON_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}\"\n");
     h
 }
 

@@ -202,14 +202,17 @@ fn trainings(out_dir: &Path) -> BTreeMap<String, usize> {
     n
 }
 
-/// The pids that trained the jobs' models (from the training records).
-fn trainer_pids(out_dir: &Path) -> std::collections::BTreeSet<u64> {
+/// The pids that trained the models `keys` (from the training records; `finish` trains
+/// the validation runs, which are not jobs).
+fn trainer_pids(out_dir: &Path, keys: &[String]) -> std::collections::BTreeSet<u64> {
     std::fs::read_dir(out_dir.join("pool.jobs/trainings"))
         .unwrap()
-        .map(|e| {
+        .filter_map(|e| {
             let v: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
-            v["pid"].as_u64().unwrap()
+            keys.iter()
+                .any(|k| v["key"] == k.as_str())
+                .then(|| v["pid"].as_u64().unwrap())
         })
         .collect()
 }
@@ -392,11 +395,160 @@ fn concurrent_workers_train_every_model_once_with_the_serial_numbers() {
             assert_eq!(t.get(k), Some(&1), "{name}: job {k} not trained once");
         }
         if n == 4 {
-            let pids = trainer_pids(&out);
+            let pids = trainer_pids(&out, &keys);
             assert!(
                 pids.len() >= 2,
                 "{name}: one worker trained everything: {pids:?}"
             );
         }
     }
+}
+
+#[test]
+fn emitted_slurm_and_k8s_files_run_every_job_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path());
+    let cfg = config(dir.path(), "emit");
+    let c = cfg.to_str().unwrap();
+    let p = plan(&cfg);
+    let id = p["id"].as_str().unwrap();
+    let ids = job_ids(&p);
+    let slurm = dir.path().join("slurm");
+    ok(&[
+        "study",
+        "emit",
+        "slurm",
+        "--config",
+        c,
+        "--out",
+        slurm.to_str().unwrap(),
+        "--partition",
+        "gpu",
+        "--gpus-per-task",
+        "1",
+        "--time",
+        "01:00:00",
+        "--array-throttle",
+        "3",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(slurm.join(f)).unwrap();
+    // The array runs every job but the seed, line i+1 for task i.
+    let listed: Vec<String> = read("jobs.txt").lines().map(String::from).collect();
+    assert_eq!(listed, ids[1..]);
+    let array = read("array.sbatch");
+    assert!(
+        array.contains(&format!("#SBATCH --array=0-{}%3\n", ids.len() - 2)),
+        "{array}"
+    );
+    for f in ["seed.sbatch", "array.sbatch", "finish.sbatch"] {
+        let s = read(f);
+        for line in [
+            "#SBATCH --partition=gpu",
+            "#SBATCH --gpus-per-task=1",
+            "#SBATCH --time=01:00:00",
+        ] {
+            assert!(s.contains(line), "{f}: no {line}");
+        }
+        assert!(s.contains(&format!("--expect-plan {id}")), "{f}");
+        // Every #SBATCH directive precedes the first command.
+        let first_cmd = s
+            .lines()
+            .position(|l| !l.starts_with('#') && !l.is_empty())
+            .unwrap();
+        assert!(
+            s.lines().skip(first_cmd).all(|l| !l.starts_with("#SBATCH")),
+            "{f}"
+        );
+    }
+    assert!(read("seed.sbatch").contains("run-job") && read("seed.sbatch").contains("--job seed"));
+    assert!(read("finish.sbatch").contains(" study finish --config "));
+    let submit = read("submit.sh");
+    assert!(submit.contains("--dependency=afterok:$seed array.sbatch"));
+    assert!(submit.contains("--dependency=afterok:$array finish.sbatch"));
+    for f in ["seed.sbatch", "array.sbatch", "finish.sbatch", "submit.sh"] {
+        let st = Command::new("bash")
+            .args(["-n", slurm.join(f).to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{f}: shell syntax");
+    }
+
+    // Run the array task script as SLURM would, task by task, with `sbatch` replaced by
+    // plain bash: the seed, every array index, then finish.
+    let run = |script: &str, task: Option<usize>| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(slurm.join(script)).env("RUST_LOG", "warn");
+        if let Some(t) = task {
+            cmd.env("SLURM_ARRAY_TASK_ID", t.to_string());
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script} {task:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("seed.sbatch", None);
+    for t in 0..listed.len() {
+        run("array.sbatch", Some(t));
+    }
+    run("finish.sbatch", None);
+    let t = trainings(&dir.path().join("emit"));
+    for j in p["jobs"].as_array().unwrap() {
+        assert_eq!(t.get(j["key"].as_str().unwrap()), Some(&1), "{}", j["id"]);
+    }
+    assert!(dir.path().join("emit/results/outcome.json").is_file());
+
+    // Kubernetes: an Indexed Job over the same list, the pool on the claim.
+    let k8s = dir.path().join("k8s");
+    ok(&[
+        "study",
+        "emit",
+        "k8s",
+        "--config",
+        c,
+        "--out",
+        k8s.to_str().unwrap(),
+        "--gpus",
+        "1",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(k8s.join(f)).unwrap();
+    let jobs = read("jobs.yaml");
+    for want in [
+        "completionMode: Indexed".to_string(),
+        format!("completions: {}", ids.len() - 1),
+        "claimName: \"datamix-pool\"".to_string(),
+        "nvidia.com/gpu: 1".to_string(),
+        "JOB_COMPLETION_INDEX".to_string(),
+        format!("--expect-plan {id}"),
+    ] {
+        assert!(jobs.contains(&want), "jobs.yaml: no {want}\n{jobs}");
+    }
+    let cm = read("configmap.yaml");
+    assert!(cm.contains(&serde_json::to_string(&(ids[1..].join("\n") + "\n")).unwrap()));
+    assert!(read("finish-job.yaml").contains("study finish"));
+    assert!(read("seed-job.yaml").contains("--job seed"));
+    let apply = read("apply.sh");
+    let order: Vec<usize> = ["seed-job.yaml", "jobs.yaml", "finish-job.yaml"]
+        .iter()
+        .map(|f| apply.find(f).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{apply}");
+}
+
+#[test]
+fn emit_refuses_a_bad_kubernetes_name() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path());
+    let cfg = config(dir.path(), "k");
+    let e = fails(&[
+        "study",
+        "emit",
+        "k8s",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "Bad_Name",
+    ]);
+    assert!(e.contains("--name") && e.contains("Bad_Name"), "{e}");
 }

@@ -427,6 +427,20 @@ fn emit_files(engine: Engine) -> Result<()> {
             parallelism,
             gpus,
         } => {
+            // Objects get `<name>-plan`, `-seed`, `-jobs`, `-finish`: DNS-1123 labels.
+            let label_ok = !name.is_empty()
+                && name.len() <= 50
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !label_ok {
+                return Err(Error::Invalid(format!(
+                    "--name {name:?}: a Kubernetes name needs 1-50 lowercase letters, digits \
+                     or '-', not starting or ending with '-'"
+                )));
+            }
             let cfg = target.config()?;
             let plan = study::plan(&cfg)?;
             let config_text = std::fs::read_to_string(&target.config)
