@@ -94,6 +94,35 @@ pub struct StudyOutcome {
     pub subsets: Option<SubsetOutcome>,
     /// Regression, search and validation.
     pub analysis: Analysis,
+    /// Tokens trained for the study against training every candidate mixture it scored.
+    pub cost: Cost,
+}
+
+/// The amortisation argument in tokens: what the study's models cost to train against
+/// training one model per candidate mixture the search scored.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cost {
+    /// Models of the job graph (seed, units, experts, mixtures, replicates, subsets).
+    pub job_models: usize,
+    /// Their training tokens.
+    pub job_tokens: u64,
+    /// Validation runs that are not jobs (trained by `finish`).
+    pub validation_models: usize,
+    /// Their training tokens.
+    pub validation_tokens: u64,
+    /// `job_tokens + validation_tokens`: every model the study's numbers rest on (whether
+    /// this run trained it or found it in the pool).
+    pub study_tokens: u64,
+    /// Candidate mixtures the search scored (objective evaluations).
+    pub candidates_scored: usize,
+    /// Tokens to train one candidate like a ground-truth mixture model (`continued`;
+    /// the shared seed is counted once in `naive_tokens` when mixtures start from it).
+    pub tokens_per_candidate: u64,
+    /// Training every scored candidate instead: the seed (when mixtures continue from it)
+    /// plus `candidates_scored × tokens_per_candidate`.
+    pub naive_tokens: u64,
+    /// `naive_tokens / study_tokens`.
+    pub ratio: f64,
 }
 
 /// One more training run of a mixture with another seed.
@@ -464,11 +493,44 @@ fn run_on<B: AutodiffBackend>(
         outcome.subsets = Some(so);
     }
     outcome.analysis = analysis::analyse(cfg, &outcome, &table_refs)?;
-    if cfg.search.validate {
-        validate(&lab, cfg, &trained, &mut outcome)?;
-    }
+    let validation_keys = if cfg.search.validate {
+        validate(&lab, cfg, &trained, &mut outcome)?
+    } else {
+        Vec::new()
+    };
+    outcome.cost = cost(cfg, graph, &validation_keys, &outcome.analysis);
     lab.finish();
     Ok(outcome)
+}
+
+/// The study's [`Cost`]: `validation_keys` are the pool keys the validation used.
+fn cost(cfg: &StudyConfig, graph: &Graph, validation_keys: &[PoolKey], a: &Analysis) -> Cost {
+    let jobs: std::collections::BTreeSet<&PoolKey> = graph.jobs.iter().map(|j| &j.key).collect();
+    let extra: std::collections::BTreeSet<&PoolKey> = validation_keys
+        .iter()
+        .filter(|k| !jobs.contains(k))
+        .collect();
+    let per = cfg.continued.tokens(cfg.data.seq_len);
+    let job_tokens: u64 = graph.jobs.iter().map(|j| j.tokens).sum();
+    let validation_tokens = (extra.len() as u64).saturating_mul(per);
+    let study_tokens = job_tokens.saturating_add(validation_tokens);
+    let candidates_scored = a.search.as_ref().map_or(0, |r| r.evaluations);
+    let shared_seed = match cfg.mixtures.init {
+        Init::Seed => cfg.seed_model.tokens(cfg.data.seq_len),
+        Init::Scratch => 0,
+    };
+    let naive_tokens = shared_seed.saturating_add((candidates_scored as u64).saturating_mul(per));
+    Cost {
+        job_models: graph.jobs.len(),
+        job_tokens,
+        validation_models: extra.len(),
+        validation_tokens,
+        study_tokens,
+        candidates_scored,
+        tokens_per_candidate: per,
+        naive_tokens,
+        ratio: naive_tokens as f64 / study_tokens.max(1) as f64,
+    }
 }
 
 /// Trains (or finds in the pool) every job of the graph, in order.
@@ -575,6 +637,7 @@ fn score<B: AutodiffBackend>(
         replicates,
         subsets: None,
         analysis: Analysis::default(),
+        cost: Cost::default(),
     })
 }
 
@@ -614,15 +677,16 @@ fn expert_tables<B: AutodiffBackend>(
 }
 
 /// Trains the recommendation with `search.validate_seeds` seeds, and the uniform and the
-/// best training mixture with the same seeds.
+/// best training mixture with the same seeds; returns the pool keys of those models.
 fn validate<B: AutodiffBackend>(
     lab: &Lab<'_, B>,
     cfg: &StudyConfig,
     t: &Trained,
     outcome: &mut StudyOutcome,
-) -> Result<()> {
+) -> Result<Vec<PoolKey>> {
+    let mut keys = Vec::new();
     let Some(rec) = outcome.analysis.recommended.clone() else {
-        return Ok(());
+        return Ok(keys);
     };
     let seeds: Vec<u64> = (0..cfg.search.validate_seeds as u64)
         .map(|r| cfg.seed.wrapping_add(r))
@@ -637,6 +701,7 @@ fn validate<B: AutodiffBackend>(
     for &s in &seeds {
         let key = lab.train_lambda(&t.seed, "mixture", "recommended", &rec, s)?;
         let losses = lab.score_mean(&key)?;
+        keys.push(key);
         v.recommended.push(analysis::objective(&losses, &w));
         if s == cfg.seed {
             outcome.analysis.validated_loss = Some(analysis::objective(&losses, &w));
@@ -646,8 +711,9 @@ fn validate<B: AutodiffBackend>(
             let lambda = &outcome.mixtures[j];
             let key = lab.train_lambda(&t.seed, "mixture", &mixture_name(j), lambda, s)?;
             out.push(analysis::objective(&lab.score_mean(&key)?, &w));
+            keys.push(key);
         }
     }
     outcome.analysis.validation = Some(v);
-    Ok(())
+    Ok(keys)
 }

@@ -328,6 +328,29 @@ fn plan_run_jobs_finish_gives_the_one_command_study() {
     for j in jobs {
         assert_eq!(t.get(j["key"].as_str().unwrap()), Some(&1), "{}", j["id"]);
     }
+    // Cost accounting: the jobs' tokens are the plan's, the validation runs are what
+    // finish trained, and the naive cost trains every candidate the search scored.
+    let cost = &outcome(&dir.path().join("graph"))["cost"];
+    let n = |k: &str| cost[k].as_u64().unwrap();
+    assert_eq!(n("job_models"), ids.len() as u64);
+    assert_eq!(n("job_tokens"), p["tokens"].as_u64().unwrap());
+    assert_eq!(n("validation_models"), (t.len() - ids.len()) as u64);
+    assert_eq!(n("study_tokens"), n("job_tokens") + n("validation_tokens"));
+    let tokens_of = |role: &str| {
+        jobs.iter().find(|j| j["role"] == role).unwrap()["tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    let (seed, continued) = (tokens_of("seed"), tokens_of("mixture"));
+    assert_eq!(n("tokens_per_candidate"), continued);
+    assert_eq!(n("validation_tokens"), n("validation_models") * continued);
+    assert!(n("candidates_scored") > 0);
+    assert_eq!(n("naive_tokens"), seed + n("candidates_scored") * continued);
+    let report = std::fs::read_to_string(dir.path().join("graph/results/report.md")).unwrap();
+    assert!(
+        report.contains(&format!("would take {} tokens", n("naive_tokens"))),
+        "{report}"
+    );
 }
 
 /// Starts `n` workers on `config` at once (a fresh out_dir: they also race to prepare the
