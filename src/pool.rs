@@ -315,6 +315,12 @@ impl Pool {
         self.root.with_file_name(name)
     }
 
+    /// The scratch directory of entry `key`'s training (resumable checkpoints), in the
+    /// job directory; removed once the entry is in the pool.
+    pub fn scratch_dir(&self, key: &PoolKey) -> PathBuf {
+        self.jobs_dir().join("scratch").join(key.as_str())
+    }
+
     /// The lock file of entry `key` (whether or not anyone holds it).
     pub fn lock_path(&self, key: &PoolKey) -> PathBuf {
         self.jobs_dir()

@@ -59,6 +59,76 @@ impl<'a> ModelSpec<'a> {
     }
 }
 
+/// The resumable checkpoint of one training in the pool's scratch area: `ckpt/` (what
+/// [`Trainer::save`] writes plus `job.json`, the step the training started at), replaced
+/// atomically every `checkpoint_every` steps (written to `ckpt.tmp-<host>-<pid>/`, then
+/// `ckpt` → `ckpt.old`, `ckpt.tmp…` → `ckpt`, `ckpt.old` removed: a crash at any point leaves
+/// `ckpt` or `ckpt.old` complete). Only the holder of the entry's lock touches it.
+struct Scratch {
+    dir: std::path::PathBuf,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct ScratchJob {
+    first_step: u64,
+}
+
+impl Scratch {
+    fn new(dir: std::path::PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The last complete checkpoint and the step its training started at, if any.
+    fn resume<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Option<(Trainer<B>, u64)>> {
+        for name in ["ckpt", "ckpt.old"] {
+            let d = self.dir.join(name);
+            let Ok(bytes) = std::fs::read(d.join("job.json")) else {
+                continue;
+            };
+            let Ok(job) = serde_json::from_slice::<ScratchJob>(&bytes) else {
+                continue;
+            };
+            match Trainer::<B>::resume(&d, device) {
+                Ok(t) if t.step() >= job.first_step => return Ok(Some((t, job.first_step))),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    checkpoint = %d.display(),
+                    "unreadable checkpoint ({e}): not resumed from"
+                ),
+            }
+        }
+        Ok(None)
+    }
+
+    fn save<B: AutodiffBackend>(&self, trainer: &Trainer<B>, first_step: u64) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let tmp = self
+            .dir
+            .join(datamix_partition::leftovers::temp_prefix("ckpt.tmp-"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        trainer.save(&tmp)?;
+        let job = serde_json::to_vec(&ScratchJob { first_step }).expect("serialises");
+        datamix_decoder::checkpoint::write_atomic(&tmp.join("job.json"), &job)?;
+        let (cur, old) = (self.dir.join("ckpt"), self.dir.join("ckpt.old"));
+        let _ = std::fs::remove_dir_all(&old);
+        if cur.exists() {
+            std::fs::rename(&cur, &old).map_err(|e| Error::io(&cur, e))?;
+        }
+        std::fs::rename(&tmp, &cur).map_err(|e| Error::io(&tmp, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Removes the scratch directory (the entry is in the pool).
+    fn remove(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.dir.display(), "cannot remove the scratch checkpoint: {e}");
+        }
+    }
+}
+
 /// A backend, a pool and the prepared data: trains and scores models.
 pub struct Lab<'a, B: AutodiffBackend> {
     cfg: &'a StudyConfig,
@@ -188,26 +258,62 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         }
         let started = std::time::Instant::now();
         self.bar.set_message(format!("{role} {name}"));
-        let mut trainer = match from {
-            None => Trainer::<B>::new(self.model.clone(), spec.train.clone(), &self.device)?,
-            Some(k) => {
-                Trainer::<B>::from_seed(&self.pool.dir(k), spec.train.clone(), &self.device)?
+        let scratch = Scratch::new(self.pool.scratch_dir(&key));
+        let (mut trainer, first_step) = match scratch.resume::<B>(&self.device)? {
+            Some((t, first)) => {
+                tracing::info!(
+                    role,
+                    name,
+                    key = key.short(),
+                    done = t.step() - first,
+                    of = run.steps,
+                    "resuming from a checkpoint"
+                );
+                (t, first)
+            }
+            None => {
+                let t = match from {
+                    None => {
+                        Trainer::<B>::new(self.model.clone(), spec.train.clone(), &self.device)?
+                    }
+                    Some(k) => Trainer::<B>::from_seed(
+                        &self.pool.dir(k),
+                        spec.train.clone(),
+                        &self.device,
+                    )?,
+                };
+                let first = t.step();
+                (t, first)
             }
         };
+        let mut done = trainer.step() - first_step;
+        self.bar.inc(done);
         // One extra sequence: a batch row needs `seq + 1` tokens.
         let budget = run.tokens(seq) + seq as u64;
         let sampler = MixtureSampler::new(self.corpus().clone(), data, budget, seed)?;
-        let mut packer = Packer::new(sampler, run.batch_size, seq);
-        let stats = trainer.fit(&mut packer, run.steps, |_| self.bar.inc(1))?;
-        if (stats.len() as u64) < run.steps {
-            return Err(Error::Invalid(format!(
-                "{role} {name}: the sampler ran out of data after {} of {} steps",
-                stats.len(),
-                run.steps
-            )));
+        let mut packer = Packer::resume(sampler, run.batch_size, seq, trainer.cursor().clone());
+        let chunk = match run.checkpoint_every {
+            0 => run.steps,
+            n => n,
+        };
+        let mut tail = Vec::new();
+        while done < run.steps {
+            let n = chunk.min(run.steps - done);
+            let stats = trainer.fit(&mut packer, n, |_| self.bar.inc(1))?;
+            done += stats.len() as u64;
+            tail.extend(stats.iter().map(|s| s.loss as f64));
+            if (stats.len() as u64) < n {
+                return Err(Error::Invalid(format!(
+                    "{role} {name}: the sampler ran out of data after {done} of {} steps",
+                    run.steps
+                )));
+            }
+            if done < run.steps {
+                scratch.save(&trainer, first_step)?;
+            }
         }
-        let tail = &stats[stats.len().saturating_sub(10)..];
-        let loss = tail.iter().map(|s| s.loss as f64).sum::<f64>() / tail.len() as f64;
+        let tail = &tail[tail.len().saturating_sub(10)..];
+        let loss = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
         tracing::info!(
             role,
             name,
@@ -217,6 +323,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         );
         self.pool
             .insert(&key, &spec, |dir| trainer.save(dir).map_err(Error::from))?;
+        scratch.remove();
         self.pool.record_training(TrainingRecord {
             key: key.as_str().to_string(),
             role: role.to_string(),

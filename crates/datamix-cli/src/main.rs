@@ -44,6 +44,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the study variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     Study(cmd::study::StudyCmd),

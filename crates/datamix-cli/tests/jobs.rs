@@ -575,3 +575,91 @@ fn emit_refuses_a_bad_kubernetes_name() {
     ]);
     assert!(e.contains("--name") && e.contains("Bad_Name"), "{e}");
 }
+
+#[test]
+fn a_killed_job_resumes_from_its_checkpoint_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path());
+    // A longer seed model; the killed run checkpoints every 4 steps, the whole one never.
+    let with = |name: &str, every: u64| {
+        let path = config(dir.path(), name);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "[seed_model]\nsteps = 4\n",
+            &format!("[seed_model]\nsteps = 80\ncheckpoint_every = {every}\n"),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let whole = with("whole", 0);
+    let killed = with("killed", 4);
+    ok(&[
+        "study",
+        "run-job",
+        "--config",
+        whole.to_str().unwrap(),
+        "--job",
+        "seed",
+    ]);
+    let p = plan(&killed);
+    let key = p["jobs"][0]["key"].as_str().unwrap().to_string();
+    assert_eq!(plan(&whole)["jobs"][0]["key"], p["jobs"][0]["key"]);
+
+    let out = dir.path().join("killed");
+    let ckpt = out
+        .join("pool.jobs/scratch")
+        .join(&key)
+        .join("ckpt/job.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_datamix"))
+        .args([
+            "study",
+            "run-job",
+            "--config",
+            killed.to_str().unwrap(),
+            "--job",
+            "seed",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !ckpt.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before a checkpoint"
+        );
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !out.join("pool").join(&key).exists(),
+        "the training finished before the kill: nothing was resumed"
+    );
+
+    let res = Command::new(env!("CARGO_BIN_EXE_datamix"))
+        .args(["--log", "info", "study", "run-job", "--config"])
+        .arg(&killed)
+        .args(["--job", "seed"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{log}");
+    assert!(log.contains("resuming from a checkpoint"), "{log}");
+    // Weights, optimizer moments, trainer state, spec and integrity record: every byte.
+    let (a, b) = (pool_files(&dir.path().join("whole")), pool_files(&out));
+    assert!(a.keys().any(|k| k.ends_with("model.safetensors")));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(
+            bytes == &b[name],
+            "{name} differs from the uninterrupted run"
+        );
+    }
+    assert!(
+        !out.join("pool.jobs/scratch").join(&key).exists(),
+        "the scratch checkpoint is removed once the entry is in the pool"
+    );
+}
