@@ -39,6 +39,33 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// Jobs of a study's graph whose models are not in the pool (`finish` before the
+    /// jobs are done, or `run-job` before its dependencies are).
+    #[error("{} job(s) not in the pool {}: {} (train them with `datamix study run-job` or `datamix study worker`)", ids.len(), pool.display(), ids.join(", "))]
+    JobsMissing {
+        /// The pool.
+        pool: PathBuf,
+        /// Their ids, in graph order.
+        ids: Vec<String>,
+    },
+    /// A job id that is not in the study's graph.
+    #[error("no job `{id}` in this study's plan (its {} jobs: {}; see `datamix study plan`)", known.len(), summary(known))]
+    UnknownJob {
+        /// The id asked for.
+        id: String,
+        /// The graph's job ids.
+        known: Vec<String>,
+    },
+    /// A job script emitted for one plan run against a config that now implies another.
+    #[error(
+        "plan mismatch: the scripts were emitted for plan {expected}, this config gives plan {actual} (the config or the data changed since: emit the scripts again)"
+    )]
+    PlanMismatch {
+        /// The plan id the caller expects (`--expect-plan`).
+        expected: String,
+        /// The plan id of the config now.
+        actual: String,
+    },
     /// Invalid study input (named in the message).
     #[error("{0}")]
     Invalid(String),
@@ -58,6 +85,15 @@ impl From<datamix_io::Error> for Error {
     fn from(e: datamix_io::Error) -> Self {
         let (path, source) = e.into_parts();
         Self::Io { path, source }
+    }
+}
+
+/// The first few ids and the last one.
+fn summary(ids: &[String]) -> String {
+    if ids.len() <= 8 {
+        ids.join(", ")
+    } else {
+        format!("{}, …, {}", ids[..6].join(", "), ids[ids.len() - 1])
     }
 }
 

@@ -11,6 +11,7 @@
 //! (SVG/PNG scatter plots), and a [`prelude`] of the common types.
 
 pub mod error;
+pub mod lock;
 pub mod plot;
 pub mod pool;
 pub mod prelude;

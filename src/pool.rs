@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::lock::FileLock;
 
 /// File holding an entry's description.
 pub const SPEC_FILE: &str = "spec.json";
@@ -51,6 +52,33 @@ const TMP_PREFIX: &str = datamix_io::TMP_PREFIX;
 /// Prefix of damaged entries moved aside.
 pub const DAMAGED_PREFIX: &str = ".damaged-";
 const INTEGRITY_FORMAT: &str = "datamix-pool-integrity-v1";
+
+/// Suffix of the pool's job directory, a sibling of the pool (`<root>.jobs/`): the per-key
+/// lock files (`locks/`, [`Pool::try_lock`]) and the training records (`trainings/`,
+/// [`Pool::record_training`]). Kept out of the pool so that the pool holds entries only
+/// (byte-identical between identical runs, whoever trained them).
+pub const JOBS_SUFFIX: &str = ".jobs";
+
+/// One model trained into the pool: `<root>.jobs/trainings/<key>-<host>-<pid>-<nanos>.json`,
+/// one file per training run (no shared file appended to: safe on NFS). A model trained
+/// twice (by processes that did not share locks) has two records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// The entry's key.
+    pub key: String,
+    /// The spec's role (`seed`, `unit`, ...).
+    pub role: String,
+    /// The spec's name.
+    pub name: String,
+    /// Training tokens consumed.
+    pub tokens: u64,
+    /// Host and pid of the process that trained it.
+    pub host: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Wall-clock seconds of the training.
+    pub seconds: f64,
+}
 
 /// A content-addressed directory of checkpoints.
 #[derive(Debug, Clone)]
@@ -274,6 +302,84 @@ impl Pool {
     /// The weights file of entry `key`.
     pub fn weights(&self, key: &PoolKey) -> PathBuf {
         self.dir(key).join(WEIGHTS_FILE)
+    }
+
+    /// The pool's job directory (`<root>.jobs`, see [`JOBS_SUFFIX`]).
+    pub fn jobs_dir(&self) -> PathBuf {
+        let mut name = self
+            .root
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "pool".into());
+        name.push(JOBS_SUFFIX);
+        self.root.with_file_name(name)
+    }
+
+    /// The scratch directory of entry `key`'s training (resumable checkpoints), in the
+    /// job directory; removed once the entry is in the pool.
+    pub fn scratch_dir(&self, key: &PoolKey) -> PathBuf {
+        self.jobs_dir().join("scratch").join(key.as_str())
+    }
+
+    /// The lock file of entry `key` (whether or not anyone holds it).
+    pub fn lock_path(&self, key: &PoolKey) -> PathBuf {
+        self.jobs_dir()
+            .join("locks")
+            .join(format!("{}.lock", key.as_str()))
+    }
+
+    /// Takes the advisory lock of entry `key` (the right to train it), or `None` if another
+    /// process holds it. Released on drop or when the holder dies ([`crate::lock`]).
+    pub fn try_lock(&self, key: &PoolKey) -> Result<Option<FileLock>> {
+        FileLock::try_exclusive(&self.lock_path(key))
+    }
+
+    /// Takes the lock of entry `key`, waiting while another process trains it.
+    pub fn lock(&self, key: &PoolKey) -> Result<FileLock> {
+        FileLock::exclusive(&self.lock_path(key))
+    }
+
+    /// Records that this process trained entry `key` (see [`TrainingRecord`]).
+    pub fn record_training(&self, mut rec: TrainingRecord) -> Result<()> {
+        let dir = self.jobs_dir().join("trainings");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        rec.host = datamix_partition::leftovers::host_name();
+        rec.pid = std::process::id();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!("{}-{}-{}-{nanos}.json", rec.key, rec.host, rec.pid));
+        let json = serde_json::to_vec_pretty(&rec).expect("records serialise");
+        datamix_decoder::checkpoint::write_atomic(&path, &json)?;
+        Ok(())
+    }
+
+    /// Every training record of this pool (oldest first by file name within a key).
+    pub fn trainings(&self) -> Result<Vec<TrainingRecord>> {
+        let dir = self.jobs_dir().join("trainings");
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut paths = Vec::new();
+        for e in rd {
+            let e = e.map_err(|e| Error::io(&dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") && !name.starts_with('.') {
+                paths.push(e.path());
+            }
+        }
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))
+            })
+            .collect()
     }
 
     /// Checks entry `key` against its integrity record (reads and hashes every file);

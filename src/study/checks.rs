@@ -271,6 +271,7 @@ mod tests {
             lr: 1e-3,
             warmup_steps: 0,
             min_lr_ratio: 0.1,
+            checkpoint_every: 0,
         };
         assert_eq!(r.tokens(128), u64::MAX);
     }

@@ -172,6 +172,16 @@ pub struct RunConfig {
     /// Final learning rate as a fraction of `lr`.
     #[serde(default = "default_min_lr")]
     pub min_lr_ratio: f64,
+    /// Save a resumable checkpoint (weights, optimizer moments, data position) every this
+    /// many steps into the pool's scratch area (`<pool>.jobs/scratch/<key>/`); a killed
+    /// training resumes from the last one, bit-identically. 0: never. Not part of the
+    /// pool key (it does not change the weights).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    500
 }
 
 fn default_batch() -> usize {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datamix_partition::{
-    CorpusSource, DEFAULT_EOT, PackedCorpus, PartitionConfig, Partitioner, ReaderOptions,
+    CorpusSource, DEFAULT_EOT, Mixture, PackedCorpus, PartitionConfig, Partitioner, ReaderOptions,
     TextTokenizer, train_tokenizer,
 };
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,24 @@ pub struct Prepared {
     pub eval: Vec<EvalStream>,
     /// `data.seed_corpus`, packed (`None`: the seed trains on the training domains).
     pub seed_corpus: Option<SeedCorpus>,
+}
+
+impl Prepared {
+    /// The corpus a model trains on and its id (in the model's pool key): `data.seed_corpus`
+    /// for the seed model when the study has one, the training corpus otherwise.
+    pub fn corpus_for(&self, seed_model: bool) -> (&Arc<PackedCorpus>, &str) {
+        match (&self.seed_corpus, seed_model) {
+            (Some(s), true) => (&s.corpus, &s.corpus_id),
+            _ => (&self.corpus, &self.corpus_id),
+        }
+    }
+
+    /// The seed model's data: the uniform mixture over its corpus' domains.
+    pub fn seed_mixture(&self) -> Result<Mixture> {
+        let (corpus, _) = self.corpus_for(true);
+        let k = corpus.manifest().domains.len();
+        Ok(Mixture::from_weights(corpus, &vec![1.0; k])?)
+    }
 }
 
 /// The seed model's own corpus (`data.seed_corpus`).
@@ -87,6 +105,9 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
     let eval_keys = source_keys(&eval_sources)?;
     let reader = ReaderOptions::default();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // One process at a time builds the tokenizer and the packed corpus (workers started
+    // together on a fresh `out_dir`); the others then find them ready and reuse them.
+    let _prepare = crate::lock::FileLock::exclusive(&out.join(".prepare.lock"))?;
     let tokenizer = tokenizer(cfg, &sources, &train_keys, &reader)?;
     if cfg.data.tokenizer.is_some() {
         // Checked with data.vocab_size before; now that the real vocabulary is known:

@@ -1,19 +1,19 @@
 //! Study stage 2, on a Burn backend: train the pool (seed, base-unit models, domain experts,
 //! ground-truth mixture models) and score models and merged proxies on the eval streams.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use burn::tensor::backend::AutodiffBackend;
 use datamix_decoder::{Decoder, DecoderConfig, EvalConfig, Packer, TrainConfig, Trainer, evaluate};
 use datamix_merge::{MergePlan, PathsOnly};
-use datamix_partition::{Mixture, MixtureSampler, PackedCorpus};
+use datamix_partition::{Mixture, MixtureSampler};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::config::{Init, RunConfig, StudyConfig};
 use super::data::Prepared;
 use crate::error::{Error, Result};
-use crate::pool::{Pool, PoolKey};
+use crate::pool::{Pool, PoolKey, TrainingRecord};
 use crate::proxy::ProxyMerger;
 
 /// What a pool model is for. It is part of every pool key, serialised as the lowercase
@@ -81,6 +81,100 @@ pub struct ModelSpec<'a> {
     pub train: TrainConfig,
 }
 
+impl<'a> ModelSpec<'a> {
+    /// The description of one training run (the one place specs are built: the job graph
+    /// and the lab must agree on every key).
+    pub fn new(
+        role: Role,
+        name: &str,
+        from: Option<&'a PoolKey>,
+        data: &'a Mixture,
+        corpus: &'a str,
+        model: &'a DecoderConfig,
+        train: TrainConfig,
+    ) -> Self {
+        Self {
+            role,
+            name: name.to_string(),
+            from,
+            data,
+            corpus,
+            model,
+            train,
+        }
+    }
+}
+
+/// The resumable checkpoint of one training in the pool's scratch area: `ckpt/` (what
+/// [`Trainer::save`] writes plus `job.json`, the step the training started at), replaced
+/// atomically every `checkpoint_every` steps (written to `ckpt.tmp-<host>-<pid>/`, then
+/// `ckpt` → `ckpt.old`, `ckpt.tmp…` → `ckpt`, `ckpt.old` removed: a crash at any point leaves
+/// `ckpt` or `ckpt.old` complete). Only the holder of the entry's lock touches it.
+struct Scratch {
+    dir: std::path::PathBuf,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct ScratchJob {
+    first_step: u64,
+}
+
+impl Scratch {
+    fn new(dir: std::path::PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The last complete checkpoint and the step its training started at, if any.
+    fn resume<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Option<(Trainer<B>, u64)>> {
+        for name in ["ckpt", "ckpt.old"] {
+            let d = self.dir.join(name);
+            let Ok(bytes) = std::fs::read(d.join("job.json")) else {
+                continue;
+            };
+            let Ok(job) = serde_json::from_slice::<ScratchJob>(&bytes) else {
+                continue;
+            };
+            match Trainer::<B>::resume(&d, device) {
+                Ok(t) if t.step() >= job.first_step => return Ok(Some((t, job.first_step))),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    checkpoint = %d.display(),
+                    "unreadable checkpoint ({e}): not resumed from"
+                ),
+            }
+        }
+        Ok(None)
+    }
+
+    fn save<B: AutodiffBackend>(&self, trainer: &Trainer<B>, first_step: u64) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let tmp = self
+            .dir
+            .join(datamix_partition::leftovers::temp_prefix("ckpt.tmp-"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        trainer.save(&tmp)?;
+        let job = serde_json::to_vec(&ScratchJob { first_step }).expect("serialises");
+        datamix_decoder::checkpoint::write_atomic(&tmp.join("job.json"), &job)?;
+        let (cur, old) = (self.dir.join("ckpt"), self.dir.join("ckpt.old"));
+        let _ = std::fs::remove_dir_all(&old);
+        if cur.exists() {
+            std::fs::rename(&cur, &old).map_err(|e| Error::io(&cur, e))?;
+        }
+        std::fs::rename(&tmp, &cur).map_err(|e| Error::io(&tmp, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Removes the scratch directory (the entry is in the pool).
+    fn remove(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.dir.display(), "cannot remove the scratch checkpoint: {e}");
+        }
+    }
+}
+
 /// A backend, a pool and the prepared data: trains and scores models.
 pub struct Lab<'a, B: AutodiffBackend> {
     cfg: &'a StudyConfig,
@@ -140,11 +234,9 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         &self.pool
     }
 
-    fn corpus(&self) -> &Arc<PackedCorpus> {
-        &self.data.corpus
-    }
-
-    /// Trains (or finds in the pool) one model; returns its pool key.
+    /// Trains (or finds in the pool) one model; returns its pool key. While another
+    /// process trains the same model (it holds the entry's lock), waits for it and reuses
+    /// its entry.
     pub fn train(
         &self,
         role: Role,
@@ -154,82 +246,121 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         run: &RunConfig,
         seed: u64,
     ) -> Result<PoolKey> {
-        let corpus = (self.corpus(), self.data.corpus_id.as_str());
-        self.train_in(corpus, role, name, from, data, run, seed)
+        let key = self.train_if_free(role, name, from, data, run, seed, true)?;
+        Ok(key.expect("a waiting training always ends with the entry"))
     }
 
-    /// Trains (or finds) the seed model: the uniform mixture of the training domains, or of
-    /// `data.seed_corpus`'s domains when the study has one, for `seed_model` steps.
-    pub fn train_seed(&self) -> Result<PoolKey> {
-        let (corpus, id, k) = match &self.data.seed_corpus {
-            Some(s) => (&s.corpus, s.corpus_id.as_str(), s.domains.len()),
-            None => (
-                self.corpus(),
-                self.data.corpus_id.as_str(),
-                self.data.domains.len(),
-            ),
-        };
-        let uniform = Mixture::from_weights(corpus, &vec![1.0; k])?;
-        let (run, seed) = (&self.cfg.seed_model, self.cfg.seed);
-        self.train_in(
-            (corpus, id),
-            Role::Seed,
-            "uniform",
-            None,
-            &uniform,
-            run,
-            seed,
-        )
-    }
-
+    /// [`Lab::train`]; with `wait = false`, returns `None` at once (training nothing) when
+    /// another process holds the entry's lock.
     #[allow(clippy::too_many_arguments)]
-    fn train_in(
+    pub fn train_if_free(
         &self,
-        (corpus, corpus_id): (&Arc<PackedCorpus>, &str),
         role: Role,
         name: &str,
         from: Option<&PoolKey>,
         data: &Mixture,
         run: &RunConfig,
         seed: u64,
-    ) -> Result<PoolKey> {
+        wait: bool,
+    ) -> Result<Option<PoolKey>> {
         let seq = self.cfg.data.seq_len;
-        let spec = ModelSpec {
+        let spec = ModelSpec::new(
             role,
-            name: name.to_string(),
+            name,
             from,
             data,
-            corpus: corpus_id,
-            model: &self.model,
-            train: run.train_config(seq, seed),
-        };
+            self.data.corpus_for(role == Role::Seed).1,
+            &self.model,
+            run.train_config(seq, seed),
+        );
         let key = PoolKey::of(&spec);
         if self.pool.contains(&key) {
             tracing::debug!(%role, name, key = key.short(), "in the pool");
             self.bar.inc(run.steps);
-            return Ok(key);
+            return Ok(Some(key));
         }
-        self.bar.set_message(format!("{role} {name}"));
-        let mut trainer = match from {
-            None => Trainer::<B>::new(self.model.clone(), spec.train.clone(), &self.device)?,
-            Some(k) => {
-                Trainer::<B>::from_seed(&self.pool.dir(k), spec.train.clone(), &self.device)?
+        let _lock = if wait {
+            self.pool.lock(&key)?
+        } else {
+            match self.pool.try_lock(&key)? {
+                Some(l) => l,
+                None => return Ok(None),
             }
         };
+        // Another process may have finished it while this one waited for the lock.
+        if self.pool.contains(&key) {
+            tracing::debug!(
+                %role,
+                name,
+                key = key.short(),
+                "trained meanwhile by another process"
+            );
+            self.bar.inc(run.steps);
+            return Ok(Some(key));
+        }
+        let started = std::time::Instant::now();
+        self.bar.set_message(format!("{role} {name}"));
+        let scratch = Scratch::new(self.pool.scratch_dir(&key));
+        let (mut trainer, first_step) = match scratch.resume::<B>(&self.device)? {
+            Some((t, first)) => {
+                tracing::info!(
+                    %role,
+                    name,
+                    key = key.short(),
+                    done = t.step() - first,
+                    of = run.steps,
+                    "resuming from a checkpoint"
+                );
+                (t, first)
+            }
+            None => {
+                let t = match from {
+                    None => {
+                        Trainer::<B>::new(self.model.clone(), spec.train.clone(), &self.device)?
+                    }
+                    Some(k) => Trainer::<B>::from_seed(
+                        &self.pool.dir(k),
+                        spec.train.clone(),
+                        &self.device,
+                    )?,
+                };
+                let first = t.step();
+                (t, first)
+            }
+        };
+        let mut done = trainer.step() - first_step;
+        self.bar.inc(done);
         // One extra sequence: a batch row needs `seq + 1` tokens.
         let budget = run.tokens(seq) + seq as u64;
-        let sampler = MixtureSampler::new(corpus.clone(), data, budget, seed)?;
-        let mut packer = Packer::new(sampler, run.batch_size, seq);
-        let stats = trainer.fit(&mut packer, run.steps, |_| self.bar.inc(1))?;
-        if (stats.len() as u64) < run.steps {
-            return Err(Error::Invalid(format!(
-                "{role} {name}: the sampler ran out of data after {} of {} steps",
-                stats.len(),
-                run.steps
-            )));
+        let sampler = MixtureSampler::new(
+            self.data.corpus_for(role == Role::Seed).0.clone(),
+            data,
+            budget,
+            seed,
+        )?;
+        let mut packer = Packer::resume(sampler, run.batch_size, seq, trainer.cursor().clone());
+        let chunk = match run.checkpoint_every {
+            0 => run.steps,
+            n => n,
+        };
+        let mut tail = Vec::new();
+        while done < run.steps {
+            let n = chunk.min(run.steps - done);
+            let stats = trainer.fit(&mut packer, n, |_| self.bar.inc(1))?;
+            done += stats.len() as u64;
+            tail.extend(stats.iter().map(|s| s.loss as f64));
+            if (stats.len() as u64) < n {
+                return Err(Error::Invalid(format!(
+                    "{role} {name}: the sampler ran out of data after {done} of {} steps",
+                    run.steps
+                )));
+            }
+            if done < run.steps {
+                scratch.save(&trainer, first_step)?;
+            }
         }
-        let tail = &stats[stats.len().saturating_sub(10)..];
-        let loss = tail.iter().map(|s| s.loss as f64).sum::<f64>() / tail.len() as f64;
+        let tail = &tail[tail.len().saturating_sub(10)..];
+        let loss = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
         tracing::info!(
             %role,
             name,
@@ -239,7 +370,17 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         );
         self.pool
             .insert(&key, &spec, |dir| trainer.save(dir).map_err(Error::from))?;
-        Ok(key)
+        scratch.remove();
+        self.pool.record_training(TrainingRecord {
+            key: key.as_str().to_string(),
+            role: role.to_string(),
+            name: name.to_string(),
+            tokens: run.tokens(seq),
+            host: String::new(),
+            pid: 0,
+            seconds: started.elapsed().as_secs_f64(),
+        })?;
+        Ok(Some(key))
     }
 
     /// Trains (or finds) a model on mixture λ the way experts and mixture models are

@@ -28,6 +28,8 @@ mod checks;
 pub mod config;
 pub mod data;
 pub mod design;
+pub mod emit;
+pub mod graph;
 pub mod lab;
 pub mod report;
 pub mod stats;
@@ -37,14 +39,14 @@ pub mod tasks;
 use burn::tensor::backend::AutodiffBackend;
 use datamix_decoder::BackendTask;
 use datamix_mde::{ExpertTable, ExpertTableBuilder};
-use datamix_partition::Mixture;
 use serde::Serialize;
 
 pub use analysis::Analysis;
+use config::Init;
 pub use config::StudyConfig;
-use config::{Init, RunConfig};
 use data::Prepared;
 pub use design::draw_mixtures;
+use graph::{Graph, Slot};
 use lab::{Lab, Role};
 pub use subsets::SubsetOutcome;
 
@@ -93,6 +95,35 @@ pub struct StudyOutcome {
     pub subsets: Option<SubsetOutcome>,
     /// Regression, search and validation.
     pub analysis: Analysis,
+    /// Tokens trained for the study against training every candidate mixture it scored.
+    pub cost: Cost,
+}
+
+/// The amortisation argument in tokens: what the study's models cost to train against
+/// training one model per candidate mixture the search scored.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cost {
+    /// Models of the job graph (seed, units, experts, mixtures, replicates, subsets).
+    pub job_models: usize,
+    /// Their training tokens.
+    pub job_tokens: u64,
+    /// Validation runs that are not jobs (trained by `finish`).
+    pub validation_models: usize,
+    /// Their training tokens.
+    pub validation_tokens: u64,
+    /// `job_tokens + validation_tokens`: every model the study's numbers rest on (whether
+    /// this run trained it or found it in the pool).
+    pub study_tokens: u64,
+    /// Candidate mixtures the search scored (objective evaluations).
+    pub candidates_scored: usize,
+    /// Tokens to train one candidate like a ground-truth mixture model (`continued`;
+    /// the shared seed is counted once in `naive_tokens` when mixtures start from it).
+    pub tokens_per_candidate: u64,
+    /// Training every scored candidate instead: the seed (when mixtures continue from it)
+    /// plus `candidates_scored × tokens_per_candidate`.
+    pub naive_tokens: u64,
+    /// `naive_tokens / study_tokens`.
+    pub ratio: f64,
 }
 
 /// One more training run of a mixture with another seed.
@@ -106,14 +137,221 @@ pub struct Replicate {
     pub losses: Vec<f64>,
 }
 
-/// Runs a study (every stage; models already in the pool are reused).
+/// Runs a study (every stage; models already in the pool are reused): trains the jobs of
+/// its [`graph`] one after another, then scores, analyses, validates and reports.
 pub fn run(cfg: &StudyConfig) -> Result<StudyOutcome> {
+    let (data, graph) = load(cfg, None)?;
+    conclude(cfg, &data, &graph)
+}
+
+/// Checks the config, prepares the data (tokenizer, packed corpus) and builds the job
+/// graph: everything before training. With `expect_plan`, the graph's plan id must be
+/// that one ([`Error::PlanMismatch`]).
+fn load(cfg: &StudyConfig, expect_plan: Option<&str>) -> Result<(Prepared, Graph)> {
     cfg.validate().map_err(Error::Invalid)?;
     let data = data::prepare(cfg)?;
     check_design(cfg, &data)?;
-    let outcome = cfg.backend.run(Task { cfg, data: &data })??;
+    let graph = graph::build(cfg, &data)?;
+    if let Some(expected) = expect_plan {
+        let actual = graph.plan(cfg).id;
+        if actual != expected {
+            return Err(Error::PlanMismatch {
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+    }
+    Ok((data, graph))
+}
+
+fn conclude(cfg: &StudyConfig, data: &Prepared, graph: &Graph) -> Result<StudyOutcome> {
+    let outcome = cfg.backend.run(Task { cfg, data, graph })??;
     report::write(cfg, &outcome)?;
     Ok(outcome)
+}
+
+/// The study's job graph as a plan (`datamix study plan`): prepares the data, trains nothing.
+pub fn plan(cfg: &StudyConfig) -> Result<graph::Plan> {
+    let (_, graph) = load(cfg, None)?;
+    Ok(graph.plan(cfg))
+}
+
+/// The jobs of the graph whose models are not (intact) in the pool, in graph order.
+fn missing_jobs<'g>(cfg: &StudyConfig, graph: &'g Graph) -> Result<Vec<&'g graph::Job>> {
+    let pool = crate::pool::Pool::open(cfg.out_dir.join("pool"))?;
+    let mut missing = Vec::new();
+    for j in &graph.jobs {
+        if !pool.check(&j.key)? {
+            missing.push(j);
+        }
+    }
+    Ok(missing)
+}
+
+/// Scores, analyses, validates and reports a study whose jobs are all in the pool
+/// (`datamix study finish`); [`Error::JobsMissing`] names the jobs that are not, before
+/// any work. The validation runs (they depend on the analysis) are trained here.
+/// `expect_plan`: see [`run_job`].
+pub fn finish(cfg: &StudyConfig, expect_plan: Option<&str>) -> Result<StudyOutcome> {
+    let (data, graph) = load(cfg, expect_plan)?;
+    let missing = missing_jobs(cfg, &graph)?;
+    if !missing.is_empty() {
+        return Err(Error::JobsMissing {
+            pool: cfg.out_dir.join("pool"),
+            ids: missing.iter().map(|j| j.id.clone()).collect(),
+        });
+    }
+    conclude(cfg, &data, &graph)
+}
+
+/// What [`run_job`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobRun {
+    /// The model was in the pool already: nothing trained.
+    InPool,
+    /// Trained (by this process, or by another one this process waited for).
+    Trained,
+}
+
+/// Trains one job of the graph (`datamix study run-job`); a no-op if its model is in the
+/// pool. Fails before any work on an unknown id ([`Error::UnknownJob`]) or a dependency
+/// not in the pool ([`Error::JobsMissing`]), or, with `expect_plan`, a config whose plan
+/// id is another one ([`Error::PlanMismatch`]: scripts emitted for an older config).
+pub fn run_job(cfg: &StudyConfig, id: &str, expect_plan: Option<&str>) -> Result<JobRun> {
+    let (data, graph) = load(cfg, expect_plan)?;
+    let Some((index, job)) = graph.job(id) else {
+        return Err(Error::UnknownJob {
+            id: id.to_string(),
+            known: graph.jobs.iter().map(|j| j.id.clone()).collect(),
+        });
+    };
+    let pool = crate::pool::Pool::open(cfg.out_dir.join("pool"))?;
+    if pool.check(&job.key)? {
+        tracing::info!(job = id, key = job.key.short(), "already in the pool");
+        return Ok(JobRun::InPool);
+    }
+    let mut missing = Vec::new();
+    for d in &job.deps {
+        let (_, dep) = graph.job(d).expect("dependencies are jobs of the graph");
+        if !pool.check(&dep.key)? {
+            missing.push(d.clone());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::JobsMissing {
+            pool: pool.root().to_path_buf(),
+            ids: missing,
+        });
+    }
+    cfg.backend.run(Jobs {
+        cfg,
+        data: &data,
+        graph: &graph,
+        mode: JobsMode::One(index),
+    })??;
+    Ok(JobRun::Trained)
+}
+
+/// What a [`worker`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerReport {
+    /// Ids of the jobs this worker trained.
+    pub trained: Vec<String>,
+    /// Jobs found in the pool (trained before, or by other workers).
+    pub in_pool: usize,
+}
+
+/// A worker (`datamix study worker`): repeatedly takes a job whose dependencies are in the
+/// pool and whose lock no other process holds, trains it, and returns when every job of
+/// the graph is in the pool. Any number of workers, on one machine or on several sharing
+/// the pool's file system, train each model once ([`crate::lock`] has the caveats).
+/// `poll` is how long an idle worker waits before looking again.
+pub fn worker(cfg: &StudyConfig, poll: std::time::Duration) -> Result<WorkerReport> {
+    let (data, graph) = load(cfg, None)?;
+    cfg.backend.run(Jobs {
+        cfg,
+        data: &data,
+        graph: &graph,
+        mode: JobsMode::Worker(poll),
+    })?
+}
+
+enum JobsMode {
+    One(usize),
+    Worker(std::time::Duration),
+}
+
+struct Jobs<'a> {
+    cfg: &'a StudyConfig,
+    data: &'a Prepared,
+    graph: &'a Graph,
+    mode: JobsMode,
+}
+
+impl BackendTask for Jobs<'_> {
+    type Output = Result<WorkerReport>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let g = self.graph;
+        let train = |lab: &Lab<'_, B>, i: usize, wait: bool| {
+            let j = &g.jobs[i];
+            lab.train_if_free(
+                j.spec_role,
+                &j.name,
+                j.from.map(|f| &g.jobs[f].key),
+                &j.data,
+                &j.run,
+                j.train_seed,
+                wait,
+            )
+        };
+        let mut report = WorkerReport::default();
+        match self.mode {
+            JobsMode::One(i) => {
+                let lab = Lab::<B>::new(self.cfg, self.data, device, g.jobs[i].steps)?;
+                train(&lab, i, true)?;
+                lab.finish();
+                report.trained.push(g.jobs[i].id.clone());
+            }
+            JobsMode::Worker(poll) => {
+                let total = g.jobs.iter().map(|j| j.steps).sum();
+                let lab = Lab::<B>::new(self.cfg, self.data, device, total)?;
+                let mut done = vec![false; g.jobs.len()];
+                loop {
+                    let mut remaining = 0;
+                    let mut progressed = false;
+                    for i in 0..g.jobs.len() {
+                        if done[i] {
+                            continue;
+                        }
+                        if lab.pool().check(&g.jobs[i].key)? {
+                            done[i] = true;
+                            report.in_pool += 1;
+                            continue;
+                        }
+                        remaining += 1;
+                        if g.jobs[i].from.is_some_and(|f| !done[f]) {
+                            continue;
+                        }
+                        if train(&lab, i, false)?.is_some() {
+                            done[i] = true;
+                            remaining -= 1;
+                            progressed = true;
+                            report.trained.push(g.jobs[i].id.clone());
+                        }
+                    }
+                    if remaining == 0 {
+                        break;
+                    }
+                    if !progressed {
+                        std::thread::sleep(poll);
+                    }
+                }
+                lab.finish();
+            }
+        }
+        Ok(report)
+    }
 }
 
 /// Checks what needs the prepared data, before any training: subsets against the number of
@@ -164,12 +402,13 @@ fn objective_weights(
 struct Task<'a> {
     cfg: &'a StudyConfig,
     data: &'a Prepared,
+    graph: &'a Graph,
 }
 
 impl BackendTask for Task<'_> {
     type Output = Result<StudyOutcome>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        run_on::<B>(self.cfg, self.data, device)
+        run_on::<B>(self.cfg, self.data, self.graph, device)
     }
 }
 
@@ -186,30 +425,43 @@ struct Trained {
     subsets: Vec<(Vec<usize>, PoolKey)>,
 }
 
-/// The mixture name in pool keys and reports.
-fn mixture_name(j: usize) -> String {
-    format!("mix{j:02}")
-}
+use graph::mixture_name;
 
 fn run_on<B: AutodiffBackend>(
     cfg: &StudyConfig,
     data: &Prepared,
+    graph: &Graph,
     device: B::Device,
 ) -> Result<StudyOutcome> {
-    // Design: the mixtures and subsets to train.
+    let m = data.corpus.manifest();
     let k = data.domains.len();
-    let mixtures = draw_mixtures(k, cfg.mixtures.count, cfg.mixtures.alpha, cfg.seed);
-    let subsets = if cfg.subsets.count > 0 {
-        let units = data.corpus.manifest().units.len();
-        design::draw_subsets(units, cfg.subsets.k, cfg.subsets.count, cfg.seed)?
+    let mixtures = graph.mixtures.clone();
+    let subsets = &graph.subsets;
+    let replicate_runs = cfg.replicates.mixtures.len() * cfg.replicates.seeds;
+    let validation_runs = if cfg.search.validate {
+        3 * cfg.search.validate_seeds
     } else {
-        Vec::new()
+        0
     };
-    // Pool.
-    let total = pool_steps(cfg, data, mixtures.len(), subsets.len());
+    let n_models = graph.jobs.len() - 1 + validation_runs;
+    let total = graph
+        .jobs
+        .iter()
+        .map(|j| j.steps)
+        .sum::<u64>()
+        .saturating_add((validation_runs as u64).saturating_mul(cfg.continued.steps));
+    tracing::info!(
+        domains = k,
+        units = m.units.len(),
+        mixtures = mixtures.len(),
+        test_mixtures = cfg.mixtures.test,
+        replicate_runs,
+        subsets = subsets.len(),
+        "training the pool: 1 seed + {n_models} continued models",
+    );
     let lab = Lab::<B>::new(cfg, data, device, total)?;
-    let trained = train_pool(&lab, cfg, data, &mixtures, &subsets)?;
-    // Proxies.
+    let trained = train_pool(&lab, graph)?;
+
     tracing::info!("scoring experts, mixture models and merged proxies");
     let mut outcome = score(&lab, cfg, data, mixtures, &trained)?;
     let tables = expert_tables(&lab, cfg, data, &trained, &mut outcome)?;
@@ -217,152 +469,110 @@ fn run_on<B: AutodiffBackend>(
     let mde = datamix_mde::mde_features(&table_refs, &outcome.mixtures)?;
     outcome.mde_loss = mde.rows().into_iter().map(|r| r.to_vec()).collect();
     if !subsets.is_empty() {
-        outcome.subsets = Some(score_subsets(&lab, cfg, data, &trained, &outcome)?);
+        tracing::info!(
+            subsets = subsets.len(),
+            "scoring Na et al.'s subsets and their merges"
+        );
+        let mut so = subsets::score(
+            &lab,
+            cfg,
+            data,
+            &trained.units,
+            &trained.experts,
+            &trained.subsets,
+        )?;
+        let unit_domains: Vec<String> = trained.units.iter().map(|(d, _)| d.clone()).collect();
+        subsets::analyse(
+            &mut so,
+            &outcome.eval_domains,
+            &outcome.eval_in_domain,
+            &unit_domains,
+            &data.domains,
+            cfg.analysis.folds,
+            cfg.seed,
+        )?;
+        outcome.subsets = Some(so);
     }
-    // Analysis and validation.
     outcome.analysis = analysis::analyse(cfg, &outcome, &table_refs)?;
-    if cfg.search.validate {
-        validate(&lab, cfg, &trained, &mut outcome)?;
-    }
+    let validation_keys = if cfg.search.validate {
+        validate(&lab, cfg, &trained, &mut outcome)?
+    } else {
+        Vec::new()
+    };
+    outcome.cost = cost(cfg, graph, &validation_keys, &outcome.analysis);
     lab.finish();
     Ok(outcome)
 }
 
-/// The optimizer steps of the whole pool (the progress bar's length), logged with the
-/// number of models: the seed, then every continued model (base units, experts,
-/// mixtures, replicates, validation runs, and the subsets at `k` times the steps).
-fn pool_steps(cfg: &StudyConfig, data: &Prepared, n_mixtures: usize, n_subsets: usize) -> u64 {
-    let m = data.corpus.manifest();
-    let k = data.domains.len();
-    let replicate_runs = cfg.replicates.mixtures.len() * cfg.replicates.seeds;
-    let validation_runs = if cfg.search.validate {
-        3 * cfg.search.validate_seeds
-    } else {
-        0
+/// The study's [`Cost`]: `validation_keys` are the pool keys the validation used.
+fn cost(cfg: &StudyConfig, graph: &Graph, validation_keys: &[PoolKey], a: &Analysis) -> Cost {
+    let jobs: std::collections::BTreeSet<&PoolKey> = graph.jobs.iter().map(|j| &j.key).collect();
+    let extra: std::collections::BTreeSet<&PoolKey> = validation_keys
+        .iter()
+        .filter(|k| !jobs.contains(k))
+        .collect();
+    let per = cfg.continued.tokens(cfg.data.seq_len);
+    let job_tokens: u64 = graph.jobs.iter().map(|j| j.tokens).sum();
+    let validation_tokens = (extra.len() as u64).saturating_mul(per);
+    let study_tokens = job_tokens.saturating_add(validation_tokens);
+    let candidates_scored = a.search.as_ref().map_or(0, |r| r.evaluations);
+    let shared_seed = match cfg.mixtures.init {
+        Init::Seed => cfg.seed_model.tokens(cfg.data.seq_len),
+        Init::Scratch => 0,
     };
-    let n_models = m.units.len() + k + n_mixtures + replicate_runs + validation_runs;
-    let subset_steps = (n_subsets as u64)
-        .saturating_mul(cfg.subsets.k as u64)
-        .saturating_mul(cfg.continued.steps);
-    let total = (n_models as u64)
-        .saturating_mul(cfg.continued.steps)
-        .saturating_add(cfg.seed_model.steps)
-        .saturating_add(subset_steps);
-    tracing::info!(
-        domains = k,
-        units = m.units.len(),
-        mixtures = n_mixtures,
-        test_mixtures = cfg.mixtures.test,
-        replicate_runs,
-        subsets = n_subsets,
-        "training the pool: 1 seed + {} continued models",
-        n_models + n_subsets
-    );
-    total
+    let naive_tokens = shared_seed.saturating_add((candidates_scored as u64).saturating_mul(per));
+    Cost {
+        job_models: graph.jobs.len(),
+        job_tokens,
+        validation_models: extra.len(),
+        validation_tokens,
+        study_tokens,
+        candidates_scored,
+        tokens_per_candidate: per,
+        naive_tokens,
+        ratio: naive_tokens as f64 / study_tokens.max(1) as f64,
+    }
 }
 
-/// Na et al.'s setting: scores the subsets' models and merges, and analyses them against
-/// the outcome's eval domains.
-fn score_subsets<B: AutodiffBackend>(
-    lab: &Lab<'_, B>,
-    cfg: &StudyConfig,
-    data: &Prepared,
-    trained: &Trained,
-    outcome: &StudyOutcome,
-) -> Result<SubsetOutcome> {
-    tracing::info!(
-        subsets = trained.subsets.len(),
-        "scoring Na et al.'s subsets and their merges"
-    );
-    let mut so = subsets::score(
-        lab,
-        cfg,
-        data,
-        &trained.units,
-        &trained.experts,
-        &trained.subsets,
-    )?;
-    let unit_domains: Vec<String> = trained.units.iter().map(|(d, _)| d.clone()).collect();
-    subsets::analyse(
-        &mut so,
-        &outcome.eval_domains,
-        &outcome.eval_in_domain,
-        &unit_domains,
-        &data.domains,
-        cfg.analysis.folds,
-        cfg.seed,
-    )?;
-    Ok(so)
-}
-
-/// Trains (or finds in the pool) every model of the design.
-fn train_pool<B: AutodiffBackend>(
-    lab: &Lab<'_, B>,
-    cfg: &StudyConfig,
-    data: &Prepared,
-    mixtures: &[Vec<f64>],
-    subsets: &[Vec<usize>],
-) -> Result<Trained> {
-    let m = data.corpus.manifest();
-    let k = data.domains.len();
-    let seed = lab.train_seed()?;
-    let mut units = Vec::new();
-    for u in &m.units {
-        let mix = Mixture::from_unit_ids(&data.corpus, &[u.id.as_str()])?;
+/// Trains (or finds in the pool) every job of the graph, in order.
+fn train_pool<B: AutodiffBackend>(lab: &Lab<'_, B>, graph: &Graph) -> Result<Trained> {
+    let mut keys: Vec<PoolKey> = Vec::with_capacity(graph.jobs.len());
+    for j in &graph.jobs {
         let key = lab.train(
-            Role::Unit,
-            &u.id,
-            Some(&seed),
-            &mix,
-            &cfg.continued,
-            cfg.seed,
+            j.spec_role,
+            &j.name,
+            j.from.map(|f| &keys[f]),
+            &j.data,
+            &j.run,
+            j.train_seed,
         )?;
-        units.push((u.domain.clone(), key));
+        if key != j.key {
+            return Err(Error::Invalid(format!(
+                "job {}: trained as pool key {key}, the plan says {} (a bug: please report it)",
+                j.id, j.key
+            )));
+        }
+        keys.push(key);
     }
-    let mut experts = Vec::new();
-    for (i, d) in data.domains.iter().enumerate() {
-        let mut w = vec![0.0; k];
-        w[i] = 1.0;
-        experts.push(lab.train_lambda(&seed, Role::Expert, d, &w, cfg.seed)?);
-    }
-    let mut mixture_keys = Vec::new();
-    for (j, lambda) in mixtures.iter().enumerate() {
-        let name = mixture_name(j);
-        mixture_keys.push(lab.train_lambda(&seed, Role::Mixture, &name, lambda, cfg.seed)?);
-    }
-    let mut replicates = Vec::new();
-    for &j in &cfg.replicates.mixtures {
-        for s in design::extra_seeds(cfg.seed, cfg.replicates.seeds) {
-            let key = lab.train_lambda(&seed, Role::Mixture, &mixture_name(j), &mixtures[j], s)?;
-            replicates.push((j, s, key));
+    let mut t = Trained {
+        seed: graph.jobs[0].key.clone(),
+        units: Vec::new(),
+        experts: Vec::new(),
+        mixtures: Vec::new(),
+        replicates: Vec::new(),
+        subsets: Vec::new(),
+    };
+    for (j, key) in graph.jobs.iter().zip(keys) {
+        match &j.slot {
+            Slot::Seed => t.seed = key,
+            Slot::Unit(d) => t.units.push((d.clone(), key)),
+            Slot::Expert => t.experts.push(key),
+            Slot::Mixture => t.mixtures.push(key),
+            Slot::Replicate(m, s) => t.replicates.push((*m, *s, key)),
+            Slot::Subset(u) => t.subsets.push((u.clone(), key)),
         }
     }
-    let mut subset_keys = Vec::new();
-    let run = RunConfig {
-        steps: cfg.continued.steps.saturating_mul(cfg.subsets.k as u64),
-        ..cfg.continued.clone()
-    };
-    for s in subsets {
-        let ids: Vec<&str> = s.iter().map(|&u| m.units[u].id.as_str()).collect();
-        let mix = Mixture::from_unit_ids(&data.corpus, &ids)?;
-        let key = lab.train(
-            Role::Subset,
-            &ids.join("+"),
-            Some(&seed),
-            &mix,
-            &run,
-            cfg.seed,
-        )?;
-        subset_keys.push((s.clone(), key));
-    }
-    Ok(Trained {
-        seed,
-        units,
-        experts,
-        mixtures: mixture_keys,
-        replicates,
-        subsets: subset_keys,
-    })
+    Ok(t)
 }
 
 /// True and merged losses of every mixture and replicate; seed and expert losses.
@@ -428,6 +638,7 @@ fn score<B: AutodiffBackend>(
         replicates,
         subsets: None,
         analysis: Analysis::default(),
+        cost: Cost::default(),
     })
 }
 
@@ -467,15 +678,16 @@ fn expert_tables<B: AutodiffBackend>(
 }
 
 /// Trains the recommendation with `search.validate_seeds` seeds, and the uniform and the
-/// best training mixture with the same seeds.
+/// best training mixture with the same seeds; returns the pool keys of those models.
 fn validate<B: AutodiffBackend>(
     lab: &Lab<'_, B>,
     cfg: &StudyConfig,
     t: &Trained,
     outcome: &mut StudyOutcome,
-) -> Result<()> {
+) -> Result<Vec<PoolKey>> {
+    let mut keys = Vec::new();
     let Some(rec) = outcome.analysis.recommended.clone() else {
-        return Ok(());
+        return Ok(keys);
     };
     let seeds: Vec<u64> = (0..cfg.search.validate_seeds as u64)
         .map(|r| cfg.seed.wrapping_add(r))
@@ -490,6 +702,7 @@ fn validate<B: AutodiffBackend>(
     for &s in &seeds {
         let key = lab.train_lambda(&t.seed, Role::Mixture, "recommended", &rec, s)?;
         let losses = lab.score_mean(&key)?;
+        keys.push(key);
         v.recommended.push(analysis::objective(&losses, &w));
         if s == cfg.seed {
             outcome.analysis.validated_loss = Some(analysis::objective(&losses, &w));
@@ -499,8 +712,9 @@ fn validate<B: AutodiffBackend>(
             let lambda = &outcome.mixtures[j];
             let key = lab.train_lambda(&t.seed, Role::Mixture, &mixture_name(j), lambda, s)?;
             out.push(analysis::objective(&lab.score_mean(&key)?, &w));
+            keys.push(key);
         }
     }
     outcome.analysis.validation = Some(v);
-    Ok(())
+    Ok(keys)
 }

@@ -153,6 +153,33 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
             None => "the training domains".into(),
         }
     );
+    let c = &o.cost;
+    if c.study_tokens > 0 {
+        let _ = writeln!(
+            s,
+            "Cost: the study's {} models were trained on {} tokens ({} jobs: {}; {} validation runs: {}). \
+             Training one model per candidate mixture the search scored ({} candidates × {} tokens{}) \
+             would take {} tokens: {:.1}× the study.\n",
+            c.job_models + c.validation_models,
+            c.study_tokens,
+            c.job_models,
+            c.job_tokens,
+            c.validation_models,
+            c.validation_tokens,
+            c.candidates_scored,
+            c.tokens_per_candidate,
+            if c.naive_tokens
+                > c.tokens_per_candidate
+                    .saturating_mul(c.candidates_scored as u64)
+            {
+                ", plus the shared seed"
+            } else {
+                ""
+            },
+            c.naive_tokens,
+            c.ratio,
+        );
+    }
     s.push_str("## Losses (mean CE, nats/token)\n\n| eval domain | kind | objective weight | seed | best expert | mixture models (min / mean / max) |\n|---|---|---:|---:|---:|---:|\n");
     for (j, e) in o.eval_domains.iter().enumerate() {
         let col: Vec<f64> = o.true_loss.iter().map(|r| r[j]).collect();

@@ -3,12 +3,10 @@
 
 mod cmd;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use datamix::decoder::BackendKind;
-use datamix::study::{self, StudyConfig};
 
 // Burn allocates and frees large tensor buffers every step; glibc malloc hands them back
 // to the OS and page-faults them in again (about 20% of a CPU training step).
@@ -46,25 +44,11 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the study variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a study described by a TOML config (see configs/study-small.toml).
-    ///
-    /// Outputs go to the config's `out_dir`: the trained tokenizer, the packed corpus,
-    /// the model pool (content-addressed: rerunning trains only what is new), MDE tables,
-    /// and results/ (report.md, mixtures.csv, proxies.csv, regression.md, outcome.json,
-    /// proxies.svg).
-    Study {
-        /// The study config.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Override the config's backend (one of the compiled-in: see `datamix backends`).
-        #[arg(long)]
-        backend: Option<BackendKind>,
-        /// Override the config's output directory.
-        #[arg(long)]
-        out_dir: Option<PathBuf>,
-    },
+    Study(cmd::study::StudyCmd),
     /// List the backends compiled into this binary.
     Backends,
     /// Fit regressions to a swarm of trained mixtures (ratios + measured metrics), compare
@@ -105,23 +89,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> datamix::Result<()> {
     match command {
-        Command::Study {
-            config,
-            backend,
-            out_dir,
-        } => {
-            let mut cfg = StudyConfig::from_file(&config)?;
-            if let Some(b) = backend {
-                cfg.backend = b;
-            }
-            if let Some(o) = out_dir {
-                cfg.out_dir = o;
-            }
-            let outcome = study::run(&cfg)?;
-            println!("{}", study::report::markdown(&cfg, &outcome));
-            println!("Results: {}", cfg.out_dir.join("results").display());
-            Ok(())
-        }
+        Command::Study(cmd) => cmd::study::run(cmd),
         Command::Backends => {
             for k in BackendKind::available() {
                 println!("{k}");

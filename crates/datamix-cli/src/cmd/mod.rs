@@ -1,7 +1,8 @@
-//! Subcommands other than `study`, one module each.
+//! Subcommands, one module each.
 
 pub mod common;
 pub mod fit;
 pub mod mde;
 pub mod merge;
 pub mod search;
+pub mod study;
