@@ -9,15 +9,48 @@
 //! -> optimizer) and adds the glue between them: [`pool`] (content-addressed models), [`proxy`]
 //! (merge-then-evaluate) and [`study`] (the end-to-end pipeline the CLI runs).
 
+//!
+//! ## Features
+//!
+//! Each workspace crate is an optional dependency behind a feature of the same name, so a
+//! user who only needs some of them does not compile Burn, the tokenizers (onig, a C
+//! build), parquet/arrow or plotters:
+//!
+//! | feature | enables | heavy dependencies |
+//! |---|---|---|
+//! | `regression` | [`regression`] | — |
+//! | `optimizer` | [`optimizer`] (with [`mde`] and [`regression`] inside) | — |
+//! | `mde` | [`mde`] | — |
+//! | `merge` | [`merge`] | — |
+//! | `partition` | [`partition`] | tokenizers (onig) |
+//! | `parquet` | `partition` + Parquet input | parquet, arrow |
+//! | `decoder` | [`decoder`] (add a backend: `cpu`, `wgpu`, `cuda`, `ndarray`, `tch`) | Burn |
+//! | `study` | everything above, [`pool`], [`proxy`], [`study`] | all of them, plotters |
+//!
+//! `default = ["study", "cpu"]`: the full pipeline on the CPU backend. The slim set:
+//!
+//! ```toml
+//! datamix = { version = "0.1", default-features = false, features = ["regression", "optimizer", "mde"] }
+//! ```
+
 pub mod error;
+#[cfg(feature = "study")]
 pub mod pool;
+#[cfg(all(feature = "decoder", feature = "merge"))]
 pub mod proxy;
+#[cfg(feature = "study")]
 pub mod study;
 
+#[cfg(feature = "decoder")]
 pub use datamix_decoder as decoder;
+#[cfg(feature = "mde")]
 pub use datamix_mde as mde;
+#[cfg(feature = "merge")]
 pub use datamix_merge as merge;
+#[cfg(feature = "optimizer")]
 pub use datamix_optimizer as optimizer;
+#[cfg(feature = "partition")]
 pub use datamix_partition as partition;
+#[cfg(feature = "regression")]
 pub use datamix_regression as regression;
 pub use error::{Error, Result};
