@@ -49,3 +49,8 @@ pub use exec::{
 };
 pub use method::{FloatDtype, FloatSlice, Linear, MergeMethod, weighted_sum};
 pub use plan::{FlatPlan, FlatTerm, MergePlan, PathsOnly, Resolver, Source, Weighting};
+
+/// The examples in README.md compile and pass (the crate page on crates.io shows them).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
