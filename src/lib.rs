@@ -18,20 +18,23 @@
 //!
 //! | feature | enables | heavy dependencies |
 //! |---|---|---|
-//! | `regression` | [`regression`] | — |
-//! | `optimizer` | [`optimizer`] (with [`mde`] and [`regression`] inside) | — |
-//! | `mde` | [`mde`] | — |
-//! | `merge` | [`merge`] | — |
-//! | `partition` | [`partition`] | tokenizers (onig) |
+//! | `regression` | `datamix::regression` | — |
+//! | `optimizer` | `datamix::optimizer` (it depends on the MDE and regression crates) | — |
+//! | `mde` | `datamix::mde` | — |
+//! | `merge` | `datamix::merge` | — |
+//! | `partition` | `datamix::partition` | tokenizers (onig) |
 //! | `parquet` | `partition` + Parquet input | parquet, arrow |
-//! | `decoder` | [`decoder`] (add a backend: `cpu`, `wgpu`, `cuda`, `ndarray`, `tch`) | Burn |
-//! | `study` | everything above, [`pool`], [`proxy`], [`study`] | all of them, plotters |
+//! | `decoder` | `datamix::decoder` (add a backend: `cpu`, `wgpu`, `cuda`, `ndarray`, `tch`) | Burn |
+//! | `study` | everything above, `datamix::{pool, proxy, study}` | all of them, plotters |
 //!
 //! `default = ["study", "cpu"]`: the full pipeline on the CPU backend. The slim set:
 //!
 //! ```toml
 //! datamix = { version = "0.1", default-features = false, features = ["regression", "optimizer", "mde"] }
 //! ```
+
+// The overview above links the pipeline modules, which exist only with `study`.
+#![cfg_attr(not(feature = "study"), allow(rustdoc::broken_intra_doc_links))]
 
 pub mod error;
 #[cfg(feature = "study")]
