@@ -6,7 +6,10 @@
 #      (installed here with apt-get when missing and we are root);
 #   4. the LibTorch (`tch`) path, when its torch venv exists (scripts/tch-env.sh; it is
 #      ~7 GB of pip packages, so the tests do not install it);
-#   5. the corpus scripts' unit tests.
+#   5. the corpus scripts' unit tests;
+#   6. the slim facade (regression + optimizer + mde) pulls no Burn, onig, parquet/arrow or
+#      plotters (`cargo tree`), and the quick examples run in that slim build;
+#   7. every crate packages (`cargo package --workspace`, as `cargo publish` would).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}"
@@ -40,3 +43,20 @@ echo "== LibTorch (tch)"
 
 echo "== corpus scripts"
 ./scripts/test-corpus.sh --unit
+
+echo "== slim facade: dependency check"
+./scripts/check-slim.sh
+
+echo "== examples (slim feature set, test profile)"
+slim=(--profile test -p datamix --no-default-features --features regression,optimizer,mde,merge)
+for ex in swarm_fit embed_optimizer merge_checkpoints; do
+  echo "-- example $ex"
+  cargo run "${slim[@]}" --example "$ex"
+done
+
+echo "== cargo package --workspace"
+# --no-verify: verifying would rebuild every crate (Burn included) outside the workspace's
+# profiles; the light crates are verified below, which also proves that their published
+# form builds against the other packaged crates.
+cargo package --workspace --no-verify --allow-dirty
+cargo package --allow-dirty -p datamix-mde -p datamix-regression -p datamix-optimizer -p datamix-merge

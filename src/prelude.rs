@@ -27,16 +27,23 @@
 //! ```
 
 pub use crate::error::Error;
+#[cfg(feature = "study")]
 pub use crate::study::StudyConfig;
+#[cfg(feature = "decoder")]
 pub use datamix_decoder::{BackendKind, DecoderConfig};
+#[cfg(feature = "mde")]
 pub use datamix_mde::{ExpertTable, ExpertTableBuilder, OptimumParams, WeightedMdeLoss};
+#[cfg(feature = "merge")]
 pub use datamix_merge::{MergeMethod, MergePlan};
+#[cfg(feature = "optimizer")]
 pub use datamix_optimizer::{
     Acquisition, BayesOpt, BoConfig, CmaEs, DirichletSearch, ExponentiatedGradient, MdeFeatures,
     MdeObjective, Method, ModelObjective, Objective, OptimResult, ProjectedGradient,
     RegressionSurrogate, SearchSpace, Surrogate, SurrogatePrediction, TokenLimits, mde_exact,
 };
+#[cfg(feature = "partition")]
 pub use datamix_partition::{CorpusSource, Mixture, PartitionConfig, Partitioner};
+#[cfg(feature = "regression")]
 pub use datamix_regression::{
     Column, ComparisonTable, Dataset, ElasticNetParams, FeatureSet, Folds, GbdtParams, GpParams,
     Kernel, MdeAloneParams, MeanParams, Metrics, Prediction, Predictor, Regressor, RegressorSpec,

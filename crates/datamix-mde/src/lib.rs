@@ -15,6 +15,26 @@
 //! It must NOT know about models, Burn or the decoder: callers hand it the per-token
 //! log-probabilities (`Vec<f32>`) that the decoder's evaluation returns. It knows nothing
 //! of regression or search beyond producing features and the MDE-only optimum.
+//!
+//! ```rust
+//! use datamix_mde::{Bounds, ExpertTableBuilder, Objective, OptimumParams, minimize};
+//!
+//! // Two experts' log-probabilities of the true next token at 4 positions of one eval set.
+//! let mut builder = ExpertTableBuilder::new("web_val", "tokenizer-hash");
+//! builder.add_expert("web", "ckpt-a", &[-0.5, -1.0, -2.0, -0.7])?;
+//! builder.add_expert("code", "ckpt-b", &[-2.0, -0.4, -0.3, -3.0])?;
+//! let table = builder.build()?;
+//!
+//! let loss = table.loss(&[0.7, 0.3])?; // MDE estimate of the loss of the 70/30 mixture
+//! let many = table.losses(&[vec![1.0, 0.0], vec![0.5, 0.5]])?;
+//! assert!((many[0] - table.expert_cross_entropy(0)).abs() < 1e-6);
+//!
+//! // The mixture with the lowest MDE loss on this eval set.
+//! let objective = Objective::new(&[&table], &[1.0])?;
+//! let best = minimize(&objective, &Bounds::simplex(2), &OptimumParams::default())?;
+//! assert!(best.value <= loss + best.gap);
+//! # Ok::<(), datamix_mde::MdeError>(())
+//! ```
 
 mod error;
 pub mod fastln;
@@ -27,3 +47,8 @@ pub use error::{MdeError, MixtureProblem, Result};
 pub use loss::{SUM_TOLERANCE, batched_kernel, mde_features, validate_mixture};
 pub use optimum::{Bounds, Optimum, OptimumParams, WeightedMdeLoss, minimize};
 pub use table::{ExpertTable, ExpertTableBuilder, TableMeta};
+
+/// The examples in README.md compile and pass (the crate page on crates.io shows them).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

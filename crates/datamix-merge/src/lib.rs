@@ -80,3 +80,8 @@ pub use plan::{
     Weighting,
 };
 pub use strategies::{Linear, Method, Slerp, TaskArithmetic, Ties};
+
+/// The examples in README.md compile and pass (the crate page on crates.io shows them).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

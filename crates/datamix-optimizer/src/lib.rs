@@ -20,6 +20,20 @@
 //! no file formats of other crates. Objectives and surrogates come in through traits; the
 //! adapters to MDE features and regression models are the only places that name those
 //! crates. All randomness is seeded.
+//!
+//! ```rust
+//! use datamix_optimizer::{DirichletSearch, Method, SearchSpace};
+//!
+//! let space = SearchSpace::builder_named(["web", "code", "books"])
+//!     .lower(vec![0.1, 0.1, 0.1])
+//!     .build()?;
+//! // Any closure is an objective; here a bowl with its minimum at (0.5, 0.3, 0.2).
+//! let loss = |x: &[f64]| (x[0] - 0.5).powi(2) + (x[1] - 0.3).powi(2) + (x[2] - 0.2).powi(2);
+//! let best = DirichletSearch::new(20_000, 50).seed(0).minimize(&space, &loss)?;
+//! space.check(&best.mixture)?;
+//! assert!(best.objective < 1e-2);
+//! # Ok::<(), datamix_optimizer::OptimizerError>(())
+//! ```
 
 pub mod bo;
 mod error;
@@ -43,3 +57,8 @@ pub use objective::{Objective, WithGradient};
 pub use result::{OptimResult, TraceEntry};
 pub use space::{FEASIBILITY_TOLERANCE, SearchSpace, SearchSpaceBuilder, TokenLimits};
 pub use surrogate::{FeatureMap, ModelObjective, RegressionSurrogate};
+
+/// The examples in README.md compile and pass (the crate page on crates.io shows them).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -67,3 +67,8 @@ pub use rules::{Assignment, DomainRules, RangeRule};
 pub use sampler::{Mixture, MixtureSampler, SamplerCursor, StreamPlan};
 pub use shard::{Seq, TokenDtype, TokenShard};
 pub use tokenize::{DEFAULT_EOT, TextTokenizer};
+
+/// The examples in README.md compile and pass (the crate page on crates.io shows them).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

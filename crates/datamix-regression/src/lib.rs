@@ -54,3 +54,8 @@ pub use linear::{
 pub use model::{Prediction, Predictor, Regressor};
 pub use spec::RegressorSpec;
 pub use synthetic::{SyntheticSpec, synthetic};
+
+/// The examples in README.md compile and pass (the crate page on crates.io shows them).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
