@@ -17,7 +17,7 @@
 //! of regression or search beyond producing features and the MDE-only optimum.
 //!
 //! ```rust
-//! use datamix_mde::{Bounds, ExpertTableBuilder, Objective, OptimumParams, minimize};
+//! use datamix_mde::{Bounds, ExpertTableBuilder, OptimumParams, WeightedMdeLoss, minimize};
 //!
 //! // Two experts' log-probabilities of the true next token at 4 positions of one eval set.
 //! let mut builder = ExpertTableBuilder::new("web_val", "tokenizer-hash");
@@ -30,7 +30,7 @@
 //! assert!((many[0] - table.expert_cross_entropy(0)).abs() < 1e-6);
 //!
 //! // The mixture with the lowest MDE loss on this eval set.
-//! let objective = Objective::new(&[&table], &[1.0])?;
+//! let objective = WeightedMdeLoss::new(&[&table], &[1.0])?;
 //! let best = minimize(&objective, &Bounds::simplex(2), &OptimumParams::default())?;
 //! assert!(best.value <= loss + best.gap);
 //! # Ok::<(), datamix_mde::MdeError>(())
