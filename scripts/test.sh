@@ -59,4 +59,4 @@ echo "== cargo package --workspace"
 # profiles; the light crates are verified below, which also proves that their published
 # form builds against the other packaged crates.
 cargo package --workspace --no-verify --allow-dirty
-cargo package --allow-dirty -p datamix-mde -p datamix-regression -p datamix-optimizer -p datamix-merge
+cargo package --allow-dirty -p datamix-io -p datamix-mde -p datamix-regression -p datamix-optimizer -p datamix-merge
