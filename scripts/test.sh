@@ -59,4 +59,8 @@ echo "== cargo package --workspace"
 # profiles; the light crates are verified below, which also proves that their published
 # form builds against the other packaged crates.
 cargo package --workspace --no-verify --allow-dirty
+# Cargo unpacks packaged workspace crates into its registry cache by name and version and
+# does not unpack them again while the version is unchanged: drop our crates' old copies so
+# the verification builds today's sources, not an earlier run's.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/datamix-*
 cargo package --allow-dirty -p datamix-io -p datamix-mde -p datamix-regression -p datamix-optimizer -p datamix-merge
