@@ -52,6 +52,8 @@ pub mod study;
 
 #[cfg(feature = "decoder")]
 pub use datamix_decoder as decoder;
+/// Durable, atomic file output (always on: it is light).
+pub use datamix_io as io;
 #[cfg(feature = "mde")]
 pub use datamix_mde as mde;
 #[cfg(feature = "merge")]

@@ -1,5 +1,5 @@
-//! Advisory, exclusive file locks (`flock(2)`) between processes, on one machine or on
-//! several that share a file system.
+//! Advisory, exclusive file locks (`std::fs::File::lock`: `flock(2)` on Unix) between
+//! processes, on one machine or on several that share a file system.
 //!
 //! A [`FileLock`] holds `flock(LOCK_EX)` on an open file; the kernel releases it when the
 //! holder closes the file or dies (SIGKILL and OOM kills included), so a lock of a dead
@@ -65,7 +65,7 @@ impl FileLock {
         let _ = writeln!(
             lock.file,
             "{} {}",
-            datamix_partition::leftovers::host_name(),
+            datamix_io::host_name(),
             std::process::id()
         );
         Ok(Some(lock))
@@ -77,32 +77,18 @@ impl FileLock {
     }
 }
 
-#[cfg(unix)]
+/// Takes the exclusive lock: waits for it (`wait`), or returns `false` at once while another
+/// open file holds it. `std`'s file locks are `flock(LOCK_EX)` on Unix and `LockFileEx`
+/// on Windows.
 fn flock(file: &File, wait: bool) -> std::io::Result<bool> {
-    use std::os::unix::io::AsRawFd;
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
-    loop {
-        // SAFETY: flock on a file descriptor this `File` owns for the call's duration.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(true);
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
-            _ => return Err(err),
-        }
+    if wait {
+        return file.lock().map(|()| true);
     }
-}
-
-#[cfg(not(unix))]
-fn flock(_file: &File, _wait: bool) -> std::io::Result<bool> {
-    // No advisory locks: every process proceeds (the pool stays correct, work may repeat).
-    Ok(true)
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -119,8 +105,11 @@ mod tests {
         let holder = std::fs::read_to_string(&p).unwrap();
         assert!(holder.contains(&std::process::id().to_string()), "{holder}");
         drop(a);
-        assert!(FileLock::try_exclusive(&p).unwrap().is_some());
-        let _b = FileLock::exclusive(&p).unwrap();
+        // Blocking, not `try_exclusive`: a test beside this one spawns a child, and between
+        // fork and exec the child briefly shares every open file description, `a`'s included.
+        let b = FileLock::exclusive(&p).unwrap();
+        assert!(FileLock::try_exclusive(&p).unwrap().is_none());
+        drop(b);
     }
 
     #[cfg(target_os = "linux")]

@@ -121,7 +121,7 @@ pub fn scatter_svg(panels: &[Panel], x_desc: &str, y_desc: &str) -> Result<Strin
 pub fn write_scatter(path: &Path, panels: &[Panel], x_desc: &str, y_desc: &str) -> Result<()> {
     let svg = scatter_svg(panels, x_desc, y_desc)
         .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    datamix_decoder::checkpoint::write_atomic(path, svg.as_bytes())?;
+    datamix_io::write_file(path, svg.as_bytes())?;
     Ok(())
 }
 
@@ -152,7 +152,7 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
 pub fn png_copy(svg: &Path) -> Result<()> {
     let data = std::fs::read_to_string(svg).map_err(|e| Error::io(svg, e))?;
     let png = svg_to_png(&data).map_err(|e| Error::Invalid(format!("{}: {e}", svg.display())))?;
-    datamix_decoder::checkpoint::write_atomic(&svg.with_extension("png"), &png)?;
+    datamix_io::write_file(&svg.with_extension("png"), &png)?;
     Ok(())
 }
 

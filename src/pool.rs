@@ -343,7 +343,7 @@ impl Pool {
     pub fn record_training(&self, mut rec: TrainingRecord) -> Result<()> {
         let dir = self.jobs_dir().join("trainings");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        rec.host = datamix_partition::leftovers::host_name();
+        rec.host = datamix_io::host_name();
         rec.pid = std::process::id();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -351,7 +351,7 @@ impl Pool {
             .unwrap_or(0);
         let path = dir.join(format!("{}-{}-{}-{nanos}.json", rec.key, rec.host, rec.pid));
         let json = serde_json::to_vec_pretty(&rec).expect("records serialise");
-        datamix_decoder::checkpoint::write_atomic(&path, &json)?;
+        datamix_io::write_file(&path, &json)?;
         Ok(())
     }
 
@@ -441,7 +441,7 @@ impl Pool {
         let aside = self.root.join(format!(
             "{DAMAGED_PREFIX}{}-{}{nanos}",
             key.as_str(),
-            datamix_partition::leftovers::temp_prefix("")
+            datamix_io::temp_prefix("")
         ));
         match std::fs::rename(&dir, &aside) {
             Ok(()) => Ok(Some(aside)),
@@ -679,13 +679,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("pool");
         std::fs::create_dir_all(&root).unwrap();
-        let host = datamix_partition::leftovers::host_name();
+        let host = datamix_io::host_name();
         // Above Linux's highest pid (2^22): never a live process.
         let dead = root.join(format!(".tmp-{host}-4194321-abc"));
-        let live = root.join(format!(
-            "{}abc",
-            datamix_partition::leftovers::temp_prefix(".tmp-")
-        ));
+        let live = root.join(format!("{}abc", datamix_io::temp_prefix(".tmp-")));
         for d in [&dead, &live] {
             std::fs::create_dir(d).unwrap();
             std::fs::write(d.join(WEIGHTS_FILE), b"w").unwrap();

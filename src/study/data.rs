@@ -71,10 +71,6 @@ pub struct SeedCorpus {
     pub corpus: Arc<PackedCorpus>,
     /// SHA-256 of its manifest (in the seed's pool key).
     pub corpus_id: String,
-    /// Its domains (the seed trains on their uniform mixture).
-    pub domains: Vec<String>,
-    /// Its training tokens.
-    pub tokens: u64,
 }
 
 /// Builds (or reuses) the tokenizer and the packed corpus under `out_dir` and cuts the
@@ -352,7 +348,6 @@ fn seed_corpus(
         (&[], &[]),
     )?;
     let m = corpus.manifest();
-    let domains: Vec<String> = m.domains.iter().map(|d| d.name.clone()).collect();
     let tokens: u64 = m.domains.iter().map(|d| d.tokens).sum();
     if tokens < cfg.data.seq_len as u64 + 1 {
         return Err(Error::Invalid(format!(
@@ -364,16 +359,11 @@ fn seed_corpus(
     }
     tracing::info!(
         dir = %path.display(),
-        domains = domains.len(),
+        domains = m.domains.len(),
         tokens,
         "seed corpus: the seed model trains on the uniform mixture of its domains"
     );
-    Ok(SeedCorpus {
-        corpus,
-        corpus_id,
-        domains,
-        tokens,
-    })
+    Ok(SeedCorpus { corpus, corpus_id })
 }
 
 /// Suffix of the file beside a trained tokenizer recording what it was trained from.
@@ -588,7 +578,7 @@ fn tokenizer(
     tok.save(&path)?;
     want.tokenizer_hash = tok.hash().to_string();
     let json = serde_json::to_vec_pretty(&want).expect("tokenizer key serialises");
-    datamix_decoder::checkpoint::write_atomic(&key_path, &json)?;
+    datamix_io::write_file(&key_path, &json)?;
     Ok(tok)
 }
 

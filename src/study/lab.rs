@@ -148,13 +148,11 @@ impl Scratch {
 
     fn save<B: AutodiffBackend>(&self, trainer: &Trainer<B>, first_step: u64) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let tmp = self
-            .dir
-            .join(datamix_partition::leftovers::temp_prefix("ckpt.tmp-"));
+        let tmp = self.dir.join(datamix_io::temp_prefix("ckpt.tmp-"));
         let _ = std::fs::remove_dir_all(&tmp);
         trainer.save(&tmp)?;
         let job = serde_json::to_vec(&ScratchJob { first_step }).expect("serialises");
-        datamix_decoder::checkpoint::write_atomic(&tmp.join("job.json"), &job)?;
+        datamix_io::write_file(&tmp.join("job.json"), &job)?;
         let (cur, old) = (self.dir.join("ckpt"), self.dir.join("ckpt.old"));
         let _ = std::fs::remove_dir_all(&old);
         if cur.exists() {
@@ -264,12 +262,13 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         wait: bool,
     ) -> Result<Option<PoolKey>> {
         let seq = self.cfg.data.seq_len;
+        let (corpus, corpus_id) = self.data.corpus_for(role == Role::Seed);
         let spec = ModelSpec::new(
             role,
             name,
             from,
             data,
-            self.data.corpus_for(role == Role::Seed).1,
+            corpus_id,
             &self.model,
             run.train_config(seq, seed),
         );
@@ -332,12 +331,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         self.bar.inc(done);
         // One extra sequence: a batch row needs `seq + 1` tokens.
         let budget = run.tokens(seq) + seq as u64;
-        let sampler = MixtureSampler::new(
-            self.data.corpus_for(role == Role::Seed).0.clone(),
-            data,
-            budget,
-            seed,
-        )?;
+        let sampler = MixtureSampler::new(corpus.clone(), data, budget, seed)?;
         let mut packer = Packer::resume(sampler, run.batch_size, seq, trainer.cursor().clone());
         let chunk = match run.checkpoint_every {
             0 => run.steps,

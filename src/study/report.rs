@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use datamix_decoder::checkpoint::write_atomic;
+use datamix_io::write_file;
 use datamix_regression::FeatureGroup::{Mde, Merged};
 use plotters::prelude::*;
 
@@ -33,7 +33,7 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
             q.target, q.proxy, q.pearson, q.spearman
         );
     }
-    write_atomic(&dir.join("proxies.csv"), csv.as_bytes())?;
+    write_file(&dir.join("proxies.csv"), csv.as_bytes())?;
     let mut csv = String::from("target,mixtures,runs,seed_sd,mixture_sd,ceiling\n");
     for n in &a.noise {
         let _ = writeln!(
@@ -42,7 +42,7 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
             n.target, n.mixtures, n.runs, n.seed_sd, n.mixture_sd, n.ceiling
         );
     }
-    write_atomic(&dir.join("noise.csv"), csv.as_bytes())?;
+    write_file(&dir.join("noise.csv"), csv.as_bytes())?;
     let mut csv = String::from("target,family,features,mse,spearman,pearson,top1_regret\n");
     for r in &a.test {
         let m = &r.metrics;
@@ -52,7 +52,7 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
             r.target, r.family, r.features, m.mse, m.spearman, m.pearson, m.top1_regret
         );
     }
-    write_atomic(&dir.join("test.csv"), csv.as_bytes())?;
+    write_file(&dir.join("test.csv"), csv.as_bytes())?;
     let mut csv = String::from("family,features,n_train,spearman,spearman_sd,repeats\n");
     for c in &a.curves {
         let _ = writeln!(
@@ -61,7 +61,7 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
             c.family, c.features, c.n_train, c.spearman, c.spearman_sd, c.repeats
         );
     }
-    write_atomic(&dir.join("curves.csv"), csv.as_bytes())?;
+    write_file(&dir.join("curves.csv"), csv.as_bytes())?;
     if let Some(s) = &o.subsets {
         let mut csv = String::from("eval_domain,in_domain,proxy,pearson,spearman\n");
         for q in &s.quality {
@@ -71,13 +71,13 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
                 q.eval_domain, q.in_domain, q.proxy, q.pearson, q.spearman
             );
         }
-        write_atomic(&dir.join("subsets.csv"), csv.as_bytes())?;
+        write_file(&dir.join("subsets.csv"), csv.as_bytes())?;
     }
     if let Some(t) = &a.comparison {
-        write_atomic(&dir.join("regression.md"), t.to_markdown().as_bytes())?;
+        write_file(&dir.join("regression.md"), t.to_markdown().as_bytes())?;
     }
     let json = serde_json::to_vec_pretty(o).expect("outcome serialises");
-    write_atomic(&dir.join("outcome.json"), &json)?;
+    write_file(&dir.join("outcome.json"), &json)?;
     plot(o, &dir.join("proxies.svg"))?;
     plot_subsets(o, &dir.join("subsets.svg"))?;
     plot_curves(o, &dir.join("curves.svg"))?;
@@ -88,7 +88,7 @@ pub fn write(cfg: &StudyConfig, o: &StudyOutcome) -> Result<String> {
         }
     }
     let md = markdown(cfg, o);
-    write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    write_file(&dir.join("report.md"), md.as_bytes())?;
     Ok(md)
 }
 

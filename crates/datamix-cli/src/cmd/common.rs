@@ -3,11 +3,10 @@
 //! the search itself, and outputs written only once everything is computed.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use datamix::optimizer::{CmaEs, Method, ModelObjective, OptimResult, SearchSpace};
-use datamix::regression::dataset::{LAMBDA, write_atomic};
+use datamix::regression::dataset::LAMBDA;
 use datamix::regression::{Predictor, RegressorSpec, Task};
 use datamix::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -339,9 +338,9 @@ impl ConstraintArgs {
     }
 }
 
-/// Files computed in memory and written together at the end, each atomically (temporary
-/// file, fsync, rename), then the folder fsynced: an error before [`Outputs::write`] leaves
-/// nothing behind.
+/// Files computed in memory and written together at the end, each atomically and durably
+/// ([`datamix::io::write_file`]: temporary file, fsync, rename, folder fsync): an error
+/// before [`Outputs::write`] leaves nothing behind.
 #[derive(Debug, Default)]
 pub struct Outputs {
     files: Vec<(String, Vec<u8>)>,
@@ -359,19 +358,11 @@ impl Outputs {
         let mut paths = Vec::new();
         for (name, bytes) in &self.files {
             let path = dir.join(name);
-            write_atomic(&path, |f| f.write_all(bytes))?;
+            datamix::io::write_file(&path, bytes)?;
             paths.push(path);
         }
-        sync_dir(dir)?;
         Ok(paths)
     }
-}
-
-/// Makes the renames into `dir` durable.
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }
 
 /// Family names `datamix fit --families` accepts.
