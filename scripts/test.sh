@@ -9,7 +9,9 @@
 #   5. the corpus scripts' unit tests;
 #   6. the slim facade (regression + optimizer + mde) pulls no Burn, onig, parquet/arrow or
 #      plotters (`cargo tree`), and the quick examples run in that slim build;
-#   7. every crate packages (`cargo package --workspace`, as `cargo publish` would).
+#   7. the two study examples (Na et al.'s ablation, the MDE study) on the built-in small
+#      corpus (fetched by scripts/fetch-corpus.sh --small when missing);
+#   8. every crate packages (`cargo package --workspace`, as `cargo publish` would).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}"
@@ -52,6 +54,13 @@ slim=(--profile test -p datamix --no-default-features --features regression,opti
 for ex in swarm_fit embed_optimizer merge_checkpoints; do
   echo "-- example $ex"
   cargo run "${slim[@]}" --example "$ex"
+done
+
+echo "== examples on the built-in small corpus (full feature set, test profile)"
+[ -f data/small/MANIFEST.json ] || ./scripts/fetch-corpus.sh --small
+for ex in na_ablation mde_study; do
+  echo "-- example $ex"
+  cargo run --profile test --example "$ex"
 done
 
 echo "== cargo package --workspace"

@@ -7,7 +7,8 @@
 //! This facade re-exports the workspace crates in the order data flows through
 //! them (partition -> decoder (train/eval) -> pool -> merge / mde -> regression
 //! -> optimizer) and adds the glue between them: [`pool`] (content-addressed models), [`proxy`]
-//! (merge-then-evaluate) and [`study`] (the end-to-end pipeline the CLI runs), [`plot`]
+//! (merge-then-evaluate), [`single`] (one model trained or scored outside a study) and
+//! [`study`] (the end-to-end pipeline the CLI runs), [`plot`]
 //! (SVG/PNG scatter plots), and a [`prelude`] of the common types.
 
 //!
@@ -26,7 +27,7 @@
 //! | `partition` | `datamix::partition` | tokenizers (onig) |
 //! | `parquet` | `partition` + Parquet input | parquet, arrow |
 //! | `decoder` | `datamix::decoder` (add a backend: `cpu`, `wgpu`, `cuda`, `ndarray`, `tch`) | Burn |
-//! | `study` | everything above, `datamix::{pool, proxy, study, plot, lock}` | all of them, plotters |
+//! | `study` | everything above, `datamix::{pool, proxy, single, study, plot, lock}` | all of them, plotters |
 //!
 //! `default = ["study", "cpu"]`: the full pipeline on the CPU backend. The slim set:
 //!
@@ -47,6 +48,8 @@ pub mod pool;
 pub mod prelude;
 #[cfg(all(feature = "decoder", feature = "merge"))]
 pub mod proxy;
+#[cfg(feature = "study")]
+pub mod single;
 #[cfg(feature = "study")]
 pub mod study;
 

@@ -498,7 +498,7 @@ fn corpus_stale(
 }
 
 /// A file's name up to its first dot (`sotu.jsonl.gz` -> `sotu`).
-fn stem(path: &std::path::Path) -> String {
+pub(crate) fn stem(path: &std::path::Path) -> String {
     path.file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.split('.').next())
@@ -583,7 +583,7 @@ fn tokenizer(
 }
 
 /// Tokens of a source's documents joined by end-of-text, stopping after `cap` tokens.
-fn tokenize_capped(
+pub(crate) fn tokenize_capped(
     source: &CorpusSource,
     reader: &ReaderOptions,
     tok: &TextTokenizer,

@@ -60,8 +60,14 @@ enum Command {
     /// MDE losses of mixtures from expert log-probability tables (one per eval domain), and
     /// the exact MDE optimum.
     Mde(Box<cmd::mde::MdeArgs>),
-    /// Merge safetensors checkpoints by a TOML plan (models, weights, method, output dtype).
+    /// Merge safetensors checkpoints by a TOML or YAML plan (models, weights, method: linear,
+    /// task arithmetic, TIES or SLERP; output dtype).
     Merge(Box<cmd::merge::MergeArgs>),
+    /// Train one model on a corpus or a mixture of its domains, from scratch or continued
+    /// from a checkpoint.
+    Train(Box<cmd::train::TrainArgs>),
+    /// Score models on eval sets; write their per-token log-probabilities as MDE tables.
+    Eval(Box<cmd::eval::EvalArgs>),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +106,8 @@ fn run(command: Command) -> datamix::Result<()> {
         Command::Search(args) => cmd::search::run(&args),
         Command::Mde(args) => cmd::mde::run(&args),
         Command::Merge(args) => cmd::merge::run(&args),
+        Command::Train(args) => cmd::train::run(&args),
+        Command::Eval(args) => cmd::eval::run(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `datamix merge` on hand-written safetensors files: the weighted average is exact, the
-//! output dtype and the merge record are as planned, and mismatched tensors or bad plans
-//! are refused naming the tensor (both shapes) or the key, with nothing written.
+//! output dtype and the merge record are as planned, task arithmetic, TIES and SLERP give
+//! the values worked out by hand (plans in YAML), and mismatched tensors or bad plans are
+//! refused naming the tensor (both shapes) or the key, with nothing written.
 
 use std::path::Path;
 use std::process::Command;
@@ -161,8 +162,23 @@ fn bad_plans_and_mismatched_tensors_exit_1_and_write_nothing() {
         ),
         (
             "unknown method",
+            PLAN.replace("\"linear\"", "\"dare\""),
+            "method `dare` is not in this build; the methods are: linear, task_arithmetic, ties, slerp",
+        ),
+        (
+            "TIES without its density",
             PLAN.replace("\"linear\"", "\"ties\""),
-            "method `ties` is not in this build; the methods are: linear",
+            "method `ties` needs `density`",
+        ),
+        (
+            "a parameter of another method",
+            PLAN.replace("dtype", "density = 0.5\ndtype"),
+            "`density` is a parameter of ties, not of method `linear`",
+        ),
+        (
+            "TIES without a base model",
+            PLAN.replace("\"linear\"", "\"ties\"\ndensity = 0.5"),
+            "base",
         ),
         (
             "unknown dtype",
@@ -205,4 +221,68 @@ fn bad_plans_and_mismatched_tensors_exit_1_and_write_nothing() {
             "{what}: record written"
         );
     }
+}
+
+#[test]
+fn task_arithmetic_ties_and_slerp_from_yaml_plans_give_hand_worked_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_safetensors(&d.join("base.safetensors"), &[("w", vec![4], vec![0.0; 4])]);
+    write_safetensors(
+        &d.join("a.safetensors"),
+        &[("w", vec![4], vec![1.0, -2.0, 3.0, 0.5])],
+    );
+    write_safetensors(
+        &d.join("b.safetensors"),
+        &[("w", vec![4], vec![3.0, 1.5, -1.0, 0.1])],
+    );
+    let run = |name: &str, yaml: &str| {
+        let plan = d.join(format!("{name}.yaml"));
+        std::fs::write(&plan, yaml).unwrap();
+        let (code, err) = datamix(&plan);
+        assert_eq!(code, Some(0), "{name}: {err}");
+        let (header, data) = read_safetensors(&d.join(format!("{name}.safetensors")));
+        f32_tensor(&header, &data, "w")
+    };
+    let models = "models:\n  - path: a.safetensors\n    weight: 1.0\n  - path: b.safetensors\n    weight: 1.0\n";
+    // TIES, density 0.5: a keeps (-2, 3), b keeps (3, 1.5); the elected signs are
+    // (+, -, +, none), so entry 0 is b's 3, entry 1 a's -2 (b's 1.5 disagrees), entry 2 a's
+    // 3, and entry 3 stays the base's 0.
+    let ties = run(
+        "ties",
+        &format!(
+            "method: ties\nbase: base.safetensors\ndensity: 0.5\noutput: ties.safetensors\n{models}"
+        ),
+    );
+    assert_eq!(ties, [3.0f32, -2.0, 3.0, 0.0]);
+    // Task arithmetic with raw weights 0.5 each: base + 0.5 (a - base) + 0.5 (b - base).
+    let ta = run(
+        "ta",
+        "method: task_arithmetic\nweighting: raw\nbase: base.safetensors\noutput: ta.safetensors\n\
+         models:\n  - path: a.safetensors\n    weight: 0.5\n  - path: b.safetensors\n    weight: 0.5\n",
+    );
+    assert_eq!(ta, [2.0f32, -0.25, 1.0, 0.3]);
+    // SLERP of two orthogonal unit vectors at t = 0.5 stays on the unit circle.
+    write_safetensors(&d.join("x.safetensors"), &[("w", vec![2], vec![1.0, 0.0])]);
+    write_safetensors(&d.join("y.safetensors"), &[("w", vec![2], vec![0.0, 1.0])]);
+    let slerp = run(
+        "slerp",
+        "method: slerp\nt: 0.5\noutput: slerp.safetensors\n\
+         models:\n  - path: x.safetensors\n  - path: y.safetensors\n",
+    );
+    let h = std::f32::consts::FRAC_1_SQRT_2;
+    assert!(
+        (slerp[0] - h).abs() < 1e-6 && (slerp[1] - h).abs() < 1e-6,
+        "{slerp:?}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("slerp.merge.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["method"], "slerp");
+    // A YAML syntax error names the plan file.
+    let plan = d.join("broken.yaml");
+    std::fs::write(&plan, "method: [linear\n").unwrap();
+    let (code, err) = datamix(&plan);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("broken.yaml"), "{err}");
 }

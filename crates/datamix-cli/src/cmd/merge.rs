@@ -1,18 +1,23 @@
-//! `datamix merge`: a TOML plan (models, weights, method, output dtype), in the spirit of
-//! mergekit's config → a merged safetensors file and its merge record.
+//! `datamix merge`: a TOML or YAML plan (models, weights, method and its parameters, base
+//! model, output dtype), in the spirit of mergekit's config → a merged safetensors file and
+//! its merge record.
 
 use std::path::{Path, PathBuf};
 
 use datamix::Result;
-use datamix::merge::{MergePlan, Merger, OutDtype, PathsOnly, Weighting};
+use datamix::merge::{
+    MergePlan, Merger, Method, MethodPlan, OutDtype, PathsOnly, PerTensor, Slerp, Source, Ties,
+    Weighting,
+};
 use serde::Deserialize;
 
 use super::common::{Outputs, user};
 
 const EXAMPLE: &str = "\
-Example plan (merge.toml; relative paths are from the plan's folder):
+Example plan (merge.toml; merge.yaml takes the same keys; relative paths are from the
+plan's folder):
 
-  method = \"linear\"          # the methods this build has: linear
+  method = \"linear\"          # linear, task_arithmetic, ties or slerp
   weighting = \"normalized\"   # or \"raw\": weights as given (task arithmetic)
   dtype = \"bf16\"             # f32, bf16 or f16 (floating tensors of the output)
   output = \"merged.safetensors\"
@@ -27,18 +32,24 @@ Example plan (merge.toml; relative paths are from the plan's folder):
 
   datamix merge --plan merge.toml
 
+TIES keeps the largest `density` share of each task vector (model - base), elects signs
+and averages the agreeing entries: method = \"ties\", base = \"seed.safetensors\",
+density = 0.5 (or per tensor: density = { default = 0.5, overrides = [{ filter = \"norm\",
+value = 1.0 }] }). SLERP interpolates two models (or base and one model) along the sphere:
+method = \"slerp\", t = 0.3. Task arithmetic adds the weighted task vectors to the base.
+
 Writes the output (its metadata records the plan and the inputs' BLAKE3 hashes) and the
 same record as <output stem>.merge.json beside it.";
 
 /// Merge methods this build has.
-const METHODS: &[&str] = &["linear"];
+const METHODS: &[&str] = &["linear", "task_arithmetic", "ties", "slerp"];
 
 /// Arguments of `datamix merge`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLE)]
 pub struct MergeArgs {
-    /// The merge plan (TOML).
-    #[arg(long, value_name = "TOML")]
+    /// The merge plan (TOML, or YAML for a .yaml/.yml file).
+    #[arg(long, value_name = "FILE")]
     pub plan: PathBuf,
     /// Output file (overrides the plan's `output`).
     #[arg(long, short, value_name = "SAFETENSORS")]
@@ -50,7 +61,12 @@ pub struct MergeArgs {
 #[serde(deny_unknown_fields)]
 struct ModelEntry {
     path: PathBuf,
+    #[serde(default = "one")]
     weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A merge plan file.
@@ -59,6 +75,12 @@ struct ModelEntry {
 struct PlanFile {
     #[serde(default = "linear")]
     method: String,
+    /// TIES: the share of each task vector kept, in (0, 1] (one value or per tensor).
+    density: Option<PerTensor<f64>>,
+    /// SLERP: the interpolation parameter in [0, 1] (one value or per tensor).
+    t: Option<PerTensor<f64>>,
+    /// The base model (task arithmetic, TIES; SLERP's first endpoint).
+    base: Option<PathBuf>,
     #[serde(default)]
     weighting: Weighting,
     #[serde(default)]
@@ -69,6 +91,53 @@ struct PlanFile {
 
 fn linear() -> String {
     "linear".into()
+}
+
+impl PlanFile {
+    /// Parses TOML, or YAML for a `.yaml`/`.yml` file.
+    fn parse(path: &Path, text: &str) -> std::result::Result<Self, String> {
+        let flat = |e: String| {
+            e.lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => serde_yaml_ng::from_str(text).map_err(|e| flat(e.to_string())),
+            _ => toml::from_str(text).map_err(|e| flat(e.to_string())),
+        }
+    }
+
+    /// The method with its parameters; a parameter of another method is refused.
+    fn method(&self) -> std::result::Result<Method, String> {
+        let stray = |key: &str, of: &str| {
+            Err(format!(
+                "`{key}` is a parameter of {of}, not of method `{}`",
+                self.method
+            ))
+        };
+        if self.density.is_some() && self.method != "ties" {
+            return stray("density", "ties");
+        }
+        if self.t.is_some() && self.method != "slerp" {
+            return stray("t", "slerp");
+        }
+        let need = |key: &str| format!("method `{}` needs `{key}`", self.method);
+        Ok(match self.method.as_str() {
+            "linear" => Method::Linear,
+            "task_arithmetic" => Method::TaskArithmetic,
+            "ties" => Method::Ties(Ties::new(
+                self.density.clone().ok_or_else(|| need("density"))?,
+            )),
+            "slerp" => Method::Slerp(Slerp::new(self.t.clone().ok_or_else(|| need("t"))?)),
+            other => {
+                return Err(format!(
+                    "method `{other}` is not in this build; the methods are: {}",
+                    METHODS.join(", ")
+                ));
+            }
+        })
+    }
 }
 
 /// Output dtype as written in a plan.
@@ -100,21 +169,8 @@ pub fn record_path(output: &Path) -> PathBuf {
 pub fn run(a: &MergeArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.plan).map_err(|e| datamix::Error::io(&a.plan, e))?;
     let bad = |m: String| user(format!("{}: {m}", a.plan.display()));
-    let plan: PlanFile = toml::from_str(&text).map_err(|e| {
-        bad(e
-            .to_string()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join(" "))
-    })?;
-    if !METHODS.contains(&plan.method.as_str()) {
-        return Err(bad(format!(
-            "method `{}` is not in this build; the methods are: {}",
-            plan.method,
-            METHODS.join(", ")
-        )));
-    }
+    let plan = PlanFile::parse(&a.plan, &text).map_err(&bad)?;
+    let method = plan.method().map_err(&bad)?;
     if plan.models.is_empty() {
         return Err(bad("`models` is empty: a merge needs at least one".into()));
     }
@@ -145,11 +201,19 @@ pub fn run(a: &MergeArgs) -> Result<()> {
         }
         pairs.push((path, m.weight));
     }
-    let merge_plan = MergePlan::weighted(pairs);
-    let merger = Merger::linear()
-        .weighting(plan.weighting)
-        .out_dtype(plan.dtype.into());
-    let record = merger.merge_to_file(&merge_plan, &PathsOnly, &output)?;
+    let mut method_plan =
+        MethodPlan::new(method, MergePlan::weighted(pairs)).weighting(plan.weighting);
+    if let Some(b) = &plan.base {
+        let path = base.join(b);
+        if !path.is_file() {
+            return Err(bad(format!("base: {}: no such file", path.display())));
+        }
+        method_plan = method_plan.base(Source::Path(path));
+    }
+    method_plan.check()?;
+    let record = Merger::for_plan(&method_plan)
+        .out_dtype(plan.dtype.into())
+        .merge_to_file(&method_plan.models, &PathsOnly, &output)?;
     let json = serde_json::to_string_pretty(&record).expect("plain data serialises");
     let rec_path = record_path(&output);
     let mut out = Outputs::default();
