@@ -12,8 +12,8 @@
 # Results land in runs/reproduce/results/ (report.md, CSV, JSON, SVG/PNG plots). Rerunning
 # reuses the corpus and every trained model. Extra arguments go to `datamix study`
 # (e.g. --config configs/study-small.toml for the quick study, or --backend wgpu when built
-# with that feature). The build is the dev profile the tests share (the compute crates are
-# compiled at opt-level 3 there, see Cargo.toml).
+# with that feature). The build is the dev profile, which shares its dependencies with the
+# tests and runs at release speed (Cargo.toml; docs/reproduction.md has the measurement).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=data/medium

@@ -76,6 +76,29 @@ pub enum Error {
         /// The plan id of the config now.
         actual: String,
     },
+    /// A pool whose entries were written by an incompatible version of datamix (their
+    /// descriptions, hence their keys, follow another format).
+    #[error(
+        "pool {}: entry {entry} was written by another version of datamix (model description format `{found}`, this version writes `{expected}`): its models would never be found again. Move the pool aside or delete it (or set another out_dir)", pool.display()
+    )]
+    PoolFormat {
+        /// The pool.
+        pool: PathBuf,
+        /// The entry looked at.
+        entry: String,
+        /// Its description's format.
+        found: String,
+        /// This version's.
+        expected: String,
+    },
+    /// A pool this process cannot write to.
+    #[error("pool {}: not writable ({source}); models could not be stored (check the permissions, the mount, the free space)", pool.display())]
+    PoolUnwritable {
+        /// The pool.
+        pool: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// Invalid study input (named in the message).
     #[error("{0}")]
     Invalid(String),

@@ -278,15 +278,66 @@ impl Pool {
     /// Opens (creating if needed) a pool rooted at `root`, and removes temporary
     /// directories of interrupted runs (only those whose process is gone, or untouched
     /// for a day: see [`datamix_partition::leftovers`]).
+    ///
+    /// A pool that cannot be written to is refused here ([`Error::PoolUnwritable`]), before
+    /// any training, not when the first model is done.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        std::fs::create_dir_all(&root).map_err(|e| Error::PoolUnwritable {
+            pool: root.clone(),
+            source: e,
+        })?;
+        let probe = root.join(datamix_io::temp_prefix(TMP_PREFIX));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|e| Error::PoolUnwritable {
+                pool: root.clone(),
+                source: e,
+            })?;
+        let _ = std::fs::remove_file(&probe);
         datamix_partition::leftovers::clean(
             &root,
             TMP_PREFIX,
             datamix_partition::leftovers::DEFAULT_MAX_AGE,
         )?;
         Ok(Self { root })
+    }
+
+    /// Checks that the pool's entries were described in `format` (the `format` field of
+    /// their `spec.json`; a missing field reads as `"1"`): one intact entry is looked at,
+    /// since a pool is written by one version. [`Error::PoolFormat`] otherwise. An empty
+    /// pool passes.
+    pub fn check_format(&self, format: &str) -> Result<()> {
+        let rd = std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.starts_with(TMP_PREFIX) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(e.path().join(SPEC_FILE)) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            let found = v
+                .get("format")
+                .and_then(|f| f.as_str())
+                .unwrap_or("1")
+                .to_string();
+            if found != format {
+                return Err(Error::PoolFormat {
+                    pool: self.root.clone(),
+                    entry: name,
+                    found,
+                    expected: format.to_string(),
+                });
+            }
+            return Ok(());
+        }
+        Ok(())
     }
 
     /// The pool's directory.

@@ -437,37 +437,196 @@ fn a_separate_seed_corpus_trains_the_seed_only() {
         "{:?}",
         o.eval_domains
     );
-    let manifest = std::fs::read(cfg.out_dir.join("seed_corpus/manifest.json")).unwrap();
-    let seed_id = hex_sha256(&manifest);
-    let train_id = hex_sha256(&std::fs::read(cfg.out_dir.join("corpus/manifest.json")).unwrap());
+    // Pool keys name data by content: the seed's streams are the seed corpus' domain, every
+    // other model's are training domains or their units.
     let mut seeds = Vec::new();
     let mut continued = 0;
     for e in std::fs::read_dir(cfg.out_dir.join("pool")).unwrap() {
         let spec = e.unwrap().path().join("spec.json");
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(spec).unwrap()).unwrap();
+        let streams = v["data"]["streams"].as_array().unwrap().clone();
+        assert!(!streams.is_empty(), "{v}");
         if v["role"] == "seed" {
+            assert!(streams.iter().all(|s| s["name"] == "general"), "{v}");
             seeds.push(v);
         } else {
-            assert_eq!(v["corpus"], train_id.as_str(), "{v}");
+            assert!(streams.iter().all(|s| s["name"] != "general"), "{v}");
             continued += 1;
         }
     }
     assert_eq!(seeds.len(), 1);
-    assert_eq!(seeds[0]["corpus"], seed_id.as_str());
-    assert!(
-        seeds[0]["data"].to_string().contains("general"),
-        "{}",
-        seeds[0]["data"]
-    );
     assert!(continued >= 6 + 3, "{continued} continued models");
     let report = std::fs::read_to_string(cfg.out_dir.join("results/report.md")).unwrap();
     assert!(report.contains("a separate seed corpus"), "{report}");
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
+/// Na et al.'s cost argument: a finished study extended by one domain trains only the models
+/// that sample it (its base units, its expert and the mixtures, whose λ gains an axis); the
+/// seed (trained on a separate seed corpus), the other domains' unit models and experts
+/// keep their pool keys. Needs a tokenizer that does not change with the corpus
+/// (`data.tokenizer`): a retrained one would renumber every token.
+#[test]
+fn adding_a_domain_trains_only_the_models_that_sample_it() {
+    use datamix::partition::{CorpusSource, DEFAULT_EOT, ReaderOptions, train_tokenizer};
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path());
+    let corpus = dir.path().join("corpus");
+    let mut prose = String::new();
+    let words = [
+        "river", "stone", "quiet", "north", "letter", "winter", "harbor", "lamp",
+    ];
+    for doc in 0..40 {
+        let text: Vec<&str> = (0..120).map(|i| words[(i * 5 + doc * 3) % 8]).collect();
+        let _ = writeln!(
+            prose,
+            "{}",
+            serde_json::json!({"id": format!("prose-{doc}"), "text": text.join(" "), "metadata": {"domain": "prose"}})
+        );
+    }
+    // The tokenizer is trained once on all four domains and then given to both studies.
+    let all = dir.path().join("all");
+    std::fs::create_dir_all(&all).unwrap();
+    for f in ["greek", "digits", "code"] {
+        std::fs::copy(
+            corpus.join(format!("{f}.jsonl")),
+            all.join(format!("{f}.jsonl")),
+        )
+        .unwrap();
+    }
+    std::fs::write(all.join("prose.jsonl"), &prose).unwrap();
+    let sources = CorpusSource::discover(&all).unwrap();
+    let tok = train_tokenizer(
+        &sources,
+        &ReaderOptions::default(),
+        300,
+        DEFAULT_EOT,
+        u64::MAX,
+    )
+    .unwrap();
+    let tok_path = dir.path().join("tokenizer.json");
+    tok.save(&tok_path).unwrap();
+    let seed_dir = dir.path().join("seed-corpus");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    std::fs::copy(corpus.join("greek.jsonl"), seed_dir.join("general.jsonl")).unwrap();
+    let text = config(dir.path())
+        .replace(
+            "vocab_size = 300",
+            &format!(
+                "tokenizer = \"{}\"\nseed_corpus = \"{}\"",
+                tok_path.display(),
+                seed_dir.display()
+            ),
+        )
+        .replace("count = 10\ntest = 3", "count = 4\ntest = 0")
+        .replace("mixtures = [0, 1]", "mixtures = []")
+        .replace("count = 4\nk = 2", "count = 0\nk = 2")
+        .replace("curve_repeats = 3", "curve_repeats = 0")
+        .replace("validate_seeds = 2", "validate = false");
+    let cfg = StudyConfig::from_toml(&text, Path::new("extend.toml")).unwrap();
+    study::run(&cfg).unwrap();
+    let pool = datamix::pool::Pool::open(cfg.out_dir.join("pool")).unwrap();
+    let before: Vec<String> = pool
+        .trainings()
+        .unwrap()
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .map(|t| t.key.clone())
+        .collect();
+    let first = study::plan(&cfg).unwrap();
+
+    std::fs::write(corpus.join("prose.jsonl"), &prose).unwrap();
+    let second = study::plan(&cfg).unwrap();
+    let old = |role: &str, name: &str| {
+        first
+            .jobs
+            .iter()
+            .find(|j| role_of(j) == role && j.name == name)
+            .map(|j| j.key.clone())
+    };
+    let mut expect_new = Vec::new();
+    for j in &second.jobs {
+        let role = role_of(j);
+        let samples_prose = j.name == "prose" || j.name.starts_with("prose/");
+        match role.as_str() {
+            "seed" => assert_eq!(
+                Some(j.key.clone()),
+                old("seed", &j.name),
+                "the seed retrains"
+            ),
+            "unit" | "expert" if !samples_prose => assert_eq!(
+                Some(j.key.clone()),
+                old(&role, &j.name),
+                "{role} {} changed its key",
+                j.name
+            ),
+            "unit" | "expert" | "mixture" => {
+                assert!(
+                    before.iter().all(|k| k != j.key.as_str()),
+                    "{} in the pool",
+                    j.id
+                );
+                expect_new.push(j.key.as_str().to_string());
+            }
+            other => panic!("unexpected job role {other}"),
+        }
+    }
+    assert!(
+        second.jobs.iter().any(|j| j.name.starts_with("prose/")),
+        "no base unit of the new domain"
+    );
+    study::run(&cfg).unwrap();
+    let mut trained: Vec<String> = pool
+        .trainings()
+        .unwrap()
+        .iter()
+        .map(|t| t.key.clone())
+        .filter(|k| !before.contains(k))
+        .collect();
+    trained.sort();
+    expect_new.sort();
+    assert_eq!(
+        trained, expect_new,
+        "trained exactly the models that sample the new domain"
+    );
+}
+
+fn role_of(j: &datamix::study::graph::Job) -> String {
+    serde_json::to_value(j.role)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A pool written by the previous format (descriptions without `format`, keys naming the
+/// whole corpus) or one that cannot be written: a typed error naming it, before any work.
+#[test]
+fn an_old_or_unwritable_pool_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path());
+    let cfg = StudyConfig::from_toml(&config(dir.path()), Path::new("old.toml")).unwrap();
+    let entry = cfg.out_dir.join("pool").join("ab".repeat(32));
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::write(
+        entry.join("spec.json"),
+        r#"{"role":"seed","name":"uniform","corpus":"00"}"#,
+    )
+    .unwrap();
+    let e = study::run(&cfg).unwrap_err();
+    assert!(matches!(e, datamix::Error::PoolFormat { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&"ab".repeat(32))
+            && msg.contains("`1`")
+            && msg.contains("datamix-model-spec-v2"),
+        "{msg}"
+    );
+    assert!(
+        !cfg.out_dir.join("corpus").exists(),
+        "prepared data before refusing"
+    );
+    std::fs::remove_dir_all(cfg.out_dir.join("pool")).unwrap();
+    std::fs::write(cfg.out_dir.join("pool"), b"not a directory").unwrap();
+    let e = study::run(&cfg).unwrap_err();
+    assert!(matches!(e, datamix::Error::PoolUnwritable { .. }), "{e}");
+    assert!(e.to_string().contains("not writable"), "{e}");
 }

@@ -202,17 +202,17 @@ pub fn build(cfg: &StudyConfig, data: &Prepared) -> Result<Graph> {
                    run: &RunConfig,
                    train_seed: u64,
                    slot: Slot|
-     -> usize {
+     -> Result<usize> {
         let parent = from.map(|i| jobs[i].key.clone());
         let spec = ModelSpec::new(
             spec_role,
             &name,
             parent.as_ref(),
             &data_mix,
-            data.corpus_for(spec_role == SpecRole::Seed).1,
+            data.corpus_for(spec_role == SpecRole::Seed).0,
             &model,
             run.train_config(seq, train_seed),
-        );
+        )?;
         let key = PoolKey::of(&spec);
         jobs.push(Job {
             id,
@@ -229,7 +229,7 @@ pub fn build(cfg: &StudyConfig, data: &Prepared) -> Result<Graph> {
             run: run.clone(),
             slot,
         });
-        jobs.len() - 1
+        Ok(jobs.len() - 1)
     };
     let uniform = data.seed_mixture()?;
     let seed = add(
@@ -242,7 +242,7 @@ pub fn build(cfg: &StudyConfig, data: &Prepared) -> Result<Graph> {
         &cfg.seed_model,
         cfg.seed,
         Slot::Seed,
-    );
+    )?;
     let lambda_from = match cfg.mixtures.init {
         Init::Seed => Some(seed),
         Init::Scratch => None,
@@ -259,7 +259,7 @@ pub fn build(cfg: &StudyConfig, data: &Prepared) -> Result<Graph> {
             &cfg.continued,
             cfg.seed,
             Slot::Unit(u.domain.clone()),
-        );
+        )?;
     }
     for (i, d) in data.domains.iter().enumerate() {
         let mut w = vec![0.0; k];
@@ -275,7 +275,7 @@ pub fn build(cfg: &StudyConfig, data: &Prepared) -> Result<Graph> {
             &cfg.continued,
             cfg.seed,
             Slot::Expert,
-        );
+        )?;
     }
     for (j, lambda) in mixtures.iter().enumerate() {
         let mix = Mixture::from_weights(&data.corpus, lambda)?;
@@ -289,7 +289,7 @@ pub fn build(cfg: &StudyConfig, data: &Prepared) -> Result<Graph> {
             &cfg.continued,
             cfg.seed,
             Slot::Mixture,
-        );
+        )?;
     }
     for &j in &cfg.replicates.mixtures {
         for (r, s) in design::extra_seeds(cfg.seed, cfg.replicates.seeds)
@@ -307,7 +307,7 @@ pub fn build(cfg: &StudyConfig, data: &Prepared) -> Result<Graph> {
                 &cfg.continued,
                 s,
                 Slot::Replicate(j, s),
-            );
+            )?;
         }
     }
     let subset_run = RunConfig {
@@ -327,7 +327,7 @@ pub fn build(cfg: &StudyConfig, data: &Prepared) -> Result<Graph> {
             &subset_run,
             cfg.seed,
             Slot::Subset(s.clone()),
-        );
+        )?;
     }
     Ok(Graph {
         jobs,

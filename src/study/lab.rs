@@ -1,12 +1,12 @@
 //! Study stage 2, on a Burn backend: train the pool (seed, base-unit models, domain experts,
 //! ground-truth mixture models) and score models and merged proxies on the eval streams.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::AutodiffBackend;
 use datamix_decoder::{Decoder, DecoderConfig, EvalConfig, Packer, TrainConfig, Trainer, evaluate};
 use datamix_merge::{MergePlan, PathsOnly};
-use datamix_partition::{Mixture, MixtureSampler};
+use datamix_partition::{Mixture, MixtureSampler, PackedCorpus, StreamContent};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -62,23 +62,72 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// The format of [`ModelSpec`], recorded in every entry's `spec.json` (and so part of every
+/// key). Version 2 names data by content ([`DataKey`]); version 1 (no `format` field) named
+/// the whole corpus' manifest.
+pub const SPEC_FORMAT: &str = "datamix-model-spec-v2";
+
+/// Opens the study's pool and checks that an earlier version did not write it
+/// ([`Pool::check_format`]).
+pub fn open_pool(cfg: &StudyConfig) -> Result<Pool> {
+    let pool = Pool::open(cfg.out_dir.join("pool"))?;
+    pool.check_format(SPEC_FORMAT)?;
+    Ok(pool)
+}
+
+/// Checks the study's pool before any work, without creating it: when `out_dir/pool`
+/// exists it must be a writable directory of this version's format ([`open_pool`]).
+pub fn check_pool(cfg: &StudyConfig) -> Result<()> {
+    if std::fs::symlink_metadata(cfg.out_dir.join("pool")).is_err() {
+        return Ok(());
+    }
+    open_pool(cfg).map(|_| ())
+}
+
 /// Everything that decides a pool model's weights (its pool key is the hash of this).
 #[derive(Debug, Serialize)]
 pub struct ModelSpec<'a> {
+    /// [`SPEC_FORMAT`].
+    pub format: &'static str,
     /// What the model is for.
     pub role: Role,
     /// Human-readable name (unit id, domain, mixture label).
     pub name: String,
     /// The checkpoint it continues from.
     pub from: Option<&'a PoolKey>,
-    /// What it trains on.
-    pub data: &'a Mixture,
-    /// SHA-256 of the packed corpus' manifest.
-    pub corpus: &'a str,
+    /// What it trains on, by content.
+    pub data: DataKey,
     /// Architecture.
     pub model: &'a DecoderConfig,
-    /// Optimisation.
+    /// Optimisation (its seed also seeds the data order).
     pub train: TrainConfig,
+}
+
+/// The data a model trains on, by content: the tokenizer, the sequence length and the
+/// sampler's streams (name, weight, sequences drawn, hash of the sequences drawn from).
+/// Nothing in it names the corpus as a whole, so adding a domain (or base units of a new
+/// domain) to a study keeps the keys of every model that does not sample it: with a fixed
+/// tokenizer (`data.tokenizer`) and a seed that does not train on it (`data.seed_corpus`),
+/// a finished study extended by one domain trains only the models that depend on it.
+#[derive(Debug, Serialize)]
+pub struct DataKey {
+    /// SHA-256 of the tokenizer JSON.
+    pub tokenizer: String,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// The sampler's streams, in the order it serves them.
+    pub streams: Vec<StreamContent>,
+}
+
+/// Tokens a training of `train` consumes, plus one sequence (a batch row needs `seq + 1`
+/// tokens): the budget its sampler is built with.
+pub fn sampler_budget(train: &TrainConfig) -> u64 {
+    let seq = train.seq_len as u64;
+    (train.batch_size as u64)
+        .saturating_mul(train.grad_accum as u64)
+        .saturating_mul(seq)
+        .saturating_mul(train.total_steps)
+        .saturating_add(seq)
 }
 
 impl<'a> ModelSpec<'a> {
@@ -88,20 +137,27 @@ impl<'a> ModelSpec<'a> {
         role: Role,
         name: &str,
         from: Option<&'a PoolKey>,
-        data: &'a Mixture,
-        corpus: &'a str,
+        data: &Mixture,
+        corpus: &Arc<PackedCorpus>,
         model: &'a DecoderConfig,
         train: TrainConfig,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let sampler =
+            MixtureSampler::new(corpus.clone(), data, sampler_budget(&train), train.seed)?;
+        let m = corpus.manifest();
+        Ok(Self {
+            format: SPEC_FORMAT,
             role,
             name: name.to_string(),
             from,
-            data,
-            corpus,
+            data: DataKey {
+                tokenizer: m.tokenizer_hash.clone(),
+                seq_len: m.seq_len,
+                streams: sampler.content_key(),
+            },
             model,
             train,
-        }
+        })
     }
 }
 
@@ -208,7 +264,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         Ok(Self {
             cfg,
             data,
-            pool: Pool::open(cfg.out_dir.join("pool"))?,
+            pool: open_pool(cfg)?,
             model,
             device,
             streams: data
@@ -262,16 +318,16 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         wait: bool,
     ) -> Result<Option<PoolKey>> {
         let seq = self.cfg.data.seq_len;
-        let (corpus, corpus_id) = self.data.corpus_for(role == Role::Seed);
+        let (corpus, _) = self.data.corpus_for(role == Role::Seed);
         let spec = ModelSpec::new(
             role,
             name,
             from,
             data,
-            corpus_id,
+            corpus,
             &self.model,
             run.train_config(seq, seed),
-        );
+        )?;
         let key = PoolKey::of(&spec);
         if self.pool.contains(&key) {
             tracing::debug!(%role, name, key = key.short(), "in the pool");
@@ -329,9 +385,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         };
         let mut done = trainer.step() - first_step;
         self.bar.inc(done);
-        // One extra sequence: a batch row needs `seq + 1` tokens.
-        let budget = run.tokens(seq) + seq as u64;
-        let sampler = MixtureSampler::new(corpus.clone(), data, budget, seed)?;
+        let sampler = MixtureSampler::new(corpus.clone(), data, sampler_budget(&spec.train), seed)?;
         let mut packer = Packer::resume(sampler, run.batch_size, seq, trainer.cursor().clone());
         let chunk = match run.checkpoint_every {
             0 => run.steps,

@@ -64,7 +64,7 @@ pub use reader::{
     BadRecordPolicy, CorpusSource, Document, ReaderOptions, SourceFormat, SourceReader,
 };
 pub use rules::{Assignment, DomainRules, RangeRule};
-pub use sampler::{Mixture, MixtureSampler, SamplerCursor, StreamPlan};
+pub use sampler::{Mixture, MixtureSampler, SamplerCursor, StreamContent, StreamPlan};
 pub use shard::{Seq, TokenDtype, TokenShard};
 pub use tokenize::{DEFAULT_EOT, TextTokenizer};
 

@@ -84,6 +84,21 @@ pub struct StreamPlan {
     first: u64,
 }
 
+/// One stream of a sampler by content ([`MixtureSampler::content_key`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamContent {
+    /// Domain name or unit id.
+    pub name: String,
+    /// Normalised weight.
+    pub weight: f64,
+    /// Sequences drawn over the budget.
+    pub target_sequences: u64,
+    /// Distinct sequences it draws from.
+    pub available_sequences: u64,
+    /// xxh3-128 (hex) of those sequences' tokens (each token as little-endian `u32`).
+    pub content: String,
+}
+
 /// Position in a sampler's stream; serialisable, for checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SamplerCursor {
@@ -221,6 +236,36 @@ impl MixtureSampler {
             emitted: vec![0; n],
             perms: vec![None; n],
         })
+    }
+
+    /// Every stream by content, in the order the sampler serves and seeds them. With the
+    /// budget, the seed, the sequence length and the tokenizer, this decides the stream of
+    /// sequences exactly, without naming the corpus, its other domains or any position in
+    /// it: a model keyed by it keeps its key when other domains are added to the corpus.
+    pub fn content_key(&self) -> Vec<StreamContent> {
+        self.plan
+            .iter()
+            .map(|p| {
+                let shard = self.corpus.train_shard(p.domain);
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                let mut tokens = Vec::new();
+                let mut bytes = Vec::new();
+                for i in p.first..p.first + p.available_sequences {
+                    tokens.clear();
+                    shard.get(i as usize).extend_into(&mut tokens);
+                    bytes.clear();
+                    bytes.extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
+                    h.update(&bytes);
+                }
+                StreamContent {
+                    name: p.name.clone(),
+                    weight: p.weight,
+                    target_sequences: p.target_sequences,
+                    available_sequences: p.available_sequences,
+                    content: format!("{:032x}", h.digest128()),
+                }
+            })
+            .collect()
     }
 
     /// Per-stream plan: weights, sequences and epochs.

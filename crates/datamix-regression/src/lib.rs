@@ -2,7 +2,7 @@
 //!
 //! Predicts the loss of a data mixture from cheap features: the mixture weights λ, the
 //! Mixture-of-Data-Experts losses `L^MDE(λ)` per eval domain, and merged-model losses per eval
-//! domain (design notes §4–5). It owns
+//! domain (docs/design.md, "Method 2"). It owns
 //!
 //! * the [`Dataset`] of trained mixtures (named feature groups, per-eval-domain targets and
 //!   weighted objectives, CSV load/save),

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `datamix fit`'s families against LightGBM with RegMix's settings on a swarm of mixture
+# models trained by the project itself (configs/swarm.toml: 256 Dirichlet mixtures over the
+# built-in medium corpus' 8 domains, the `tiny` decoder continued from one seed), as RegMix
+# fits one: λ → mean held-out loss, fitted on the first rows, scored on the last 64.
+# Usage: benches/swarm.sh [n_test=64] [rounds=3]
+#   The swarm is trained on the first run (about 25 min on 2 cores; the pool is reused after
+#   that); the fits are then timed in alternating rounds (Rust, Python, Rust, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N_TEST=${1:-64}; ROUNDS=${2:-3}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}
+python3 -c "import lightgbm, pandas, scipy" 2>/dev/null \
+  || pip install -q lightgbm pandas scipy || pip install -q --break-system-packages lightgbm pandas scipy
+CSV=runs/swarm/results/mixtures.csv
+if [ ! -f "$CSV" ]; then
+  [ -f data/medium/MANIFEST.json ] || DATAMIX_CORPUS_SMALL_BYTES=1000000 DATAMIX_CACHE=data/.cache \
+    ./scripts/fetch-corpus.sh --small data/medium
+  cargo build -q -p datamix-cli
+  "$CARGO_TARGET_DIR/debug/datamix" study --config configs/swarm.toml
+fi
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 RAYON_NUM_THREADS=1
+WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+cargo bench -q -p datamix-regression --bench regression --no-run
+for r in $(seq "$ROUNDS"); do
+  cargo bench -q -p datamix-regression --bench regression -- holdout "$CSV" "$N_TEST" > "$WORK/rust-$r.jsonl"
+  python3 benches/reference/swarm_lightgbm.py "$CSV" "$N_TEST" > "$WORK/python-$r.jsonl"
+done
+echo "swarm: $(($(wc -l < "$CSV") - 1)) mixtures, test rows $N_TEST, rounds $ROUNDS; cores=$(nproc --all) (threads pinned to 1); $(lscpu | grep 'Model name' | sed 's/  */ /g')"
+python3 benches/reference/swarm_report.py "$WORK"/*.jsonl
