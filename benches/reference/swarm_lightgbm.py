@@ -1,7 +1,7 @@
 """Reference for benches/swarm.sh: LightGBM with RegMix's settings (Liu et al. 2024,
 regression_fitting/regression.ipynb: gbdt, objective regression, 1000 iterations, learning
 rate 0.01, seed 42, early stopping after 3 rounds without improvement of the l2 on a
-validation set) on the same swarm CSV, rows and target as the Rust `holdout` mode: fit on
+validation set) on the same swarm CSV, rows and target (the study's objective) as the Rust `holdout` mode: fit on
 all but the last n_test rows, score on those. RegMix early-stops on the rows it then
 reports; here the validation set is the last 20% of the training rows, so the test rows
 stay unseen. Features: λ alone (RegMix's setting), and λ+MDE when the table has them.
@@ -23,7 +23,8 @@ PARAMS = dict(boosting_type="gbdt", objective="regression", n_estimators=1000,
 def main(path, n_test):
     df = pd.read_csv(path)
     targets = [c for c in df.columns if c.startswith("target:")]
-    y = df[targets].mean(axis=1).to_numpy()
+    # A study's table has its objective; otherwise the mean of all targets (as the Rust side).
+    y = (df["target:objective"] if "target:objective" in df.columns else df[targets].mean(axis=1)).to_numpy()
     n = len(df)
     tr, te = np.arange(n - n_test), np.arange(n - n_test, n)
     n_val = max(1, len(tr) // 5)
