@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::study::data::{stem, tokenize_capped};
+use crate::study::data::{heldout_tokens, scored, stem, tokenize_capped};
 
 /// `run.json`'s format tag.
 pub const RUN_FORMAT: &str = "datamix-run-v1";
@@ -412,14 +412,7 @@ impl BackendTask for TrainTask<'_> {
         let model = trainer.inference_model();
         let mut heldout = Vec::new();
         for d in &self.corpus.manifest().domains {
-            let mut tokens = Vec::new();
-            for s in self.corpus.heldout(&d.name).into_iter().flatten() {
-                if tokens.len() >= spec.eval_tokens {
-                    break;
-                }
-                s.extend_into(&mut tokens);
-            }
-            tokens.truncate(spec.eval_tokens);
+            let tokens = heldout_tokens(self.corpus, &d.name, spec.eval_tokens);
             if tokens.len() < 2 {
                 continue;
             }
@@ -629,14 +622,7 @@ fn streams(spec: &EvalSpec, tok: &TextTokenizer, window: usize) -> Result<Vec<St
             )));
         }
         for d in &m.domains {
-            let mut tokens = Vec::new();
-            for s in corpus.heldout(&d.name).into_iter().flatten() {
-                if tokens.len() >= spec.eval_tokens {
-                    break;
-                }
-                s.extend_into(&mut tokens);
-            }
-            tokens.truncate(spec.eval_tokens);
+            let tokens = heldout_tokens(&corpus, &d.name, spec.eval_tokens);
             if tokens.len() < 2 {
                 tracing::warn!(domain = %d.name, "no held-out sequence: not an eval domain");
                 continue;
@@ -714,15 +700,7 @@ impl BackendTask for EvalTask<'_> {
             for s in self.streams {
                 progress.set_message(format!("{name} on {}", s.name));
                 let lp = evaluate(&model, &s.tokens, &cfg, &device)?.logprobs;
-                per_stream.push(match &s.scored {
-                    None => lp,
-                    Some(mask) => lp
-                        .into_iter()
-                        .zip(mask)
-                        .filter(|(_, keep)| **keep)
-                        .map(|(l, _)| l)
-                        .collect(),
-                });
+                per_stream.push(scored(lp, s.scored.as_deref()));
                 progress.inc(1);
             }
             out.push(per_stream);

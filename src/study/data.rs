@@ -171,14 +171,7 @@ pub fn prepare(cfg: &StudyConfig) -> Result<Prepared> {
 
     let mut eval = Vec::new();
     for d in &domains {
-        let mut tokens = Vec::new();
-        for seq in corpus.heldout(d).into_iter().flatten() {
-            if tokens.len() >= cfg.data.eval_tokens {
-                break;
-            }
-            seq.extend_into(&mut tokens);
-        }
-        tokens.truncate(cfg.data.eval_tokens);
+        let tokens = heldout_tokens(&corpus, d, cfg.data.eval_tokens);
         if tokens.len() < 2 {
             tracing::warn!(
                 domain = %d,
@@ -498,6 +491,33 @@ fn corpus_stale(
 }
 
 /// A file's name up to its first dot (`sotu.jsonl.gz` -> `sotu`).
+/// The first `cap` tokens of a domain's held-out sequences (none for an unknown domain).
+pub(crate) fn heldout_tokens(corpus: &PackedCorpus, domain: &str, cap: usize) -> Vec<u32> {
+    let mut tokens = Vec::new();
+    for seq in corpus.heldout(domain).into_iter().flatten() {
+        if tokens.len() >= cap {
+            break;
+        }
+        seq.extend_into(&mut tokens);
+    }
+    tokens.truncate(cap);
+    tokens
+}
+
+/// The log-probabilities that count: all of them, or those whose target `mask` keeps (an
+/// end-task set's answer tokens).
+pub(crate) fn scored(logprobs: Vec<f32>, mask: Option<&[bool]>) -> Vec<f32> {
+    match mask {
+        None => logprobs,
+        Some(m) => logprobs
+            .into_iter()
+            .zip(m)
+            .filter(|(_, keep)| **keep)
+            .map(|(l, _)| l)
+            .collect(),
+    }
+}
+
 pub(crate) fn stem(path: &std::path::Path) -> String {
     path.file_name()
         .and_then(|n| n.to_str())

@@ -467,15 +467,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
     /// Keeps the log-probabilities that count for stream `i` (all, or an end-task set's
     /// answer tokens).
     fn masked(&self, i: usize, logprobs: Vec<f32>) -> Vec<f32> {
-        match &self.masks[i] {
-            None => logprobs,
-            Some(m) => logprobs
-                .into_iter()
-                .zip(m)
-                .filter(|(_, keep)| **keep)
-                .map(|(l, _)| l)
-                .collect(),
-        }
+        super::data::scored(logprobs, self.masks[i].as_deref())
     }
 
     /// Per-token log-probabilities of a pool model on every eval stream (end-task sets:

@@ -148,13 +148,17 @@ fn holdout(path: &str, n_test: usize) -> Result<(), Box<dyn std::error::Error>> 
     let ridge = RidgeParams::new().alpha(1.0);
     let gp = GpParams::new().restarts(2);
     let gbdt = GbdtParams::new();
-    // RegMix's LightGBM leaves min_child_samples at its default, 20 rows per leaf (ours: 5).
+    // RegMix's LightGBM leaves min_child_samples at its default, 20 rows per leaf (ours: 5),
+    // and early-stops after 3 rounds on a validation set (here the last 20% of the rows, as
+    // the Python side).
     let gbdt20 = GbdtParams::new().min_leaf(20.0);
+    let regmix = GbdtParams::new().min_leaf(20.0).early_stopping(3, 0.2);
     let fams: Vec<(&str, &dyn Regressor)> = vec![
         ("ridge", &ridge),
         ("gp", &gp),
         ("gbdt", &gbdt),
         ("gbdt-min20", &gbdt20),
+        ("gbdt-regmix", &regmix),
     ];
     let has_mde = data.groups().contains(&"mde");
     let mut sets = vec![FeatureSet::new("lambda", &["lambda"])];

@@ -5,6 +5,11 @@
 //! One deviation from LightGBM's defaults that RegMix inherited: at least 5 (not 20) rows per
 //! leaf, since datamix fits on 10–100 trained mixtures rather than RegMix's hundreds.
 //!
+//! Early stopping (off by default, [`GbdtParams::early_stopping`]) is RegMix's practice on
+//! swarms of hundreds: the last share of the training rows is held out as a validation set,
+//! boosting stops once its squared error has not improved for that many rounds, and the model
+//! keeps the trees up to the best round (LightGBM's `best_iteration`).
+//!
 //! Features are binned the way LightGBM bins them (at most 255 bins of at least 3 training
 //! rows, `min_data_in_bin`, thresholds midway between neighbouring values, zero in a bin of
 //! its own) before forust sees them, so both libraries scan the same split candidates: on 56
@@ -35,6 +40,8 @@ pub struct GbdtValidParams {
     nbins: u16,
     min_rows_per_bin: usize,
     seed: u64,
+    /// `(rounds, validation share)`.
+    early_stopping: Option<(usize, f64)>,
 }
 
 /// GBDT parameters (builder); see the module docs for the defaults.
@@ -53,6 +60,7 @@ impl Default for GbdtParams {
             nbins: 255,
             min_rows_per_bin: 3,
             seed: 0,
+            early_stopping: None,
         })
     }
 }
@@ -108,6 +116,14 @@ impl GbdtParams {
         self.0.seed = seed;
         self
     }
+    /// Early stopping: the last `validation_share` (in (0, 0.5]) of the training rows, in
+    /// row order, become a validation set; boosting stops after `rounds` (≥ 1) rounds without
+    /// a lower validation error and keeps the trees up to the best round. RegMix fits its
+    /// LightGBM this way (3 rounds).
+    pub fn early_stopping(mut self, rounds: usize, validation_share: f64) -> Self {
+        self.0.early_stopping = Some((rounds, validation_share));
+        self
+    }
 }
 
 impl GbdtValidParams {
@@ -143,6 +159,18 @@ impl GbdtValidParams {
         }
         if self.min_rows_per_bin == 0 {
             return bad("min_rows_per_bin", "0".into(), ">= 1");
+        }
+        if let Some((rounds, share)) = self.early_stopping {
+            if rounds == 0 {
+                return bad("early_stopping.rounds", "0".into(), ">= 1");
+            }
+            if !(share > 0.0 && share <= 0.5) {
+                return bad(
+                    "early_stopping.validation_share",
+                    share.to_string(),
+                    "in (0, 0.5]",
+                );
+            }
         }
         Ok(())
     }
@@ -242,7 +270,10 @@ fn bin_of(bounds: &[f64], v: f64) -> f64 {
 
 impl Regressor for GbdtValidParams {
     fn name(&self) -> String {
-        "gbdt".into()
+        match self.early_stopping {
+            None => "gbdt".into(),
+            Some(_) => "gbdt+early-stop".into(),
+        }
     }
 
     fn fit(&self, task: &Task) -> Result<Box<dyn Predictor>> {
@@ -251,12 +282,24 @@ impl Regressor for GbdtValidParams {
             family: "gbdt",
             message: e.to_string(),
         };
+        // With early stopping, the last rows validate and the others fit.
+        let (n_all, d) = task.x.dim();
+        let n_val = match self.early_stopping {
+            Some((_, share)) => ((n_all as f64 * share).floor() as usize).max(1),
+            None => 0,
+        };
+        let n = n_all - n_val;
+        if n < 2 {
+            return Err(RegressionError::Fit {
+                family: "gbdt",
+                message: format!("{n_all} rows leave {n} to fit after the validation share"),
+            });
+        }
+        let fit_x = task.x.slice(ndarray::s![..n, ..]);
         // Bin each feature once, LightGBM-style, and hand forust the bin numbers. forust's own
         // quantile cuts would put thresholds on training values rather than between them, and
         // on a few dozen rows one cut per row: 3x the split candidates LightGBM scans.
-        let (n, d) = task.x.dim();
-        let bounds: Vec<Vec<f64>> = task
-            .x
+        let bounds: Vec<Vec<f64>> = fit_x
             .columns()
             .into_iter()
             .map(|c| {
@@ -268,13 +311,15 @@ impl Regressor for GbdtValidParams {
             })
             .collect();
         let max_bins = bounds.iter().map(|b| b.len() + 1).max().unwrap_or(1);
-        let data: Vec<f64> = task
-            .x
-            .columns()
-            .into_iter()
-            .zip(&bounds)
-            .flat_map(|(c, b)| c.into_iter().map(|v| bin_of(b, *v)).collect::<Vec<_>>())
-            .collect();
+        let binned = |x: ArrayView2<'_, f64>| -> Vec<f64> {
+            x.columns()
+                .into_iter()
+                .zip(&bounds)
+                .flat_map(|(c, b)| c.into_iter().map(|v| bin_of(b, *v)).collect::<Vec<_>>())
+                .collect()
+        };
+        let data = binned(fit_x);
+        let val_data = binned(task.x.slice(ndarray::s![n.., ..]));
         let mut b = GradientBooster::default()
             .set_objective_type(ObjectiveType::SquaredLoss)
             .set_iterations(self.n_trees)
@@ -290,13 +335,27 @@ impl Regressor for GbdtValidParams {
             .set_parallel(false);
         b.grow_policy = GrowPolicy::LossGuide;
         let y = task.y.to_vec();
+        let (y_fit, y_val) = y.split_at(n);
+        let w_val = vec![1.0; n_val];
+        let eval = self.early_stopping.map(|(rounds, _)| {
+            b.early_stopping_rounds = Some(rounds);
+            vec![(
+                forust_ml::Matrix::new(&val_data, n_val, d),
+                y_val,
+                w_val.as_slice(),
+            )]
+        });
         b.fit(
             &forust_ml::Matrix::new(&data, n, d),
-            &y,
+            y_fit,
             &vec![1.0; n],
-            None,
+            eval,
         )
         .map_err(err)?;
+        // Prediction walks the trees itself: keep those up to the best round.
+        if let Some(k) = b.prediction_iteration {
+            b.trees.truncate(k);
+        }
         Ok(Box::new(GbdtModel {
             names: task.feature_names.clone(),
             bounds,
@@ -434,5 +493,42 @@ mod tests {
             let one = m.predict(row.insert_axis(Axis(0))).unwrap().mean[0];
             assert_eq!(one, c_order[i]);
         }
+    }
+
+    /// Trees a fitted model keeps (from its `Debug` form).
+    fn trees(m: &dyn Predictor) -> usize {
+        let d = format!("{m:?}");
+        let rest = &d[d.find("trees: ").expect("Debug shows trees") + 7..];
+        rest[..rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len())]
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn early_stopping_keeps_the_trees_up_to_the_best_validation_round() {
+        use linfa::ParamGuard;
+        // A noisy target: a fast learner overfits soon after the signal is fitted.
+        let n = 200;
+        let x = ndarray::Array2::from_shape_fn((n, 2), |(i, j)| ((i * (j * 7 + 3)) % 29) as f64);
+        let noise = ndarray::Array1::from_shape_fn(n, |i| ((i * 7919) % 13) as f64 - 6.0);
+        let y = x.column(0).mapv(|v| 0.5 * v) + noise;
+        let task = Task {
+            x,
+            y,
+            feature_names: vec!["f:a".into(), "f:b".into()],
+            target: "t".into(),
+            ids: (0..n).map(|i| format!("m{i}")).collect(),
+            mde_proxy: None,
+        };
+        let params = GbdtParams::new().n_trees(400).learning_rate(0.3);
+        assert_eq!(trees(params.clone().fit(&task).unwrap().as_ref()), 400);
+        let early = params.clone().early_stopping(3, 0.2).fit(&task).unwrap();
+        let kept = trees(early.as_ref());
+        assert!((1..400).contains(&kept), "kept {kept} trees");
+        assert!(params.clone().early_stopping(0, 0.2).check().is_err());
+        assert!(params.clone().early_stopping(3, 0.6).check().is_err());
+        assert!(params.early_stopping(3, 0.5).check().is_ok());
     }
 }

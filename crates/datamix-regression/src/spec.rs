@@ -58,6 +58,14 @@ pub enum RegressorSpec {
         max_leaves: Option<usize>,
         /// Minimum rows per leaf.
         min_leaf: Option<f32>,
+        /// Early stopping after this many rounds without a better validation error
+        /// ([`GbdtParams::early_stopping`]); none = all `n_trees`.
+        #[serde(default)]
+        early_stopping_rounds: Option<usize>,
+        /// Share of the rows (the last ones) that validate, with `early_stopping_rounds`
+        /// (default 0.2).
+        #[serde(default)]
+        validation_share: Option<f64>,
     },
 }
 
@@ -106,6 +114,8 @@ impl RegressorSpec {
                 learning_rate,
                 max_leaves,
                 min_leaf,
+                early_stopping_rounds,
+                validation_share,
             } => {
                 let mut p = GbdtParams::new();
                 if let Some(n) = n_trees {
@@ -119,6 +129,9 @@ impl RegressorSpec {
                 }
                 if let Some(m) = min_leaf {
                     p = p.min_leaf(m);
+                }
+                if let Some(r) = early_stopping_rounds {
+                    p = p.early_stopping(r, validation_share.unwrap_or(0.2));
                 }
                 Box::new(p.check()?)
             }

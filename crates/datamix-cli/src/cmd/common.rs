@@ -366,7 +366,15 @@ impl Outputs {
 }
 
 /// Family names `datamix fit --families` accepts.
-pub const FAMILY_NAMES: &[&str] = &["mean", "ridge", "elastic-net", "gp", "gbdt", "mde-alone"];
+pub const FAMILY_NAMES: &[&str] = &[
+    "mean",
+    "ridge",
+    "elastic-net",
+    "gp",
+    "gbdt",
+    "gbdt-regmix",
+    "mde-alone",
+];
 
 /// The model spec of a family name (family defaults; `seed` where the family has one).
 pub fn family_spec(name: &str, seed: u64) -> Result<RegressorSpec> {
@@ -387,6 +395,18 @@ pub fn family_spec(name: &str, seed: u64) -> Result<RegressorSpec> {
             learning_rate: None,
             max_leaves: None,
             min_leaf: None,
+            early_stopping_rounds: None,
+            validation_share: None,
+        },
+        // RegMix's LightGBM settings: 20 rows per leaf, early stopping after 3 rounds on a
+        // validation set (the last 20% of the rows).
+        "gbdt-regmix" => RegressorSpec::Gbdt {
+            n_trees: None,
+            learning_rate: None,
+            max_leaves: None,
+            min_leaf: Some(20.0),
+            early_stopping_rounds: Some(3),
+            validation_share: Some(0.2),
         },
         "mde-alone" => RegressorSpec::MdeAlone { calibrate: true },
         other => {

@@ -509,7 +509,7 @@ fn default_families(has_mde: bool) -> Vec<String> {
 }
 
 /// Families that can be searched over λ (`auto` picks among them).
-const SEARCHABLE: &[&str] = &["ridge", "elastic-net", "gp", "gbdt"];
+const SEARCHABLE: &[&str] = &["ridge", "elastic-net", "gp", "gbdt", "gbdt-regmix"];
 
 /// Runs `datamix fit`.
 pub fn run(a: &FitArgs) -> Result<()> {
