@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command from README.md (and what CI runs):
-#   1. every crate's unit, integration and doc tests on the CPU backend;
+#   1. every crate's unit, integration and doc tests on the CPU backend, and the kill test
+#      (scripts/test-kill.sh: 20 studies SIGKILLed at random points, each rerun and compared);
 #   2. the CUDA and WGPU backends compile (no GPU needed);
 #   3. the WGPU path runs for real on Mesa's lavapipe software Vulkan driver
 #      (installed here with apt-get when missing and we are root);
@@ -18,6 +19,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}"
 
 echo "== cargo test --workspace"
 cargo test --workspace
+
+echo "== studies SIGKILLed at random points and rerun (20 runs)"
+./scripts/test-kill.sh
 
 echo "== cargo check: cuda + wgpu backends"
 cargo check -p datamix-decoder --features cuda,wgpu --tests

@@ -675,11 +675,11 @@ fn kill_group(pgid: u32) {
 /// group: a one-command study, `--workers 2` with its worker processes, or two hand-started
 /// workers followed by `finish`), then rerun with `datamix study`, completes with the numbers
 /// and the pool bytes of an uninterrupted run, no finished model trained twice (one training
-/// record per key at most) and no stray file in the pool. 20 runs; about 3 minutes on 2 cores,
-/// so it is not in the default test run: `scripts/test-kill.sh` (or
+/// record per key at most) and no stray file in the pool. 20 runs; about 40 s on 2 cores (plus
+/// the build), kept out of the default run as it kills processes: `scripts/test-kill.sh` (or
 /// `cargo test -p datamix-cli --test jobs -- --ignored`) runs it.
 #[test]
-#[ignore = "about 3 minutes: scripts/test-kill.sh"]
+#[ignore = "kills processes for about 40 s: scripts/test-kill.sh"]
 fn sigkill_at_random_points_then_rerun_twenty_times() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();

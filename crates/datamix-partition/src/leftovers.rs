@@ -44,7 +44,17 @@ fn process_gone(pid: u32) -> Option<bool> {
     if pid == std::process::id() {
         return Some(false);
     }
-    Some(!Path::new("/proc").join(pid.to_string()).exists())
+    // A zombie (killed, not yet reaped: an orphan whose new parent is slow to reap, as in a
+    // container without an init) has closed its files and will never write again.
+    match std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) {
+        Err(_) => Some(true),
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            Some(matches!(state, Some('Z' | 'X')))
+        }
+    }
 }
 
 /// Newest modification time of `path` and (for a directory) of its direct entries.
@@ -192,5 +202,30 @@ mod tests {
                 .is_empty()
         );
         assert!(file.temp_path().exists() && staging.path().exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zombie_owner_is_gone() {
+        // A child that exits and is not reaped stays a zombie of this process.
+        let Ok(mut child) = std::process::Command::new("sh")
+            .args(["-c", "exit 0"])
+            .spawn()
+        else {
+            return; // no shell
+        };
+        let pid = child.id();
+        let t0 = std::time::Instant::now();
+        while process_gone(pid) != Some(true) {
+            assert!(
+                t0.elapsed().as_secs() < 10,
+                "pid {pid} never became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(stat.contains(") Z"), "{stat}");
+        child.wait().unwrap();
+        assert_eq!(process_gone(std::process::id()), Some(false));
     }
 }
