@@ -302,7 +302,14 @@ impl Pool {
             TMP_PREFIX,
             datamix_partition::leftovers::DEFAULT_MAX_AGE,
         )?;
-        Ok(Self { root })
+        let pool = Self { root };
+        // And the half-written training records of killed runs (`<root>.jobs/trainings/`).
+        datamix_partition::leftovers::clean(
+            &pool.jobs_dir().join("trainings"),
+            TMP_PREFIX,
+            datamix_partition::leftovers::DEFAULT_MAX_AGE,
+        )?;
+        Ok(pool)
     }
 
     /// Checks that the pool's entries were described in `format` (the `format` field of

@@ -197,6 +197,7 @@ fn trainings(out_dir: &Path) -> BTreeMap<String, usize> {
     let mut n = BTreeMap::new();
     for e in std::fs::read_dir(out_dir.join("pool.jobs/trainings")).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "stray training-record file {name}");
         *n.entry(name[..64].to_string()).or_insert(0) += 1;
     }
     n
