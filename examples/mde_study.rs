@@ -19,7 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let corpus = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "data/small/corpus".into());
-    let out = std::env::temp_dir().join("datamix-mde-study");
+    // Under runs/ like the main job: a rerun reuses the trained models.
+    let out = std::path::PathBuf::from("runs/examples/mde_study");
     let config = format!(
         r#"
 out_dir = {out:?}

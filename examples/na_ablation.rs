@@ -20,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let corpus = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "data/small/corpus".into());
-    let out = std::env::temp_dir().join("datamix-na-ablation");
+    // Under runs/ like the main job: a rerun reuses the trained models.
+    let out = std::path::PathBuf::from("runs/examples/na_ablation");
     let config = format!(
         r#"
 out_dir = {out:?}
