@@ -175,7 +175,8 @@ fn list_files(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn hash_file(path: &Path) -> Result<FileRecord> {
+/// Length and BLAKE3 hash of a file, streamed.
+pub(crate) fn hash_file(path: &Path) -> Result<FileRecord> {
     let mut h = blake3::Hasher::new();
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let len = std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, f), &mut h)

@@ -391,8 +391,7 @@ impl BackendTask for TrainTask<'_> {
                 trainer.config().vocab_size
             )));
         }
-        // One extra sequence: a batch row needs `seq + 1` tokens.
-        let budget = spec.steps * (spec.batch_size * seq) as u64 + seq as u64;
+        let budget = self.train.tokens_needed();
         let sampler = MixtureSampler::new(self.corpus.clone(), self.mixture, budget, spec.seed)?;
         let mut packer = Packer::new(sampler, spec.batch_size, seq);
         let progress = bar(spec.steps, "train");
@@ -532,8 +531,8 @@ pub fn eval(spec: &EvalSpec) -> Result<EvalOutcome> {
                 tok.as_ref().expect("set above").0.vocab_size()
             )));
         }
-        let hash = blake3::hash(&std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?);
-        models.push((name.clone(), config, weights, hash.to_hex().to_string()));
+        let hash = crate::pool::hash_file(&weights)?.blake3;
+        models.push((name.clone(), config, weights, hash));
     }
     let (tok, _) = tok.expect("at least one model");
     // The sequence length the models trained on (trainer.json), else their longest.

@@ -119,17 +119,6 @@ pub struct DataKey {
     pub streams: Vec<StreamContent>,
 }
 
-/// Tokens a training of `train` consumes, plus one sequence (a batch row needs `seq + 1`
-/// tokens): the budget its sampler is built with.
-pub fn sampler_budget(train: &TrainConfig) -> u64 {
-    let seq = train.seq_len as u64;
-    (train.batch_size as u64)
-        .saturating_mul(train.grad_accum as u64)
-        .saturating_mul(seq)
-        .saturating_mul(train.total_steps)
-        .saturating_add(seq)
-}
-
 impl<'a> ModelSpec<'a> {
     /// The description of one training run (the one place specs are built: the job graph
     /// and the lab must agree on every key).
@@ -142,8 +131,7 @@ impl<'a> ModelSpec<'a> {
         model: &'a DecoderConfig,
         train: TrainConfig,
     ) -> Result<Self> {
-        let sampler =
-            MixtureSampler::new(corpus.clone(), data, sampler_budget(&train), train.seed)?;
+        let sampler = MixtureSampler::new(corpus.clone(), data, train.tokens_needed(), train.seed)?;
         let m = corpus.manifest();
         Ok(Self {
             format: SPEC_FORMAT,
@@ -385,7 +373,7 @@ impl<'a, B: AutodiffBackend> Lab<'a, B> {
         };
         let mut done = trainer.step() - first_step;
         self.bar.inc(done);
-        let sampler = MixtureSampler::new(corpus.clone(), data, sampler_budget(&spec.train), seed)?;
+        let sampler = MixtureSampler::new(corpus.clone(), data, spec.train.tokens_needed(), seed)?;
         let mut packer = Packer::resume(sampler, run.batch_size, seq, trainer.cursor().clone());
         let chunk = match run.checkpoint_every {
             0 => run.steps,

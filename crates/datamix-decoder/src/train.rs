@@ -108,6 +108,17 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Tokens a whole run draws from its data source: `batch_size × grad_accum × seq_len ×
+    /// total_steps`, plus one sequence (a batch row needs `seq_len + 1` tokens). Saturating.
+    pub fn tokens_needed(&self) -> u64 {
+        let seq = self.seq_len as u64;
+        (self.batch_size as u64)
+            .saturating_mul(self.grad_accum as u64)
+            .saturating_mul(seq)
+            .saturating_mul(self.total_steps)
+            .saturating_add(seq)
+    }
+
     /// Learning rate at `step` steps into the schedule: linear warm-up to `lr`,
     /// then cosine decay to `lr * min_lr_ratio` at `total_steps`, flat after.
     pub fn lr_at(&self, step: u64) -> f64 {

@@ -1,6 +1,8 @@
 //! A packed corpus opened for reading: the manifest plus memory-mapped shards.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -16,6 +18,9 @@ pub struct PackedCorpus {
     manifest: Manifest,
     train: Vec<TokenShard>,
     heldout: Vec<TokenShard>,
+    /// [`PackedCorpus::train_range_hash`] results by `(domain, first, count)`: a study asks
+    /// for the same domain or unit once per model that samples it.
+    range_hashes: Mutex<HashMap<(usize, u64, u64), String>>,
 }
 
 impl PackedCorpus {
@@ -60,7 +65,40 @@ impl PackedCorpus {
             manifest,
             train,
             heldout,
+            range_hashes: Mutex::default(),
         })
+    }
+
+    /// xxh3-128 (hex) of `count` training sequences of domain `domain` (manifest order)
+    /// from `first`, each token as a little-endian `u32`: the content a sampler stream draws
+    /// from. Computed once per range and remembered.
+    pub fn train_range_hash(&self, domain: usize, first: u64, count: u64) -> String {
+        let key = (domain, first, count);
+        if let Some(h) = self
+            .range_hashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return h.clone();
+        }
+        let shard = &self.train[domain];
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut tokens = Vec::new();
+        let mut bytes = Vec::new();
+        for i in first..first + count {
+            tokens.clear();
+            shard.get(i as usize).extend_into(&mut tokens);
+            bytes.clear();
+            bytes.extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
+            h.update(&bytes);
+        }
+        let hex = format!("{:032x}", h.digest128());
+        self.range_hashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, hex.clone());
+        hex
     }
 
     /// The directory.

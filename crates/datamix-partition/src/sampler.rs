@@ -245,25 +245,14 @@ impl MixtureSampler {
     pub fn content_key(&self) -> Vec<StreamContent> {
         self.plan
             .iter()
-            .map(|p| {
-                let shard = self.corpus.train_shard(p.domain);
-                let mut h = xxhash_rust::xxh3::Xxh3::new();
-                let mut tokens = Vec::new();
-                let mut bytes = Vec::new();
-                for i in p.first..p.first + p.available_sequences {
-                    tokens.clear();
-                    shard.get(i as usize).extend_into(&mut tokens);
-                    bytes.clear();
-                    bytes.extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
-                    h.update(&bytes);
-                }
-                StreamContent {
-                    name: p.name.clone(),
-                    weight: p.weight,
-                    target_sequences: p.target_sequences,
-                    available_sequences: p.available_sequences,
-                    content: format!("{:032x}", h.digest128()),
-                }
+            .map(|p| StreamContent {
+                name: p.name.clone(),
+                weight: p.weight,
+                target_sequences: p.target_sequences,
+                available_sequences: p.available_sequences,
+                content: self
+                    .corpus
+                    .train_range_hash(p.domain, p.first, p.available_sequences),
             })
             .collect()
     }
