@@ -6,10 +6,16 @@
 //! [--check M2] [--reps R] [--out DIR]` writes `DIR/table.safetensors`, `DIR/mixtures.f64` (row-major
 //! M x K) and `DIR/rust_losses.f64` (losses of the first M2 mixtures) for the numpy
 //! reference (benches/reference/mde_numpy.py), and prints one `key=value` line per figure.
+//!
+//! With `--kernels NAME,NAME,...` (`scalar`, `portable`, `avx2`, `avx512`) it compares
+//! those kernels instead, on the same data: R rounds (`--reps`), each timing every kernel
+//! once over all M mixtures (the order rotated by one per round, so that no kernel always
+//! runs first), then each kernel's median mixtures/s, the ratios of the medians, and each
+//! kernel's largest difference from the exact f64 loss on the first mixtures.
 
 use std::time::Instant;
 
-use datamix_mde::{ExpertTableBuilder, batched_kernel, fastln};
+use datamix_mde::{ExpertTable, ExpertTableBuilder, batched_kernel, fastln};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -76,6 +82,16 @@ fn main() {
     let flat: Vec<f64> = mixtures.iter().flatten().copied().collect();
     std::fs::write(format!("{out}/mixtures.f64"), bytemuck::cast_slice(&flat))
         .expect("write mixtures");
+    if let Some(i) = args.iter().position(|a| a == "--kernels") {
+        let names: Vec<&str> = args
+            .get(i + 1)
+            .expect("--kernels NAME,NAME,...")
+            .split(',')
+            .collect();
+        println!("tokens={t} experts={k} mixtures={m} threads={threads}");
+        compare_kernels(&table, &mixtures, &names, reps);
+        return;
+    }
 
     // Bound: ln over as many values as the MDE run, from an L1-resident buffer, on the
     // same rayon pool (values in the range the kernel sees).
@@ -166,4 +182,65 @@ fn main() {
         println!("bound_avx2_ns_per_ln={:.4}", bound_avx2_s * 1e9 / ln_values);
     }
     println!("max_abs_diff_batched_vs_exact_f64={exact_diff:.3e} (over {n_exact} mixtures)");
+}
+
+/// The `--kernels` mode: every named kernel on all mixtures, `rounds` times, alternating.
+fn compare_kernels(table: &ExpertTable, mixtures: &[Vec<f64>], names: &[&str], rounds: usize) {
+    let (t, m) = (table.n_tokens(), mixtures.len());
+    for name in names {
+        if let Err(e) = table.losses_with_kernel(&mixtures[..m.min(16)], name) {
+            panic!("kernel {name}: {e}");
+        }
+    }
+    let mut secs = vec![Vec::new(); names.len()];
+    let mut losses = vec![Vec::new(); names.len()];
+    for r in 0..rounds {
+        let mut line = format!("round={}", r + 1);
+        for i in (0..names.len()).map(|i| (i + r) % names.len()) {
+            let start = Instant::now();
+            losses[i] = table
+                .losses_with_kernel(mixtures, names[i])
+                .expect("losses");
+            let s = start.elapsed().as_secs_f64();
+            secs[i].push(s);
+            line += &format!(" {}_mixtures_per_s={:.1}", names[i], m as f64 / s);
+        }
+        println!("{line}");
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let h = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[h]
+        } else {
+            0.5 * (v[h - 1] + v[h])
+        }
+    };
+    let rate: Vec<f64> = secs.iter().map(|s| m as f64 / median(s)).collect();
+    let n_exact = m.min(20);
+    let exact: Vec<f64> = mixtures[..n_exact]
+        .iter()
+        .map(|x| table.loss(x).expect("loss"))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        println!("kernel_{name}_median_mixtures_per_s={:.1}", rate[i]);
+        println!(
+            "kernel_{name}_median_ns_per_token_mixture={:.4}",
+            1e9 / (rate[i] * t as f64)
+        );
+        let diff = exact
+            .iter()
+            .zip(&losses[i])
+            .map(|(e, g)| (e - g).abs())
+            .fold(0.0, f64::max);
+        println!("kernel_{name}_max_abs_diff_vs_exact_f64={diff:.3e} (over {n_exact} mixtures)");
+    }
+    for (i, a) in names.iter().enumerate() {
+        for (j, b) in names.iter().enumerate() {
+            if i != j {
+                println!("ratio_{a}_over_{b}={:.3}", rate[i] / rate[j]);
+            }
+        }
+    }
 }

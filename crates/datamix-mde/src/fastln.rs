@@ -1,4 +1,7 @@
-//! A fast natural logarithm for positive normal f32, vectorised for AVX2+FMA and AVX-512F.
+//! A fast natural logarithm for positive normal f32: scalar, vectorised for AVX2+FMA and
+//! AVX-512F (x86_64 intrinsics, run only after feature detection), and in safe portable
+//! SIMD (`wide`'s `f32x8`: SSE2 or AVX on x86_64 as compiled, NEON on aarch64, scalar
+//! elsewhere) for every other CPU. All paths share one algorithm and its coefficients.
 //!
 //! `x = 2^e · m` with `m ∈ [√½, √2)` (found by integer arithmetic on the bits), then
 //! `ln x = e·ln 2 + f·Q(f)`, `f = m − 1`, where `Q` is a degree-8 polynomial fitted
@@ -39,8 +42,8 @@ pub fn ln(x: f32) -> f32 {
 }
 
 /// `Σ ln x_i` in f64 using the fastest path available (the `ln` throughput bound used
-/// by the benchmark): AVX-512F, else AVX2+FMA, else scalar. Inputs must be positive
-/// normal f32.
+/// by the benchmark): AVX-512F, else AVX2+FMA, else portable SIMD. Inputs must be
+/// positive normal f32.
 pub fn sum_ln(xs: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
@@ -50,15 +53,78 @@ pub fn sum_ln(xs: &[f32]) -> f64 {
     sum_ln_avx2(xs)
 }
 
-/// `Σ ln x_i` like [`sum_ln`] but never with AVX-512 (AVX2+FMA, else scalar): the bound
-/// of the AVX2 path, for comparison.
+/// `Σ ln x_i` like [`sum_ln`] but never with AVX-512 (AVX2+FMA, else portable SIMD):
+/// the bound of the AVX2 path, for comparison.
 pub fn sum_ln_avx2(xs: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above).
         return unsafe { avx2::sum_ln(xs) };
     }
-    xs.iter().map(|&x| ln(x) as f64).sum()
+    portable::sum_ln(xs)
+}
+
+/// `Σ ln x_i` with the portable SIMD path on every CPU (the bound of the `portable`
+/// MDE kernel). Inputs must be positive normal f32.
+pub fn sum_ln_portable(xs: &[f32]) -> f64 {
+    portable::sum_ln(xs)
+}
+
+/// The same `ln` in safe portable SIMD (`wide::f32x8`), for any CPU: what `wide`
+/// compiles it to is fixed at compile time by the target's features (two SSE2 halves
+/// on baseline x86_64, AVX with `-C target-cpu` that has it, two NEON halves on
+/// aarch64, plain scalar code elsewhere). No `unsafe`, no intrinsics, nothing
+/// arch-specific here: the code that runs on aarch64 is the code tested on x86_64.
+/// `mul_add` is fused where the target has FMA (aarch64; x86_64 with `fma` enabled at
+/// compile time) and a multiply then an add elsewhere, like the scalar [`ln`].
+pub(crate) mod portable {
+    use super::*;
+    use wide::{f32x8, i32x8};
+
+    /// Eight `ln` at once (the algorithm of [`super::ln`]).
+    #[inline]
+    pub(crate) fn ln8(x: f32x8) -> f32x8 {
+        let bits = x.to_bits().cast_signed();
+        let e = (bits - i32x8::splat(SQRT_HALF_BITS)) >> 23u32;
+        let m = f32x8::from_bits((bits - (e << 23u32)).cast_unsigned());
+        let f = m - f32x8::ONE;
+        let mut p = f32x8::splat(Q[8]);
+        for &c in Q[..8].iter().rev() {
+            p = p.mul_add(f, f32x8::splat(c));
+        }
+        let ef = e.round_float();
+        let r = ef.mul_add(f32x8::splat(LN2_LO), f * p);
+        ef.mul_add(f32x8::splat(LN2_HI), r)
+    }
+
+    /// Sum of the eight lanes in f64.
+    #[inline]
+    pub(crate) fn hsum_f64(v: f32x8) -> f64 {
+        v.to_array().iter().map(|&x| x as f64).sum()
+    }
+
+    /// `Σ ln x_i`: two independent vectors per step, f32 partial sums flushed to f64
+    /// every 512 values (as the AVX2 path).
+    pub(crate) fn sum_ln(xs: &[f32]) -> f64 {
+        let mut total = 0.0f64;
+        let mut blocks = xs.chunks_exact(512);
+        for block in &mut blocks {
+            let (mut a, mut b) = (f32x8::ZERO, f32x8::ZERO);
+            let (pairs, _) = block.as_chunks::<16>();
+            for pair in pairs {
+                let (x, y) = pair.split_at(8);
+                a += ln8(f32x8::new(x.try_into().expect("8 values")));
+                b += ln8(f32x8::new(y.try_into().expect("8 values")));
+            }
+            total += hsum_f64(a + b);
+        }
+        total
+            + blocks
+                .remainder()
+                .iter()
+                .map(|&x| ln(x) as f64)
+                .sum::<f64>()
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -137,7 +203,7 @@ pub(crate) mod avx2 {
     }
 }
 
-/// The SIMD path [`sum_ln`] takes on this CPU: `"avx512"`, `"avx2"` or `"scalar"`.
+/// The SIMD path [`sum_ln`] takes on this CPU: `"avx512"`, `"avx2"` or `"portable"`.
 pub fn sum_ln_path() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -148,7 +214,7 @@ pub fn sum_ln_path() -> &'static str {
             return "avx2";
         }
     }
-    "scalar"
+    "portable"
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -283,6 +349,28 @@ mod tests {
         let want: f64 = xs.iter().map(|&x| (x as f64).ln()).sum();
         let scale: f64 = xs.iter().map(|&x| (x as f64).ln().abs()).sum();
         for got in [sum_ln(&xs), sum_ln_avx2(&xs)] {
+            assert!(
+                (got - want).abs() <= 1e-6 * scale,
+                "{got} vs {want} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn portable_ln_matches_std_and_scalar() {
+        let xs = samples();
+        let simd = |x: f32| portable::ln8(wide::f32x8::splat(x)).to_array()[0];
+        let err = max_rel_err(&xs, simd);
+        assert!(err < 3e-7, "max relative error {err}");
+        // Every lane computes the same function (no lane-dependent code).
+        let lanes: [f32; 8] = std::array::from_fn(|i| xs[i * 20_000 + 7]);
+        let got = portable::ln8(wide::f32x8::new(lanes)).to_array();
+        for (x, g) in lanes.iter().zip(got) {
+            assert_eq!(g, portable::ln8(wide::f32x8::splat(*x)).to_array()[0]);
+        }
+        let want: f64 = xs.iter().map(|&x| (x as f64).ln()).sum();
+        let scale: f64 = xs.iter().map(|&x| (x as f64).ln().abs()).sum();
+        for got in [sum_ln_portable(&xs), sum_ln(&xs), sum_ln_avx2(&xs)] {
             assert!(
                 (got - want).abs() <= 1e-6 * scale,
                 "{got} vs {want} (scale {scale})"

@@ -1,10 +1,11 @@
 //! The MDE loss `L(λ) = -(1/T) Σ_t ln Σ_i λ_i p_i(t)`: one mixture exactly (f64, with
-//! gradient), many mixtures fast (blocked AVX-512 / AVX2 kernels, rayon), and feature
-//! matrices.
+//! gradient), many mixtures fast (blocked AVX-512 / AVX2 kernels on x86_64, a portable
+//! SIMD kernel on every CPU, rayon), and feature matrices.
 //!
 //! This file owns the exact losses and gradients, mixture validation, the batching of
-//! many mixtures over token chunks, and feature matrices; the per-block kernels and their
-//! unsafe SIMD code live in `loss/kernel.rs`, the tests in `loss/tests.rs`.
+//! many mixtures over token chunks, and feature matrices; the per-block kernels (scalar,
+//! portable SIMD, and the unsafe x86_64 SIMD code) live in `loss/kernel.rs`, the tests in
+//! `loss/tests.rs`.
 
 use std::f64::consts::LN_2;
 
@@ -164,8 +165,9 @@ impl ExpertTable {
         Ok(self.losses_unchecked(mixtures))
     }
 
-    /// [`ExpertTable::losses`] with a named kernel (`"avx512"`, `"avx2"` or `"scalar"`),
-    /// for benchmarks comparing the kernels; errors if this CPU lacks it or `k > 16`.
+    /// [`ExpertTable::losses`] with a named kernel (`"avx512"`, `"avx2"`, `"portable"` or
+    /// `"scalar"`), for benchmarks comparing the kernels; errors if this CPU lacks it, or
+    /// for a SIMD kernel if `k > 16`.
     #[doc(hidden)]
     pub fn losses_with_kernel<M: AsRef<[f64]> + Sync>(
         &self,
@@ -290,9 +292,9 @@ fn reference_expert(lambda: &[f64]) -> usize {
 }
 
 /// Which batched kernel [`ExpertTable::losses`] uses for `k` experts on this CPU: its
-/// name (`"avx512"`, `"avx2"` or `"scalar"`) and how many tokens share one `ln` call per
-/// mixture (1 for the scalar kernel; the SIMD kernels take one `ln` of a product of
-/// mantissas per group of tokens, with the exponents summed exactly).
+/// name (`"avx512"`, `"avx2"`, `"portable"` or `"scalar"`) and how many tokens share one
+/// `ln` call per mixture (1 for the scalar kernel; the SIMD kernels take one `ln` of a
+/// product of mantissas per group of tokens, with the exponents summed exactly).
 pub fn batched_kernel(k: usize) -> (&'static str, usize) {
     let c = kernel::select(k);
     (c.name, c.tokens_per_ln)
@@ -340,8 +342,9 @@ pub fn mde_features<M: AsRef<[f64]> + Sync>(
     Ok(out)
 }
 
-/// The batched kernels (scalar, AVX2, AVX-512) and the choice among them for this CPU:
-/// `loss/kernel.rs`, which documents their arithmetic and their safety contract.
+/// The batched kernels (scalar, portable SIMD, AVX2, AVX-512) and the choice among them
+/// for this CPU: `loss/kernel.rs`, which documents their arithmetic and their safety
+/// contract.
 mod kernel;
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ fn one_hot_mixture_is_the_experts_cross_entropy() {
 #[test]
 fn batched_equals_one_at_a_time() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    // k = 20 exercises the portable kernel; 5003 tokens leave a tail after the 16-token blocks.
+    // k = 20 exercises the scalar kernel; 5003 tokens leave a tail after the 16-token blocks.
     for (k, t) in [(1, 40), (3, 5003), (8, 20_000), (20, 1000)] {
         let table = random_table(k, t, k as u64);
         let mut mixtures: Vec<Vec<f64>> = (0..150).map(|_| random_mixture(&mut rng, k)).collect();

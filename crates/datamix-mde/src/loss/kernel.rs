@@ -1,4 +1,6 @@
-//! What this file owns: the batched MDE kernels (scalar, AVX2, AVX-512), how one is
+//! What this file owns: the batched MDE kernels in three families (`scalar`: f64, one
+//! `ln` per token; `portable`: safe portable SIMD written with the `wide` crate, for
+//! every CPU; `avx2` and `avx512`: x86_64 intrinsics, the only unsafe code), how one is
 //! chosen for this CPU, and the unsafe SIMD code; the parent module (`loss.rs`) owns the
 //! exact losses, the batching over mixtures and tokens, and feature matrices.
 //!
@@ -9,9 +11,10 @@
 //! f32 `x` is split by bit operations into its biased exponent `e` and mantissa
 //! `m ∈ [1, 2)`, `x = 2^(e - 127) · m`, so a sum of logarithms becomes an integer sum of
 //! exponents plus the `ln` of a product of mantissas:
-//! - AVX2: each `s` is split, `Σ_t ln s_t = ln 2 · Σ_t (e_t - 127) + ln Π_t m_t`, and the
-//!   mantissas of [`GROUP`] consecutive tokens of a lane are multiplied (the product stays
-//!   in `[1, 2^GROUP)`: no overflow or underflow) before one `ln`.
+//! - AVX2 and portable (the same algorithm, 8 lanes): each `s` is split,
+//!   `Σ_t ln s_t = ln 2 · Σ_t (e_t - 127) + ln Π_t m_t`, and the mantissas of [`GROUP`]
+//!   consecutive tokens of a lane are multiplied (the product stays in `[1, 2^GROUP)`:
+//!   no overflow or underflow) before one `ln`.
 //! - AVX-512: each lane keeps a running product, multiplied by [`SPLIT`] consecutive `s`
 //!   and then split (exponent summed, mantissa kept), so half the integer operations; one
 //!   `ln` of the running mantissa per [`GROUP`] tokens of a lane. The fast pass requires
@@ -19,19 +22,29 @@
 //!   partial product was a normal f32). It also uses the reference-expert form of `s`
 //!   for blocks of mixtures that share their largest weight (see `avx512::sum`).
 //!
-//! Blocks of [`BLOCK`] tokens in which some `s < TINY` (AVX2) or some running product
-//! `< PRODUCT_MIN` (AVX-512; zero weights, underflow) are redone token by token in the
-//! plain form, with the exact log-sum-exp for the tokens with `s < TINY`.
+//! Blocks of [`BLOCK`] tokens in which some `s < TINY` (AVX2, portable) or some running
+//! product `< PRODUCT_MIN` (AVX-512; zero weights, underflow) are redone token by token
+//! in the plain form, with the exact log-sum-exp for the tokens with `s < TINY` (AVX2
+//! and AVX-512: one f32 `ln` per token, `careful`; portable: the scalar kernel's f64
+//! `ln_mix`).
+//!
+//! Which kernel runs: [`select`] takes AVX-512, else AVX2 (both x86_64, detected at run
+//! time), else `portable` (every CPU: on aarch64 `wide` compiles it to NEON, on baseline
+//! x86_64 to SSE2, where it measured 15.6x the scalar kernel and 0.47x the AVX2 one on
+//! one core, docs/benchmarks.md), for k <= 16; `scalar` for more experts. The
+//! `portable` path has no `cfg`, no `unsafe` and no intrinsics: what runs on aarch64 is
+//! the code the tests run on x86_64, compiled by `wide` for the target's vector unit.
 
 use super::*;
 
 /// Arguments: table, t0, t1 (`t1 - t0` a multiple of 16), a [`Block`] of [`MB`]
 /// mixtures, and the `MB` sums to add to.
 ///
-/// An `unsafe fn`: the SIMD kernels are undefined behaviour on a CPU without their
-/// instruction set. Only [`Choice::run`] calls one, and a [`Choice`] holding a SIMD
-/// kernel exists only after its feature check (`avx512_choice` / `avx2_choice`; the
-/// field is private to this module).
+/// An `unsafe fn`: the x86_64 SIMD kernels are undefined behaviour on a CPU without
+/// their instruction set. Only [`Choice::run`] calls one, and a [`Choice`] holding one
+/// of those exists only after its feature check (`avx512_choice` / `avx2_choice`; the
+/// field is private to this module). The `scalar` and `portable` kernels are safe
+/// functions (coerced to this pointer type) and run on any CPU.
 pub(super) type Kernel = unsafe fn(&ExpertTable, usize, usize, &Block, &mut [f64]);
 
 /// [`MB`] mixtures `j` over `k` experts, as each kernel wants them (row-major,
@@ -52,7 +65,8 @@ pub(super) struct Block<'a> {
 }
 
 /// A kernel and what it is: the token that it may run on this CPU. Made only here, by
-/// [`SCALAR`] and the `*_choice` functions after their feature checks.
+/// [`SCALAR`], [`portable_choice`] (safe code, any CPU) and the x86_64 `*_choice`
+/// functions after their feature checks.
 #[derive(Clone, Copy)]
 pub(super) struct Choice {
     pub(super) name: &'static str,
@@ -71,17 +85,17 @@ impl Choice {
         block: &Block,
         out: &mut [f64],
     ) {
-        // SAFETY: a `Choice` holds a SIMD kernel only if it was made by
+        // SAFETY: a `Choice` holds an x86_64 SIMD kernel only if it was made by
         // `avx512_choice` / `avx2_choice`, after checking that this CPU has the
         // kernel's features (the field is private to this module, and no code here
-        // builds a `Choice` otherwise).
+        // builds a `Choice` otherwise); `scalar` and `portable` are safe functions,
+        // with no precondition.
         unsafe { (self.kernel)(table, t0, t1, block, out) }
     }
 }
 
-/// Tokens (per SIMD lane) per `ln`: whose mantissas are multiplied (AVX2; the product
-/// stays below 2^GROUP), or over which the running product is kept (AVX-512).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// Tokens (per SIMD lane) per `ln`: whose mantissas are multiplied (AVX2, portable; the
+/// product stays below 2^GROUP), or over which the running product is kept (AVX-512).
 const GROUP: usize = 64;
 /// Vectors of 16 tokens whose mixture probabilities the AVX-512 kernel multiplies
 /// into its running products before splitting those into exponent and mantissa.
@@ -92,10 +106,9 @@ const SPLIT: usize = 2;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const PRODUCT_MIN: f32 = f32::MIN_POSITIVE * 4.0;
 /// Tokens per underflow check of the SIMD kernels.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const BLOCK: usize = 1024;
 
-/// The portable kernel.
+/// The f64 kernel, one `ln` per token (any CPU, any k).
 pub(super) const SCALAR: Choice = Choice {
     name: "scalar",
     tokens_per_ln: 1,
@@ -106,6 +119,7 @@ pub(super) const SCALAR: Choice = Choice {
 pub(super) fn by_name(name: &str, k: usize) -> Option<Choice> {
     match name {
         "scalar" => Some(SCALAR),
+        "portable" => portable_choice(k),
         #[cfg(target_arch = "x86_64")]
         "avx512" => avx512_choice(k),
         #[cfg(target_arch = "x86_64")]
@@ -114,17 +128,16 @@ pub(super) fn by_name(name: &str, k: usize) -> Option<Choice> {
     }
 }
 
-/// The fastest kernel for `k` experts on this CPU.
+/// The fastest kernel for `k` experts on this CPU: AVX-512, else AVX2 (x86_64, run-time
+/// detection), else portable SIMD (k <= 16), else scalar.
 pub(super) fn select(k: usize) -> Choice {
     #[cfg(target_arch = "x86_64")]
     if let Some(c) = avx512_choice(k).or_else(|| avx2_choice(k)) {
         return c;
     }
-    let _ = k;
-    SCALAR
+    portable_choice(k).unwrap_or(SCALAR)
 }
 
-#[cfg(target_arch = "x86_64")]
 macro_rules! pick {
     ($m:ident, $k:expr) => {
         match $k {
@@ -175,7 +188,16 @@ pub(super) fn avx2_choice(k: usize) -> Option<Choice> {
     })
 }
 
-/// Portable kernel (f64, one `ln` per token, exact fallback per token).
+/// The portable SIMD kernel for `k` experts, if k <= 16 (any CPU: safe code).
+pub(super) fn portable_choice(k: usize) -> Option<Choice> {
+    pick!(portable, k).map(|kernel| Choice {
+        name: "portable",
+        tokens_per_ln: GROUP,
+        kernel,
+    })
+}
+
+/// Scalar kernel (f64, one `ln` per token, exact fallback per token).
 fn scalar(table: &ExpertTable, t0: usize, t1: usize, block: &Block, out: &mut [f64]) {
     let k = table.n_experts();
     for (j, o) in out.iter_mut().enumerate() {
@@ -197,8 +219,7 @@ fn fix_lanes(table: &ExpertTable, t: usize, mask: u32, ln_lam: &[f64]) -> f64 {
         .sum()
 }
 
-/// Whether a kernel's arguments are consistent (checked before the unsafe SIMD code).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// Whether a kernel's arguments are consistent (checked by the SIMD kernels first).
 fn valid_args(
     table: &ExpertTable,
     k: usize,
@@ -219,6 +240,117 @@ fn valid_args(
         && t0 <= t1
         && t1 <= table.n_tokens()
         && (t1 - t0).is_multiple_of(16)
+}
+
+/// The portable SIMD kernel: the AVX2 kernel's algorithm in safe code on `wide`'s
+/// 8-lane vectors, which `wide` compiles for the target's vector unit (NEON on aarch64,
+/// SSE2 on baseline x86_64, AVX/AVX2 when compiled with those features, scalar code
+/// elsewhere). Nothing here is arch-specific.
+mod portable {
+    use super::*;
+    use crate::fastln::portable::{hsum_f64, ln8};
+    use wide::{f32x8, u32x8};
+
+    /// The kernel's entry point: checks its arguments (panics if inconsistent), then
+    /// runs [`sum`] per mixture.
+    pub(in super::super) fn entry<const K: usize>(
+        table: &ExpertTable,
+        t0: usize,
+        t1: usize,
+        block: &Block,
+        out: &mut [f64],
+    ) {
+        assert!(valid_args(table, K, t0, t1, block, out));
+        for (j, o) in out.iter_mut().enumerate() {
+            let r = j * K..(j + 1) * K;
+            *o += sum::<K>(
+                table,
+                t0,
+                t1,
+                &block.lam32[r.clone()],
+                &block.lam[r.clone()],
+                &block.ln_lam[r],
+            );
+        }
+    }
+
+    /// Σ ln s of one mixture over `[t0, t1)` (`t1 - t0` a multiple of 8), as
+    /// `avx2::sum`: 8 tokens per step (K multiply-adds in two chains with λ held in
+    /// vectors), one `ln` per [`GROUP`] mantissa products of a lane, integer exponent
+    /// sums; a block whose minimum s is below TINY is redone by the scalar kernel's
+    /// per-token [`ln_mix`] (f64 `ln`, exact log-sum-exp for the tiny ones), so such
+    /// rare blocks run at the scalar kernel's speed (AVX2 has a SIMD `careful` pass).
+    fn sum<const K: usize>(
+        table: &ExpertTable,
+        t0: usize,
+        t1: usize,
+        lam32: &[f32],
+        lam: &[f64],
+        ln_lam: &[f64],
+    ) -> f64 {
+        let n = table.n_tokens();
+        let q = table.scaled();
+        let lamv: [f32x8; K] = std::array::from_fn(|i| f32x8::splat(lam32[i]));
+        let mant = u32x8::splat(0x007F_FFFF);
+        let one_bits = u32x8::splat(0x3F80_0000);
+        let tiny = f32x8::splat(TINY);
+        let mut total = 0.0f64;
+        let mut t = t0;
+        while t < t1 {
+            let end = t1.min(t + BLOCK);
+            // The block's 8-token vectors of each expert row.
+            let rows: [&[[f32; 8]]; K] =
+                std::array::from_fn(|i| q[i * n + t..i * n + end].as_chunks::<8>().0);
+            let steps = (end - t) / 8;
+            let mut acc = f32x8::ZERO;
+            let mut ex = u32x8::ZERO;
+            let mut low = f32x8::ONE;
+            let mut v = 0;
+            while v < steps {
+                let group_end = steps.min(v + GROUP);
+                let mut prod = f32x8::ONE;
+                while v < group_end {
+                    let s = mix8::<K>(&rows, v, &lamv);
+                    low = low.fast_min(s);
+                    let bits = s.to_bits();
+                    ex += bits >> 23u32;
+                    prod *= f32x8::from_bits((bits & mant) | one_bits);
+                    v += 1;
+                }
+                acc += ln8(prod);
+            }
+            total += if low.simd_lt(tiny).any() {
+                (t..end).map(|t| ln_mix(table, t, lam, ln_lam)).sum::<f64>()
+            } else {
+                let e: i64 = ex.to_array().iter().map(|&x| i64::from(x)).sum();
+                hsum_f64(acc) + LN_2 * (e - 127 * (end - t) as i64) as f64
+            };
+            t = end;
+        }
+        total
+    }
+
+    /// `Σ_i λ_i scaled_i` for the 8 tokens of step `v` of a block (two interleaved
+    /// chains, as `avx2::mix8`).
+    #[inline(always)]
+    fn mix8<const K: usize>(rows: &[&[[f32; 8]]; K], v: usize, lamv: &[f32x8; K]) -> f32x8 {
+        let row = |i: usize| f32x8::new(rows[i][v]);
+        let mut a = lamv[0] * row(0);
+        if K == 1 {
+            return a;
+        }
+        let mut b = lamv[1] * row(1);
+        let mut i = 2;
+        while i + 1 < K {
+            a = lamv[i].mul_add(row(i), a);
+            b = lamv[i + 1].mul_add(row(i + 1), b);
+            i += 2;
+        }
+        if i < K {
+            a = lamv[i].mul_add(row(i), a);
+        }
+        a + b
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -1,8 +1,10 @@
-//! Tests of the MDE losses: the batched kernels against the exact f64 loss and each
-//! other, underflow, padding and ordering of mixtures.
+//! Tests of the MDE losses: the batched kernels (scalar, portable, AVX2, AVX-512: each
+//! one this CPU has) against the exact f64 loss and each other, underflow, padding and
+//! ordering of mixtures, every k the SIMD kernels take, and random tables (proptest).
 
 use super::*;
 use crate::table::ExpertTableBuilder;
+use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -59,7 +61,7 @@ fn mixtures(k: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<f64>> {
 
 /// The kernels this CPU can run for `k` experts.
 fn kernels(k: usize) -> Vec<kernel::Choice> {
-    ["scalar", "avx2", "avx512"]
+    ["scalar", "portable", "avx2", "avx512"]
         .iter()
         .filter_map(|name| kernel::by_name(name, k))
         .collect()
@@ -101,6 +103,48 @@ fn every_kernel_agrees_with_the_exact_f64_loss() {
         }
     }
     println!("max |batched - exact| / max(1, loss) per kernel: {worst:?}");
+}
+
+#[test]
+fn every_kernel_takes_every_k_up_to_16() {
+    // Each k is its own monomorphised SIMD kernel: all of them against the exact loss,
+    // on tables with tiny and underflowing probabilities (fallback blocks) and a tail
+    // after the 16-token blocks, with zero weights and one-hots.
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    for k in 1..=16 {
+        let t = 1100 + 37 * k;
+        let table = hard_table(k, t, 200 + k as u64);
+        let mixtures = mixtures(k, 10, &mut rng);
+        let exact: Vec<f64> = mixtures.iter().map(|m| table.loss(m).unwrap()).collect();
+        let found = kernels(k);
+        assert!(found.iter().any(|c| c.name == "portable"), "k={k}");
+        for choice in found {
+            let got = table.losses_with(&mixtures, choice);
+            for ((g, e), m) in got.iter().zip(&exact).zip(&mixtures) {
+                assert!(
+                    (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                    "{} k={k} T={t} λ={m:?}: {g} vs exact {e}",
+                    choice.name
+                );
+            }
+        }
+    }
+    assert!(kernel::by_name("portable", 17).is_none());
+    assert!(kernel::by_name("portable", 0).is_none());
+}
+
+#[test]
+fn kernel_names_and_the_default() {
+    assert_eq!(kernel::by_name("scalar", 3).unwrap().name, "scalar");
+    assert_eq!(kernel::by_name("portable", 3).unwrap().name, "portable");
+    assert!(kernel::by_name("neon", 3).is_none());
+    // On every CPU, the default for k <= 16 is a SIMD kernel; scalar only beyond.
+    let (name, per_ln) = batched_kernel(8);
+    assert_ne!(name, "scalar");
+    assert_eq!(per_ln, 64);
+    #[cfg(not(target_arch = "x86_64"))]
+    assert_eq!(name, "portable");
+    assert_eq!(batched_kernel(17), ("scalar", 1));
 }
 
 #[test]
@@ -214,4 +258,46 @@ fn no_mixtures_no_losses() {
     let none: Vec<Vec<f64>> = Vec::new();
     assert!(table.losses(&none).unwrap().is_empty());
     assert!(table.losses_with_kernel(&none, "nonsense").is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Every kernel against the exact loss on random tables (k = 1..=16, T from 1 to
+    /// ~3000 tokens: empty 16-token main part, tails, several 1024-token chunks), with
+    /// a random share of tokens far below the best expert (tiny and underflowing s)
+    /// and random mixtures with zero weights.
+    #[test]
+    fn kernels_match_the_exact_loss_on_random_tables(
+        k in 1usize..=16,
+        t in 1usize..3000,
+        seed in any::<u64>(),
+        far in 0.0f64..0.2,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut b = ExpertTableBuilder::new("dom", "tok");
+        for i in 0..k {
+            let row: Vec<f32> = (0..t)
+                .map(|_| {
+                    if rng.random_bool(far) {
+                        -rng.random_range(30.0f32..120.0)
+                    } else {
+                        -rng.random_range(0.0f32..12.0)
+                    }
+                })
+                .collect();
+            b.add_expert(format!("e{i}"), format!("h{i}"), &row).unwrap();
+        }
+        let table = b.build().unwrap();
+        let mixtures = mixtures(k, 5, &mut rng);
+        for choice in kernels(k) {
+            let got = table.losses_with(&mixtures, choice);
+            for (m, g) in mixtures.iter().zip(&got) {
+                let e = table.loss(m).unwrap();
+                prop_assert!(
+                    (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                    "{} k={k} T={t} λ={m:?}: {g} vs exact {e}", choice.name
+                );
+            }
+        }
+    }
 }
