@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use multiversion::multiversion;
 use serde::{Deserialize, Serialize};
 
 /// Floating dtypes that can be merged. Whatever the input dtype, methods
@@ -94,18 +95,7 @@ impl<'a> FloatSlice<'a> {
     /// every path does the same separate `f64` multiply and add (no fused
     /// multiply-add), so results are bit-identical whatever the CPU.
     pub fn scale_into(&self, w: f64, out: &mut [f64], add: bool) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F (checked just above).
-                return unsafe { scale_into_avx512(self, w, out, add) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above).
-                return unsafe { scale_into_avx2(self, w, out, add) };
-            }
-        }
-        scale_into_generic(self, w, out, add);
+        scale_into_simd(self, w, out, add);
     }
 
     /// Element `i` as `f64` (exact).
@@ -129,18 +119,6 @@ impl<'a> FloatSlice<'a> {
         self.scale_into(1.0, &mut out, false);
         out
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn scale_into_avx512(x: &FloatSlice<'_>, w: f64, out: &mut [f64], add: bool) {
-    scale_into_generic(x, w, out, add);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn scale_into_avx2(x: &FloatSlice<'_>, w: f64, out: &mut [f64], add: bool) {
-    scale_into_generic(x, w, out, add);
 }
 
 /// Elements per prefetching block (a multiple of 32, so that blocks of
@@ -194,8 +172,15 @@ fn decode_f16(c: [u8; 2]) -> f64 {
     half::f16::from_bits(u16::from_le_bytes(c)).to_f64()
 }
 
-/// The portable kernel; inlined into the `target_feature` wrappers above so
-/// that LLVM vectorises it for their instruction sets.
+/// [`scale_into_generic`] compiled by `multiversion` once per instruction set
+/// (AVX-512F, AVX2, baseline) and dispatched at run time (the style of the
+/// decoder's kernels), so that LLVM vectorises it for each.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+fn scale_into_simd<'a>(x: &FloatSlice<'a>, w: f64, out: &mut [f64], add: bool) {
+    scale_into_generic(x, w, out, add);
+}
+
+/// The portable kernel; inlined into each of [`scale_into_simd`]'s clones.
 #[inline(always)]
 fn scale_into_generic(x: &FloatSlice<'_>, w: f64, out: &mut [f64], add: bool) {
     /// `out = w x` or `out += w x` elementwise over `xs`.
@@ -259,30 +244,7 @@ pub fn weighted_sum(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64])
         inputs.iter().all(|x| x.len() >= out.len()),
         "every input covers the output"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { weighted_sum_avx512(inputs, weights, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { weighted_sum_avx2(inputs, weights, out) };
-        }
-    }
-    weighted_sum_generic(inputs, weights, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn weighted_sum_avx512(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64]) {
-    weighted_sum_generic(inputs, weights, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn weighted_sum_avx2(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64]) {
-    weighted_sum_generic(inputs, weights, out);
+    weighted_sum_simd(inputs, weights, out);
 }
 
 /// Most inputs [`weighted_sum`] streams at once; more are taken in groups,
@@ -294,8 +256,13 @@ const GROUP: usize = 8;
 /// measured 5% faster than 64, and 256 10% slower (docs/bench-merge.md).
 const GROUP_BLOCK: usize = 32;
 
-/// The portable multi-input kernel, inlined into its `target_feature`
-/// wrappers like [`scale_into_generic`].
+/// [`weighted_sum_generic`], multiversioned like [`scale_into_simd`].
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+fn weighted_sum_simd<'a>(inputs: &[FloatSlice<'a>], weights: &[f64], out: &mut [f64]) {
+    weighted_sum_generic(inputs, weights, out);
+}
+
+/// The portable multi-input kernel, inlined into [`weighted_sum_simd`]'s clones.
 #[inline(always)]
 fn weighted_sum_generic(inputs: &[FloatSlice<'_>], weights: &[f64], out: &mut [f64]) {
     /// One group of same-dtype inputs: block by block, the first input sets

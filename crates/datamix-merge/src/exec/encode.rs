@@ -1,6 +1,7 @@
 //! Encoding `f64` accumulators into little-endian output dtypes (`f32`
 //! with run-time-detected AVX-512 / AVX2). Knows dtypes and bytes only.
 
+use multiversion::multiversion;
 use safetensors::Dtype;
 
 /// Writes `acc` into `dst` as little-endian `dtype` (a float dtype).
@@ -18,37 +19,16 @@ pub(super) fn encode(acc: &[f64], dtype: Dtype, dst: &mut [u8]) {
 }
 
 /// Writes `acc` into `dst` as little-endian `f32`, with AVX-512 or AVX2 where
-/// the CPU has them (detected at run time; ~2-4% of an in-memory merge,
-/// docs/bench-merge.md). Every path rounds to nearest even, as `as f32` does.
+/// the CPU has them (`multiversion` clones, detected at run time; ~2-4% of an
+/// in-memory merge, docs/bench-merge.md). Every path rounds to nearest even, as
+/// `as f32` does.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
 pub(super) fn encode_f32(acc: &[f64], dst: &mut [u8]) {
-    #[inline(always)]
-    pub(super) fn portable(acc: &[f64], dst: &mut [u8]) {
-        let (chunks, _) = dst.as_chunks_mut::<4>();
-        chunks
-            .iter_mut()
-            .zip(acc)
-            .for_each(|(c, &a)| *c = (a as f32).to_le_bytes());
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512(acc: &[f64], dst: &mut [u8]) {
-            portable(acc, dst);
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2(acc: &[f64], dst: &mut [u8]) {
-            portable(acc, dst);
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { avx512(acc, dst) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { avx2(acc, dst) };
-        }
-    }
-    portable(acc, dst);
+    let (chunks, _) = dst.as_chunks_mut::<4>();
+    chunks
+        .iter_mut()
+        .zip(acc)
+        .for_each(|(c, &a)| *c = (a as f32).to_le_bytes());
 }
 
 #[cfg(test)]
