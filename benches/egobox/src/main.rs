@@ -162,7 +162,12 @@ fn gp(path: &str, k: usize, n_test: Option<usize>) -> Res<()> {
             );
             p = p.nugget(1e-2);
             let g = p.fit(&linfa::Dataset::new(task.x.clone(), task.y.clone()))?;
-            eprintln!("{set} egobox: theta {} variance {} likelihood {}", g.theta(), g.variance(), g.likelihood());
+            eprintln!(
+                "{set} egobox: theta {} variance {} likelihood {}",
+                g.theta(),
+                g.variance(),
+                g.likelihood()
+            );
         }
         let folds = Folds::from_assignment(&(0..n).map(|r| r % k).collect::<Vec<_>>())?;
         for (label, fam) in &fams {
