@@ -247,6 +247,10 @@ fn study_runs_end_to_end_and_reuses_its_pool() {
     ] {
         assert!(results.join(f).is_file(), "missing {f}");
     }
+    // The report says "undefined" or "no spread" where a statistic has none (the mean
+    // baseline's correlations, a learning-curve point with one subset) instead of NaN.
+    let report = std::fs::read_to_string(results.join("report.md")).unwrap();
+    assert!(!report.contains("NaN"), "{report}");
     let pool_entries = std::fs::read_dir(cfg.out_dir.join("pool")).unwrap().count();
     let units: usize = o.units_per_domain.iter().sum();
     // seed, units, experts, mixtures, replicates (2), subsets (4), the recommendation with 2

@@ -112,6 +112,16 @@ fn kind(o: &StudyOutcome, j: usize) -> &'static str {
     }
 }
 
+/// A correlation for the report: undefined for a constant prediction (the `mean`
+/// baseline) or a constant target, which the report says instead of printing NaN.
+fn corr(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.3}")
+    } else {
+        "undefined (constant)".into()
+    }
+}
+
 /// Mean of the finite values (NaN when none).
 fn finite_mean(v: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
@@ -271,8 +281,13 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
             let m = &r.metrics;
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.3} | {:.3} | {:.3e} | {:.2e} |",
-                r.family, r.features, m.spearman, m.pearson, m.mse, m.top1_regret
+                "| {} | {} | {} | {} | {:.3e} | {:.2e} |",
+                r.family,
+                r.features,
+                corr(m.spearman),
+                corr(m.pearson),
+                m.mse,
+                m.top1_regret
             );
         }
     }
@@ -290,8 +305,9 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
                 a.curves
                     .iter()
                     .find(|c| c.n_train == n && c.features == f)
-                    .map_or("-".into(), |c| {
-                        format!("{:.3} ± {:.3} ({})", c.spearman, c.spearman_sd, c.repeats)
+                    .map_or("-".into(), |c| match c.repeats {
+                        1 => format!("{:.3} (one subset: no spread)", c.spearman),
+                        _ => format!("{:.3} ± {:.3} ({})", c.spearman, c.spearman_sd, c.repeats),
                     })
             };
             let _ = writeln!(s, "| {n} | {} | {} |", cell("λ"), cell("λ+MDE"));
@@ -404,13 +420,21 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
             best,
             sd
         );
+        // In seed-to-seed SDs, when replicate runs measured one.
+        let in_sd = |d: f64| {
+            if sd.is_finite() && sd > 0.0 {
+                format!("{:+.1} SD", d / sd)
+            } else {
+                "SD unknown: no replicate runs".into()
+            }
+        };
         let _ = writeln!(
             s,
-            "- Recommended vs uniform: {:+.4} ({:+.1} SD); vs the best training mixture: {:+.4} ({:+.1} SD)",
+            "- Recommended vs uniform: {:+.4} ({}); vs the best training mixture: {:+.4} ({})",
             rec - uni,
-            (rec - uni) / sd,
+            in_sd(rec - uni),
             rec - best,
-            (rec - best) / sd
+            in_sd(rec - best)
         );
         // Paired by seed (same seed = same sampling stream, common random numbers).
         for (label, other) in [("uniform", &v.uniform), ("best training mixture", &v.best)] {
@@ -421,16 +445,18 @@ pub fn markdown(cfg: &StudyConfig, o: &StudyOutcome) -> String {
                 .map(|(r, u)| r - u)
                 .collect();
             let wins = d.iter().filter(|x| **x < 0.0).count();
-            let se = stats::sample_sd(&d) / (d.len() as f64).sqrt();
+            let se = match d.len() {
+                1 => "one seed: no SE".to_string(),
+                n => format!("± {:.4} SE", stats::sample_sd(&d) / (n as f64).sqrt()),
+            };
             let _ = writeln!(
                 s,
-                "- Paired by seed, recommended − {label}: {} (mean {:+.4} ± {:.4} SE; better in {wins} of {})",
+                "- Paired by seed, recommended − {label}: {} (mean {:+.4} {se}; better in {wins} of {})",
                 d.iter()
                     .map(|x| format!("{x:+.4}"))
                     .collect::<Vec<_>>()
                     .join(", "),
                 stats::mean(&d),
-                se,
                 d.len()
             );
         }
