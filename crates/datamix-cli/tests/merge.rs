@@ -131,6 +131,17 @@ fn a_plan_merges_exactly_and_records_itself() {
     assert_eq!(code, Some(0), "{err}");
     let (header, _) = read_safetensors(&dir.path().join("merged.safetensors"));
     assert_eq!(header["w"]["dtype"], "BF16");
+    // An output in folders that do not exist yet: they are created.
+    std::fs::write(
+        &plan,
+        PLAN.replace("merged.safetensors", "out/deep/m.safetensors"),
+    )
+    .unwrap();
+    let (code, err) = datamix(&plan);
+    assert_eq!(code, Some(0), "{err}");
+    let (header, data) = read_safetensors(&dir.path().join("out/deep/m.safetensors"));
+    assert_eq!(f32_tensor(&header, &data, "w"), [2.0f32, 3.0, 4.0, 5.0]);
+    assert!(dir.path().join("out/deep/m.merge.json").is_file());
 }
 
 #[test]
@@ -221,6 +232,17 @@ fn bad_plans_and_mismatched_tensors_exit_1_and_write_nothing() {
             "{what}: record written"
         );
     }
+    // A merge that fails into folders it created removes them again.
+    let text = PLAN
+        .replace("b.safetensors", "wide.safetensors")
+        .replace("merged.safetensors", "new/dir/m.safetensors");
+    std::fs::write(&plan, text).unwrap();
+    let (code, err) = datamix(&plan);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        !dir.path().join("new").exists(),
+        "output folder left behind"
+    );
 }
 
 #[test]

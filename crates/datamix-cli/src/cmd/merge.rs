@@ -160,6 +160,20 @@ impl From<Dtype> for OutDtype {
     }
 }
 
+/// Creates the missing folders above `output`; returns them, deepest first.
+fn create_parents(output: &Path) -> std::result::Result<Vec<PathBuf>, datamix::Error> {
+    let mut missing = Vec::new();
+    let mut dir = output.parent();
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    if let Some(top) = missing.first() {
+        std::fs::create_dir_all(top).map_err(|e| datamix::Error::io(top, e))?;
+    }
+    Ok(missing)
+}
+
 /// The record's path: `<output stem>.merge.json` beside the output.
 pub fn record_path(output: &Path) -> PathBuf {
     output.with_extension("merge.json")
@@ -211,9 +225,17 @@ pub fn run(a: &MergeArgs) -> Result<()> {
         method_plan = method_plan.base(Source::Path(path));
     }
     method_plan.check()?;
+    // The output's folder is created when missing (and removed again, if still empty,
+    // when the merge fails), so a failed merge leaves nothing behind.
+    let created = create_parents(&output)?;
     let record = Merger::for_plan(&method_plan)
         .out_dtype(plan.dtype.into())
-        .merge_to_file(&method_plan.models, &PathsOnly, &output)?;
+        .merge_to_file(&method_plan.models, &PathsOnly, &output)
+        .inspect_err(|_| {
+            for dir in &created {
+                let _ = std::fs::remove_dir(dir);
+            }
+        })?;
     let json = serde_json::to_string_pretty(&record).expect("plain data serialises");
     let rec_path = record_path(&output);
     let mut out = Outputs::default();
