@@ -4,21 +4,27 @@
 # built-in medium corpus' 8 domains, the `tiny` decoder continued from one seed), as RegMix
 # fits one: λ → the objective (mean held-out CE over the 8 domains), fitted on the first
 # 192 mixtures, scored on the last 64.
-# Usage: benches/swarm.sh [n_test=64] [rounds=3]
-#   The swarm is trained on the first run (17 min 51 s on 2 cores; the pool is reused after
-#   that); the fits are then timed in alternating rounds (Rust, Python, Rust, ...).
+# Usage: benches/swarm.sh [n_test=64] [rounds=3] [config=configs/swarm.toml]
+#   The swarm is trained on the first run (8 domains: 17 min 51 s on 2 cores; the pool is
+#   reused after that); the fits are then timed in alternating rounds (Rust, Python, ...).
+#   configs/swarm12.toml: the same over 12 domains (four of the medium corpus' domains
+#   split by source, benches/reference/split_domains.py), RegMix's dozen-odd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N_TEST=${1:-64}; ROUNDS=${2:-3}
+N_TEST=${1:-64}; ROUNDS=${2:-3}; CONFIG=${3:-configs/swarm.toml}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/datamix-target}
 python3 -c "import lightgbm, pandas, scipy, sklearn" 2>/dev/null \
   || pip install -q lightgbm pandas scipy scikit-learn || pip install -q --break-system-packages lightgbm pandas scipy scikit-learn
-CSV=$PWD/runs/swarm/results/mixtures.csv
+OUT_DIR=$(sed -n 's/^out_dir *= *"\(.*\)".*/\1/p' "$CONFIG")
+CSV=$PWD/$OUT_DIR/results/mixtures.csv
 if [ ! -f "$CSV" ]; then
   [ -f data/medium/MANIFEST.json ] || DATAMIX_CORPUS_SMALL_BYTES=1000000 DATAMIX_CACHE=data/.cache \
     ./scripts/fetch-corpus.sh --small data/medium
+  if grep -q 'data/medium12/' "$CONFIG" && [ ! -d data/medium12/corpus ]; then
+    python3 benches/reference/split_domains.py data/medium/corpus data/medium12/corpus
+  fi
   cargo build -q -p datamix-cli
-  "$CARGO_TARGET_DIR/debug/datamix" study --config configs/swarm.toml
+  "$CARGO_TARGET_DIR/debug/datamix" study --config "$CONFIG"
 fi
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 RAYON_NUM_THREADS=1
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
