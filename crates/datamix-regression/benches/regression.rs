@@ -3,9 +3,11 @@
 //! `regression gen <out.csv> <rows> <seed>` writes a synthetic table;
 //! `regression run <in.csv> <folds> <candidates>` cross-validates every family on every
 //! feature set (folds = row % k, target = mean of all targets) and times batched prediction;
-//! `regression holdout <in.csv> <n_test>` fits every family on all but the last `n_test`
-//! rows and scores it on those (`benches/swarm.sh`: a swarm of trained mixtures, as RegMix
-//! fits one). Both print one JSON object per line.
+//! `regression holdout <in.csv> <n_test> [block]` fits every family on all but `n_test`
+//! rows and scores it on those: the last `n_test` (block 0), or the block-th block of
+//! `n_test` rows counted from the end (`benches/swarm.sh`: a swarm of trained mixtures, as
+//! RegMix fits one; disjoint blocks give the spread of the held-out scores). Both print one
+//! JSON object per line.
 
 use std::time::Instant;
 
@@ -30,11 +32,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             synthetic(&spec).to_csv(&args[1])?;
         }
         Some("run") => run(&args[1], args[2].parse()?, args[3].parse()?)?,
-        Some("holdout") => holdout(&args[1], args[2].parse()?)?,
+        Some("holdout") => holdout(
+            &args[1],
+            args[2].parse()?,
+            args.get(3).map_or(Ok(0), |b| b.parse())?,
+        )?,
         _ => {
             eprintln!(
                 "usage: regression gen <out.csv> <rows> <seed> | run <in.csv> <folds> <candidates> \
-                 | holdout <in.csv> <n_test>"
+                 | holdout <in.csv> <n_test> [block]"
             );
             std::process::exit(2);
         }
@@ -120,12 +126,13 @@ fn run(path: &str, k: usize, n_cand: usize) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
-/// Fits each family on the first `n - n_test` rows (λ alone, as RegMix; and λ+MDE when the
+/// Fits each family on all rows but the test block (λ alone, as RegMix; and λ+MDE when the
 /// table has MDE columns) to the table's objective (`target:objective`, else the mean of
-/// its targets) and scores it on the last `n_test`; the time is fit + predict,
+/// its targets) and scores it on the block: rows `n - (block + 1)·n_test .. n - block·n_test`
+/// (block 0: the last `n_test`); the training rows keep their order. The time is fit + predict,
 /// best of 3 (1 for the GP). Also picks the family the way `datamix fit` does (best
 /// cross-validated Spearman on the training rows, 5 folds) and reports its test metrics.
-fn holdout(path: &str, n_test: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn holdout(path: &str, n_test: usize, block: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut data = Dataset::from_csv(path)?;
     let names = data.target_names().to_vec();
     // A study's table has its objective (`target:objective`); otherwise the mean of all.
@@ -140,11 +147,16 @@ fn holdout(path: &str, n_test: usize) -> Result<(), Box<dyn std::error::Error>> 
         "avg"
     };
     let n = data.n_rows();
-    if n_test == 0 || n_test >= n {
-        return Err(format!("n_test = {n_test}: expected 1..{n}").into());
+    if n_test == 0 || n_test >= n || (block + 1) * n_test > n {
+        return Err(format!(
+            "n_test = {n_test}, block = {block}: expected 0 < n_test < {n} rows and \
+             (block + 1) * n_test <= {n}"
+        )
+        .into());
     }
-    let train: Vec<usize> = (0..n - n_test).collect();
-    let test: Vec<usize> = (n - n_test..n).collect();
+    let test = n - (block + 1) * n_test..n - block * n_test;
+    let train: Vec<usize> = (0..n).filter(|r| !test.contains(r)).collect();
+    let test: Vec<usize> = test.collect();
     let ridge = RidgeParams::new().alpha(1.0);
     let gp = GpParams::new().restarts(2);
     let gbdt = GbdtParams::new();
@@ -187,7 +199,7 @@ fn holdout(path: &str, n_test: usize) -> Result<(), Box<dyn std::error::Error>> 
                 best_cv = (cv, label);
             }
             println!(
-                "{{\"impl\":\"rust\",\"kind\":\"holdout\",\"model\":\"{label}\",\"features\":\"{}\",\"train\":{},\"test\":{},\"mse\":{},\"spearman\":{},\"pearson\":{},\"cv_spearman\":{},\"seconds\":{best}}}",
+                "{{\"impl\":\"rust\",\"kind\":\"holdout\",\"block\":{block},\"model\":\"{label}\",\"features\":\"{}\",\"train\":{},\"test\":{},\"mse\":{},\"spearman\":{},\"pearson\":{},\"cv_spearman\":{},\"seconds\":{best}}}",
                 fs.name,
                 tr.n_rows(),
                 te.n_rows(),
@@ -198,7 +210,7 @@ fn holdout(path: &str, n_test: usize) -> Result<(), Box<dyn std::error::Error>> 
             );
         }
         println!(
-            "{{\"impl\":\"rust\",\"kind\":\"pick\",\"features\":\"{}\",\"model\":\"{}\"}}",
+            "{{\"impl\":\"rust\",\"kind\":\"pick\",\"block\":{block},\"features\":\"{}\",\"model\":\"{}\"}}",
             fs.name, best_cv.1
         );
     }
