@@ -8,7 +8,9 @@
 #   The swarm is trained on the first run (8 domains: 17 min 51 s on 2 cores; the pool is
 #   reused after that); the fits are then timed in alternating rounds (Rust, Python, ...).
 #   configs/swarm12.toml: the same over 12 domains (four of the medium corpus' domains
-#   split by source, benches/reference/split_domains.py), RegMix's dozen-odd.
+#   split by source, benches/reference/split_domains.py), RegMix's dozen-odd (training
+#   and scoring it: 18 min 36 s on 2 cores). docs/benchmarks.md records
+#   `benches/swarm.sh 64 5 configs/swarm12.toml 4`.
 #   blocks > 1: the fit is repeated with each of that many disjoint blocks of n_test rows
 #   held out (block 0 the last rows, block 1 the n_test before them, ...), for the spread
 #   of the held-out scores and the paired differences (4 blocks of 64 cover 256 rows).
