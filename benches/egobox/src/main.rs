@@ -124,15 +124,10 @@ impl Predictor for EgoboxModel {
 
 fn gp(path: &str, k: usize, n_test: Option<usize>) -> Res<()> {
     let mut data = Dataset::from_csv(path)?;
-    let names = data.target_names().to_vec();
-    let target = if names.iter().any(|t| t == "objective") {
+    let target = if data.target_names().iter().any(|t| t == "objective") {
         "objective"
     } else {
-        let w: Vec<(&str, f64)> = names
-            .iter()
-            .map(|t| (t.as_str(), 1.0 / names.len() as f64))
-            .collect();
-        data.add_objective("avg", &w)?;
+        data.add_mean_objective("avg")?;
         "avg"
     };
     let ours = GpParams::new();

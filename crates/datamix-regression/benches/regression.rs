@@ -50,12 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn run(path: &str, k: usize, n_cand: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut data = Dataset::from_csv(path)?;
-    let names = data.target_names().to_vec();
-    let w: Vec<(&str, f64)> = names
-        .iter()
-        .map(|t| (t.as_str(), 1.0 / names.len() as f64))
-        .collect();
-    data.add_objective("avg", &w)?;
+    data.add_mean_objective("avg")?;
     let n = data.n_rows();
     let folds = Folds::from_assignment(&(0..n).map(|r| r % k).collect::<Vec<_>>())?;
     let ridge = RidgeParams::new().alpha(1.0);
@@ -134,16 +129,11 @@ fn run(path: &str, k: usize, n_cand: usize) -> Result<(), Box<dyn std::error::Er
 /// cross-validated Spearman on the training rows, 5 folds) and reports its test metrics.
 fn holdout(path: &str, n_test: usize, block: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut data = Dataset::from_csv(path)?;
-    let names = data.target_names().to_vec();
     // A study's table has its objective (`target:objective`); otherwise the mean of all.
-    let target = if names.iter().any(|t| t == "objective") {
+    let target = if data.target_names().iter().any(|t| t == "objective") {
         "objective"
     } else {
-        let w: Vec<(&str, f64)> = names
-            .iter()
-            .map(|t| (t.as_str(), 1.0 / names.len() as f64))
-            .collect();
-        data.add_objective("avg", &w)?;
+        data.add_mean_objective("avg")?;
         "avg"
     };
     let n = data.n_rows();

@@ -350,6 +350,15 @@ impl Dataset {
         Ok(())
     }
 
+    /// Appends the equal-weight mean of all current targets as a new target `name`
+    /// ([`Dataset::add_objective`] with weight `1/n` each).
+    pub fn add_mean_objective(&mut self, name: &str) -> Result<()> {
+        let names = self.target_names.clone();
+        let w = 1.0 / names.len() as f64;
+        let weights: Vec<(&str, f64)> = names.iter().map(|t| (t.as_str(), w)).collect();
+        self.add_objective(name, &weights)
+    }
+
     /// The MDE estimate of `target` as weights over feature-column indices: `mde:<target>`, or
     /// for an objective added by [`Dataset::add_objective`], its weights over `mde:<component>`.
     /// `None` when a needed `mde:` column is missing.
@@ -539,6 +548,31 @@ pub fn write_atomic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mean_objective_averages_every_target() {
+        let rows = 4;
+        let d = |targets| {
+            Dataset::new(
+                (0..rows).map(|r| format!("m{r}")).collect(),
+                vec![Column::new(LAMBDA, "a")],
+                Array2::from_shape_fn((rows, 1), |(r, _)| r as f64),
+                vec!["x".into(), "y".into(), "z".into()],
+                targets,
+            )
+            .unwrap()
+        };
+        let mut d = d(Array2::from_shape_fn((rows, 3), |(r, c)| {
+            (r * 3 + c * c) as f64
+        }));
+        d.add_mean_objective("avg").unwrap();
+        let want: Vec<f64> = (0..rows).map(|r| (r * 3) as f64 + 5.0 / 3.0).collect();
+        for (g, w) in d.target("avg").unwrap().iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+        }
+        // A second objective of the same name is refused, as by `add_objective`.
+        assert!(d.add_mean_objective("avg").is_err());
+    }
 
     #[test]
     fn feature_groups_keep_their_names() {

@@ -70,12 +70,7 @@ fn mde_features_beat_lambda_alone_on_synthetic_mixtures() {
         n_mixtures: 40,
         ..Default::default()
     });
-    let names: Vec<String> = data.target_names().to_vec();
-    let w: Vec<(&str, f64)> = names
-        .iter()
-        .map(|t| (t.as_str(), 1.0 / names.len() as f64))
-        .collect();
-    data.add_objective("avg", &w).unwrap();
+    data.add_mean_objective("avg").unwrap();
     let folds = Folds::kfold(40, 5, Some(1)).unwrap();
     let ridge = RidgeParams::new().alpha(0.1);
     let gp = GpParams::new().restarts(0);

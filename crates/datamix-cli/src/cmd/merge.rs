@@ -160,7 +160,8 @@ impl From<Dtype> for OutDtype {
     }
 }
 
-/// Creates the missing folders above `output`; returns them, deepest first.
+/// Creates the missing folders above `output`, each one's entry fsynced in its parent (the
+/// output's own rename fsyncs only the innermost); returns them, deepest first.
 fn create_parents(output: &Path) -> std::result::Result<Vec<PathBuf>, datamix::Error> {
     let mut missing = Vec::new();
     let mut dir = output.parent();
@@ -168,8 +169,12 @@ fn create_parents(output: &Path) -> std::result::Result<Vec<PathBuf>, datamix::E
         missing.push(d.to_path_buf());
         dir = d.parent();
     }
-    if let Some(top) = missing.first() {
-        std::fs::create_dir_all(top).map_err(|e| datamix::Error::io(top, e))?;
+    if let Some(deepest) = missing.first() {
+        std::fs::create_dir_all(deepest).map_err(|e| datamix::Error::io(deepest, e))?;
+    }
+    for d in &missing {
+        let parent = d.parent().filter(|p| !p.as_os_str().is_empty());
+        datamix::io::sync_dir(parent.unwrap_or(Path::new(".")))?;
     }
     Ok(missing)
 }
